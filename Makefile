@@ -1,0 +1,26 @@
+# MediTrack — `make run` starts the API, `make test` runs the tests.
+# Both create a virtual environment in .venv on first use and install into it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test clean
+
+run: $(VENV)/.runtime
+	$(PY) meditrack.py
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,75 @@
+"""Accounts and tokens: register, log in, who am I; and `authenticate` for protected routes.
+
+Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
+(`web/jwt.py`) that the client sends back as `Authorization: Bearer <token>`
+(RFC 6750 §2.1).
+"""
+
+import bcrypt
+
+from handlers.inputs import read_json
+from web import jwt
+from web.messages import json_response
+from web.problems import BadRequest, Unauthorized
+from web.validation import ValidationError
+
+ISSUER = "meditrack"
+BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password and ignores the rest
+
+
+def public_user(user: dict) -> dict:
+    return {"id": user["id"], "username": user["username"], "createdAt": user["createdAt"]}
+
+
+def read_credentials(request) -> tuple[str, bytes]:
+    body = read_json(request)
+    request.app.validator.validate(body, "Credentials")
+    password = body["password"].encode("utf-8")
+    if len(password) > BCRYPT_MAX_BYTES:
+        # Refused rather than cut: two passwords that differ only after byte 72 would
+        # otherwise be the same password.
+        raise ValidationError([("password", f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")])
+    return body["username"], password
+
+
+def register(request):
+    username, password = read_credentials(request)
+    password_hash = bcrypt.hashpw(password, bcrypt.gensalt(rounds=request.app.settings.bcrypt_rounds))
+    user = request.app.store.create_user(username, password_hash)  # Conflict → 409
+    return json_response(public_user(user), 201)
+
+
+def login(request):
+    username, password = read_credentials(request)
+    user = request.app.store.find_user(username)
+    # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
+    # of the same cost, so the response time does not reveal which usernames exist;
+    # and both failures get the same message.
+    stored_hash = user["passwordHash"] if user else request.app.dummy_password_hash
+    if not bcrypt.checkpw(password, stored_hash) or user is None:
+        raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
+    now = int(request.app.clock())
+    ttl = request.app.settings.token_ttl
+    token = jwt.sign({"sub": user["id"], "iat": now, "exp": now + ttl, "iss": ISSUER}, request.app.jwt_key)
+    return json_response({"accessToken": token, "tokenType": "Bearer", "expiresIn": ttl})
+
+
+def me(request):
+    return json_response(public_user(request.user))
+
+
+def authenticate(request) -> dict:
+    """The user a request's bearer token names; 401 for no token, a bad one, or a
+    token whose user no longer exists."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # RFC 9110 §11.1: the auth scheme is case-insensitive.
+    if scheme.lower() != "bearer" or not token.strip():
+        # RFC 6750 §3.1: a request without credentials gets a bare challenge.
+        raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
+    claims = jwt.verify(token.strip(), request.app.jwt_key, now=request.app.clock(), issuer=ISSUER,
+                        require=("exp", "iat", "sub"))
+    user = request.app.store.get_user(claims["sub"]) if isinstance(claims["sub"], str) else None
+    if user is None:
+        raise Unauthorized("the token's user no longer exists",
+                           headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
+    return user

@@ -1,0 +1,251 @@
+"""The API describes itself: GET /openapi.json serves the contract, GET /docs a reference page.
+
+`openapi.json` is the single source of truth: the validator reads its schemas, and
+`render_reference(spec)` turns it into one self-contained HTML5 page, so the prose a
+reader sees can never drift from the rules the server enforces. The page has an inline
+stylesheet, a table of contents and, for every operation, its parameters, request body
+and responses; it has no JavaScript and loads nothing.
+
+Rendering is pure (a dict in, a string out) and happens once at start-up; the server
+keeps the results on the application object (`app.openapi_bytes`, `app.docs_html`) and
+the two handlers here only hand those bytes out.
+"""
+
+import html
+import json
+import re
+from typing import NamedTuple
+
+from web.messages import JSON_TYPE, Response
+
+HTML_TYPE = "text/html; charset=utf-8"
+
+# NOTE: the page needs nothing but its own inline <style>. Forbidding every other source
+# means that even markup slipped into the document could neither run nor load anything.
+DOCS_CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
+
+# OpenAPI 3.1 §4.8.9: the keys of a Path Item that name operations (the rest, such as
+# "parameters", apply to all of them).
+OPERATION_KEYS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+# (lower bound, upper bound, unit) for the JSON-Schema keywords that limit a size or value.
+RANGE_KEYWORDS = (("minLength", "maxLength", "characters"), ("minItems", "maxItems", "items"),
+                  ("minimum", "maximum", ""))
+
+STYLE = """
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 0 auto; padding: 1rem 2rem; }
+h2 { border-bottom: 2px solid #d0d7de; margin-top: 2.5rem; }
+section.operation { border: 1px solid #d0d7de; border-radius: 6px; padding: 0 1rem 1rem; margin: 1.5rem 0; }
+.method { display: inline-block; min-width: 4.5rem; text-align: center; color: #fff; border-radius: 4px;
+          font: bold 0.85rem monospace; padding: 0.1rem 0.4rem; background: #57606a; }
+.get { background: #0969da; } .post { background: #1a7f37; }
+.put { background: #9a6700; } .delete { background: #cf222e; }
+code { background: #f6f8fa; padding: 0 0.2rem; border-radius: 3px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: 0.3rem 0.5rem; border-bottom: 1px solid #d0d7de; }
+.muted { color: #57606a; } nav ul { columns: 2; }
+"""
+
+
+def text(value) -> str:
+    """Escape anything taken from the spec: the page must stay inert whatever the document holds."""
+    return html.escape(str(value))
+
+
+def prose(value) -> str:
+    """Escape a description, then show its `backticked` spans as code (safe: already escaped)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text(value))
+
+
+def resolve(spec: dict, node: dict) -> dict:
+    """Follow local "$ref" pointers such as "#/components/schemas/Patient" (RFC 6901)."""
+    while "$ref" in node:
+        target = spec
+        for token in node["$ref"].removeprefix("#/").split("/"):
+            # RFC 6901 §4: "~1" stands for "/" and "~0" for "~", decoded in that order.
+            target = target[token.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def type_html(schema: dict) -> str:
+    """A schema's type in a few words; a $ref becomes a link to that schema's section."""
+    if "$ref" in schema:
+        name = text(schema["$ref"].rsplit("/", 1)[-1])
+        return f'<a href="#schema-{name}">{name}</a>'
+    types = schema.get("type", "any")
+    names = [types] if isinstance(types, str) else types
+    return " | ".join("array of " + type_html(schema.get("items", {})) if name == "array" else text(name)
+                      for name in names)
+
+
+def range_phrase(low, high, unit: str) -> str:
+    """"1–100 characters", "at least 1", "at most 50 items": one bound or both."""
+    if low is None:
+        bounds = f"at most {high}"
+    elif high is None:
+        bounds = f"at least {low}"
+    else:
+        bounds = f"{low}–{high}"
+    return f"{bounds} {unit}".strip()
+
+
+def rules_html(schema: dict) -> list[str]:
+    """The constraints a schema puts on a value, each as a short phrase."""
+    rules = [text(range_phrase(schema.get(low_key), schema.get(high_key), unit))
+             for low_key, high_key, unit in RANGE_KEYWORDS if low_key in schema or high_key in schema]
+    if "format" in schema:
+        rules.append("format " + text(schema["format"]))
+    if "pattern" in schema:
+        rules.append(f"pattern <code>{text(schema['pattern'])}</code>")
+    # json.dumps so that a null choice reads as null and a string as "text".
+    if "enum" in schema:
+        rules.append("one of " + text(", ".join(json.dumps(choice) for choice in schema["enum"])))
+    if "const" in schema:
+        rules.append("always " + text(json.dumps(schema["const"])))
+    if "default" in schema:
+        rules.append("default " + text(json.dumps(schema["default"])))
+    if schema.get("readOnly"):
+        rules.append("read-only")
+    item_rules = rules_html(schema["items"]) if "items" in schema else []
+    if item_rules:
+        rules.append("each " + ", ".join(item_rules))
+    return rules
+
+
+def schema_line_html(schema: dict) -> str:
+    """One line for a value: its type, its constraints, then its description."""
+    line = f"<em>{type_html(schema)}</em>"
+    rules = rules_html(schema)
+    if rules:
+        line += " — " + "; ".join(rules)
+    if "description" in schema:
+        line += f'. <span class="muted">{prose(schema["description"])}</span>'
+    return line
+
+
+def field_list_html(spec: dict, schema: dict) -> str:
+    """An object schema as a list of its fields; any other schema as a single line."""
+    schema = resolve(spec, schema)
+    if "properties" not in schema:
+        return f"<p>{schema_line_html(schema)}</p>"
+    required = set(schema.get("required", ()))
+    items = []
+    for name, field in schema["properties"].items():
+        need = "required" if name in required else "optional"
+        # An object written inline (not a $ref to a named schema) has no section of its own.
+        inner = field.get("items", field)
+        nested = field_list_html(spec, inner) if "properties" in inner else ""
+        items.append(f"<li><code>{text(name)}</code> ({need}) {schema_line_html(field)}{nested}</li>")
+    closed = '<p class="muted">No other fields.</p>' if schema.get("additionalProperties") is False else ""
+    return "<ul>" + "".join(items) + "</ul>" + closed
+
+
+def parameters_html(spec: dict, parameters: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{text(p['name'])}</code></td><td>{text(p['in'])}</td>"
+        f"<td>{'required' if p.get('required') else 'optional'}</td>"
+        f"<td>{prose(p.get('description', ''))}<br>{schema_line_html(p.get('schema', {}))}</td></tr>"
+        for p in (resolve(spec, parameter) for parameter in parameters))
+    return f"<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th></th><th>value</th></tr>{rows}</table>"
+
+
+def request_body_html(spec: dict, body: dict) -> str:
+    body = resolve(spec, body)
+    parts = [f"<h4>Request body</h4><p>{prose(body.get('description', ''))}</p>"]
+    for media_type, media in body.get("content", {}).items():
+        parts.append(f"<p><code>{text(media_type)}</code></p>")
+        if "schema" in media:
+            parts.append(field_list_html(spec, media["schema"]))
+    return "".join(parts)
+
+
+def responses_html(spec: dict, responses: dict) -> str:
+    rows = []
+    for status, response in responses.items():
+        response = resolve(spec, response)
+        bodies = ", ".join(f"<code>{text(media_type)}</code> {type_html(media['schema']) if 'schema' in media else ''}"
+                           for media_type, media in response.get("content", {}).items())
+        headers = ", ".join(f"<code>{text(name)}</code>" for name in response.get("headers", {}))
+        rows.append(f"<tr><td><strong>{text(status)}</strong></td><td>{prose(response.get('description', ''))}</td>"
+                    f"<td>{bodies}</td><td>{headers}</td></tr>")
+    return ("<h4>Responses</h4><table><tr><th>status</th><th>meaning</th><th>body</th><th>headers</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+class Endpoint(NamedTuple):
+    path: str
+    method: str
+    operation: dict
+    parameters: list[dict]
+
+    @property
+    def anchor(self) -> str:
+        return "op-" + self.operation.get("operationId", f"{self.method}-{self.path}")
+
+
+def endpoints_by_tag(spec: dict) -> dict[str, list[Endpoint]]:
+    """Every operation in document order, grouped by its first tag (listed tags first)."""
+    groups = {tag["name"]: [] for tag in spec.get("tags", [])}
+    for path, path_item in spec.get("paths", {}).items():
+        for method, operation in path_item.items():
+            if method in OPERATION_KEYS:
+                # OpenAPI 3.1 §4.8.9: parameters on the Path Item apply to every operation under it.
+                parameters = path_item.get("parameters", []) + operation.get("parameters", [])
+                tag = operation.get("tags", ["other"])[0]
+                groups.setdefault(tag, []).append(Endpoint(path, method, operation, parameters))
+    return groups
+
+
+def endpoint_html(spec: dict, endpoint: Endpoint) -> str:
+    method, operation = endpoint.method, endpoint.operation
+    schemes = [name for requirement in operation.get("security", []) for name in requirement]
+    auth = f"Needs a token: {text(', '.join(schemes))}." if schemes else "No token needed."
+    parts = [f'<section class="operation" id="{text(endpoint.anchor)}">',
+             f'<h3><span class="method {text(method)}">{text(method.upper())}</span> <code>{text(endpoint.path)}</code></h3>',
+             f"<p><strong>{text(operation.get('summary', ''))}</strong> {prose(operation.get('description', ''))}</p>",
+             f'<p class="muted">{auth}</p>']
+    if endpoint.parameters:
+        parts.append(parameters_html(spec, endpoint.parameters))
+    if "requestBody" in operation:
+        parts.append(request_body_html(spec, operation["requestBody"]))
+    parts.append(responses_html(spec, operation.get("responses", {})))
+    return "".join(parts) + "</section>"
+
+
+def render_reference(spec: dict) -> str:
+    """The whole reference page for an OpenAPI document, as an HTML5 string."""
+    info = spec.get("info", {})
+    title = text(f"{info.get('title', 'API')} {info.get('version', '')}".strip())
+    tag_descriptions = {tag["name"]: tag.get("description", "") for tag in spec.get("tags", [])}
+    servers = ", ".join(f"<code>{text(server['url'])}</code>" for server in spec.get("servers", []))
+    toc, body = [], []
+    for tag, endpoints in endpoints_by_tag(spec).items():
+        links = "".join(f'<li><a href="#{text(e.anchor)}">{text(e.method.upper())} {text(e.path)}</a>'
+                        f" — {text(e.operation.get('summary', ''))}</li>" for e in endpoints)
+        toc.append(f'<li><a href="#tag-{text(tag)}">{text(tag)}</a><ul>{links}</ul></li>')
+        body.append(f'<h2 id="tag-{text(tag)}">{text(tag)}</h2><p>{prose(tag_descriptions.get(tag, ""))}</p>')
+        body.extend(endpoint_html(spec, endpoint) for endpoint in endpoints)
+    schemas = spec.get("components", {}).get("schemas", {})
+    toc.append('<li><a href="#schemas">schemas</a></li>')
+    body.append('<h2 id="schemas">Schemas</h2>')
+    body.extend(f'<h3 id="schema-{text(name)}">{text(name)}</h3><p>{prose(schema.get("description", ""))}</p>'
+                + field_list_html(spec, schema) for name, schema in schemas.items())
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{title} reference</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        f"<h1>{title}</h1>", f"<p>{prose(info.get('description', ''))}</p>",
+        f"<p>Server: {servers}. Machine-readable contract: <a href=\"/openapi.json\">/openapi.json</a>.</p>",
+        f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>", *body, "</body>", "</html>", ""])
+
+
+def get_openapi(request) -> Response:
+    """GET /openapi.json: the contract, byte for byte as loaded at start-up."""
+    return Response(200, request.app.openapi_bytes, [("Content-Type", JSON_TYPE)])
+
+
+def get_docs(request) -> Response:
+    """GET /docs: the reference page rendered once at start-up from the same document."""
+    return Response(200, request.app.docs_html,
+                    [("Content-Type", HTML_TYPE), ("Content-Security-Policy", DOCS_CONTENT_SECURITY_POLICY)])

@@ -1,0 +1,62 @@
+"""Reading what a client sent: a JSON body, an id in the path, a number in the query.
+
+Every handler that takes input goes through these few functions, so a malformed id or
+a body with the wrong Content-Type is refused the same way on every route.
+"""
+
+from storage.ids import is_object_id
+from web.jsonbody import parse_json
+from web.problems import BadRequest, UnsupportedMediaType
+
+
+def media_type(request) -> str:
+    """The media type of the body, lower-cased, without parameters ("application/json")."""
+    return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+
+def read_json(request):
+    """The request body as JSON; 415 unless it is declared application/json."""
+    # RFC 9110 §15.5.16: 415 when the content is in a format the resource does not take.
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType("the body must be application/json")
+    charset = request.headers.get_param("charset")
+    if charset is not None and charset.lower() != "utf-8":
+        raise UnsupportedMediaType("JSON bodies must be UTF-8 (RFC 8259 §8.1)")
+    raw = request.body.read()
+    if not raw:
+        raise BadRequest("a JSON body is required")
+    return parse_json(raw)
+
+
+def object_id(value: str, name: str) -> str:
+    """A value that must be an id: 24 lower-case hex digits, else 400."""
+    if not is_object_id(value):
+        raise BadRequest(f"{name} must be a 24-character hexadecimal id")
+    return value
+
+
+def path_id(request, name: str) -> str:
+    return object_id(request.params[name], name)
+
+
+def query_value(request, name: str, *, max_length: int = 100) -> str | None:
+    """One value of a query parameter, or None when absent; repeated or oversize → 400."""
+    values = request.query.get(name)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"the query parameter {name} may be given only once")
+    value = values[0]
+    if len(value) > max_length or "\x00" in value:
+        raise BadRequest(f"the query parameter {name} is too long or contains NUL")
+    return value
+
+
+def query_int(request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An integer query parameter in [minimum, maximum]; digits only, so no '+5' or ' 5'."""
+    text = query_value(request, name, max_length=10)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or not minimum <= int(text) <= maximum:
+        raise BadRequest(f"{name} must be a whole number from {minimum} to {maximum}")
+    return int(text)

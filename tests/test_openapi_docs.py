@@ -1,0 +1,225 @@
+"""openapi.json is the contract: it must be well formed, match DESIGN.md's route table,
+stay inside the schema subset the validator understands, and render to a safe /docs page."""
+
+import copy
+import html
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from handlers.docs import get_docs, get_openapi, render_reference
+from web.messages import JSON_TYPE
+from web.validation import SchemaValidator
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
+
+CONTRACT_ROUTES = {
+    ("post", "/auth/register"), ("post", "/auth/login"), ("get", "/auth/me"),
+    ("get", "/patients"), ("post", "/patients"),
+    ("get", "/patients/{patientId}"), ("put", "/patients/{patientId}"), ("delete", "/patients/{patientId}"),
+    ("get", "/patients/{patientId}/reports"), ("post", "/patients/{patientId}/reports"),
+    ("get", "/patients/{patientId}/reports/{reportId}"), ("delete", "/patients/{patientId}/reports/{reportId}"),
+    ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
+}
+PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"),
+                 ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
+ROUTES_WITHOUT_4XX = {("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
+
+# The keywords web/validation.py understands, plus the annotations it ignores.
+ALLOWED_SCHEMA_KEYWORDS = {
+    "type", "required", "properties", "additionalProperties", "enum", "const", "minLength", "maxLength",
+    "pattern", "format", "minimum", "maximum", "items", "minItems", "maxItems", "$ref",
+    "description", "example", "examples", "title", "default", "readOnly",
+}
+OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+
+
+def operations(spec):
+    for path, path_item in spec["paths"].items():
+        for method, operation in path_item.items():
+            if method in OPERATION_KEYS:
+                yield method, path, operation
+
+
+def all_refs(node):
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from all_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from all_refs(value)
+
+
+def follow_pointer(spec, ref):
+    node = spec
+    for token in ref.removeprefix("#/").split("/"):
+        node = node[token.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def keywords_outside_subset(schema, where):
+    """Yield (location, keyword) for every keyword the validator would not understand."""
+    for keyword in schema:
+        if keyword not in ALLOWED_SCHEMA_KEYWORDS:
+            yield where, keyword
+    # Only these keywords hold sub-schemas; example/default/enum hold data, not schemas.
+    for name, sub_schema in schema.get("properties", {}).items():
+        yield from keywords_outside_subset(sub_schema, f"{where}.properties.{name}")
+    for keyword in ("items", "additionalProperties"):
+        if isinstance(schema.get(keyword), dict):
+            yield from keywords_outside_subset(schema[keyword], f"{where}.{keyword}")
+
+
+def fake_request(**app_attributes):
+    return SimpleNamespace(app=SimpleNamespace(**app_attributes))
+
+
+def test_document_is_openapi_3_1_json(spec):
+    assert spec["openapi"] == "3.1.0"
+    assert spec["info"]["title"] == "MediTrack"
+    assert spec["info"]["version"] == "1.0.0"
+    assert spec["servers"] == [{"url": "http://127.0.0.1:8000"}]
+
+
+def test_document_is_indented_with_two_spaces():
+    second_line = SPEC_PATH.read_text(encoding="utf-8").splitlines()[1]
+    assert second_line.startswith('  "') and not second_line.startswith('   ')
+
+
+def test_every_ref_resolves(spec):
+    refs = set(all_refs(spec))
+    assert refs, "the document should reuse components through $ref"
+    for ref in refs:
+        assert ref.startswith("#/"), ref
+        follow_pointer(spec, ref)  # raises KeyError when the target is missing
+
+
+def test_schemas_use_only_the_validator_subset(spec):
+    offenders = [found for name, schema in spec["components"]["schemas"].items()
+                 for found in keywords_outside_subset(schema, name)]
+    assert offenders == []
+
+
+def test_every_schema_example_passes_the_servers_validator(spec):
+    validator = SchemaValidator(spec)
+    schemas = spec["components"]["schemas"]
+    examples = {name: schema["example"] for name, schema in schemas.items() if "example" in schema}
+    assert {"Credentials", "PatientInput", "Patient", "Report"} <= examples.keys()
+    for name, example in examples.items():
+        validator.validate(example, name)  # raises ValidationError or SchemaError on a mismatch
+
+
+def test_formats_are_only_date_and_email(spec):
+    def formats(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("format"), str):
+                yield node["format"]
+            for value in node.values():
+                yield from formats(value)
+    assert set(formats(spec["components"]["schemas"])) <= {"date", "email"}
+
+
+def test_schema_names_the_server_relies_on_exist(spec):
+    assert set(spec["components"]["schemas"]) >= {
+        "Credentials", "User", "Token", "Address", "PatientInput", "Patient", "PatientPage",
+        "Report", "ReportUpload", "Problem", "Health"}
+
+
+def test_patient_input_refuses_unknown_fields_and_requires_name_and_birth_date(spec):
+    patient_input = spec["components"]["schemas"]["PatientInput"]
+    assert patient_input["additionalProperties"] is False
+    assert set(patient_input["required"]) == {"firstName", "lastName", "dateOfBirth"}
+    assert "id" not in patient_input["properties"] and "reports" not in patient_input["properties"]
+
+
+def test_paths_and_methods_are_exactly_the_contract(spec):
+    assert {(method, path) for method, path, _ in operations(spec)} == CONTRACT_ROUTES
+
+
+def test_every_operation_has_an_id_a_summary_and_a_tag(spec):
+    operation_ids = []
+    for method, path, operation in operations(spec):
+        assert operation.get("summary"), (method, path)
+        assert operation.get("tags") and operation["tags"][0] in {"auth", "patients", "reports", "service"}
+        operation_ids.append(operation["operationId"])
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
+
+
+def test_every_operation_but_the_service_ones_documents_a_4xx(spec):
+    for method, path, operation in operations(spec):
+        if (method, path) not in ROUTES_WITHOUT_4XX:
+            assert any(status.startswith("4") for status in operation["responses"]), (method, path)
+    assert "503" in spec["paths"]["/health"]["get"]["responses"]
+
+
+def test_protected_operations_require_bearer_auth_and_document_401(spec):
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    for method, path, operation in operations(spec):
+        if (method, path) in PUBLIC_ROUTES:
+            assert "security" not in operation, (method, path)
+        else:
+            assert operation["security"] == [{"bearerAuth": []}], (method, path)
+            assert "401" in operation["responses"], (method, path)
+
+
+def test_error_responses_are_problem_json_with_examples(spec):
+    for name, response in spec["components"]["responses"].items():
+        media = response["content"]["application/problem+json"]
+        assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, name
+        examples = [media["example"]] if "example" in media else [e["value"] for e in media["examples"].values()]
+        for example in examples:
+            assert example["type"] == "about:blank", name
+    assert "Retry-After" in spec["components"]["responses"]["TooManyRequests"]["headers"]
+    assert "WWW-Authenticate" in spec["components"]["responses"]["Unauthorized"]["headers"]
+
+
+def test_reference_page_lists_every_path_and_summary(spec):
+    page = render_reference(spec)
+    assert page.startswith("<!DOCTYPE html>")
+    for method, path, operation in operations(spec):
+        # The page escapes every text it takes from the spec, apostrophes included.
+        assert html.escape(path) in page
+        assert html.escape(operation["summary"]) in page
+    assert "<script" not in page.lower()
+
+
+def test_reference_page_escapes_markup_from_the_spec(spec):
+    hostile = copy.deepcopy(spec)
+    hostile["paths"]["/patients"]["get"]["summary"] = "<script>alert(1)</script>"
+    page = render_reference(hostile)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_reference_page_shows_request_field_rules(spec):
+    page = render_reference(spec)
+    assert "<code>dateOfBirth</code> (required)" in page
+    assert "1–100 characters" in page
+    assert "at most 50 items" in page
+
+
+def test_get_openapi_serves_the_document_as_json():
+    document = SPEC_PATH.read_bytes()
+    response = get_openapi(fake_request(openapi_bytes=document))
+    assert response.status == 200
+    assert ("Content-Type", JSON_TYPE) in response.headers
+    assert response.body == document
+
+
+def test_get_docs_serves_html_under_a_strict_content_security_policy():
+    page = b"<!DOCTYPE html><title>x</title>"
+    response = get_docs(fake_request(docs_html=page))
+    assert response.status == 200
+    assert ("Content-Type", "text/html; charset=utf-8") in response.headers
+    assert ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'") in response.headers
+    assert response.body == page

@@ -1,0 +1,93 @@
+"""The request pipeline: what happens to every request between the socket and a handler.
+
+    client address → rate limit → route → body limit → authenticate → handler
+                                                   any exception → problem+json
+
+Each step either passes the request on or raises; `problem_response` turns whatever
+was raised into the one right status. Handlers therefore only ever see requests that
+are within limits, routed, and (where the route says so) authenticated.
+"""
+
+import ipaddress
+import logging
+from typing import Callable
+
+from web.messages import Request, Response
+from web.problems import PayloadTooLarge, TooManyRequests, problem_response, status_for
+from web.ratelimit import RateLimiter, retry_after_header
+from web.router import Router
+
+error_log = logging.getLogger("meditrack.errors")
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: frozenset[str]) -> str:
+    """The address a rate limit should count against.
+
+    NOTE: X-Forwarded-For is written by whoever sends the request, so believing it
+    would let any client pick a fresh address per request and never be limited. Only
+    when the peer is a proxy we were told to trust do we read the header, right to
+    left, skipping our own proxies: the first address they did not add is the client.
+    """
+    if peer not in trusted_proxies or not forwarded_for:
+        return peer
+    for hop in reversed(forwarded_for.split(",")):
+        hop = hop.strip()
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed hop: fall back to what we can see for ourselves
+        if hop not in trusted_proxies:
+            return hop
+    return peer
+
+
+class Dispatcher:
+    def __init__(self, router: Router, context, *, authenticate: Callable[[Request], dict],
+                 max_body: int, general_limit: RateLimiter | None = None,
+                 credentials_limit: RateLimiter | None = None,
+                 trusted_proxies: frozenset[str] = frozenset()):
+        self.router = router
+        self.context = context          # becomes request.app: store, settings, keys
+        self.authenticate = authenticate
+        self.max_body = max_body        # default for routes that do not set their own
+        self.general_limit = general_limit
+        self.credentials_limit = credentials_limit
+        self.trusted_proxies = trusted_proxies
+
+    def __call__(self, request: Request) -> Response:
+        request.app = self.context
+        try:
+            return self._run(request)
+        except Exception as exc:
+            if status_for(exc) == 500:
+                # The traceback names code, not data; the request body is never logged.
+                error_log.exception("unhandled error in %s %s", request.method, request.route or "-")
+            return problem_response(exc)
+
+    def _run(self, request: Request) -> Response:
+        request.client = client_address(request.client, request.headers.get("X-Forwarded-For"),
+                                        self.trusted_proxies)
+        self._check_rate(self.general_limit, request.client)
+        route, request.params = self.router.match(request.method, request.path)
+        request.route = route.template
+        if route.options.get("credentials"):
+            # A stricter bucket where passwords are checked: it slows guessing and
+            # keeps a storm of bcrypt work from starving every other request.
+            self._check_rate(self.credentials_limit, request.client)
+        max_body = route.options.get("max_body", self.max_body)
+        if request.content_length > max_body:
+            # Refused before a byte of the body is read (and before any 100 Continue).
+            raise PayloadTooLarge(f"the body is larger than {max_body} bytes")
+        if route.options.get("auth"):
+            request.user = self.authenticate(request)
+        return route.handler(request)
+
+    @staticmethod
+    def _check_rate(limiter: RateLimiter | None, client: str) -> None:
+        if limiter is None:
+            return
+        wait = limiter.check(client)
+        if wait > 0:
+            # RFC 6585 §4: 429, and Retry-After says when trying again can succeed.
+            raise TooManyRequests("too many requests; slow down",
+                                  headers=(("Retry-After", retry_after_header(wait)),))

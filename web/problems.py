@@ -1,0 +1,119 @@
+"""Errors as RFC 9457 problem details: one table from exception to status, one writer.
+
+Handlers and mechanisms raise; nothing but `problem_response` turns an exception into
+an HTTP response. Every mechanism keeps its own exceptions free of HTTP (the JWT
+module does not know what a 401 is), and `STATUS_BY_EXCEPTION` below is the one place
+that decides which status each failure deserves. A reader can check the whole API's
+error behaviour on one screen.
+"""
+
+from http import HTTPStatus
+
+from storage import errors as store_errors
+from web import jsonbody, jwt, multipart, router, validation
+from web.messages import Response, encode_json
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+class HTTPError(Exception):
+    """An error that is already an HTTP status: raised by handlers and the server."""
+    status = 500
+
+    def __init__(self, detail: str, *, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(detail)
+        self.headers = headers
+
+
+class BadRequest(HTTPError):
+    status = 400
+
+
+class Unauthorized(HTTPError):
+    status = 401
+
+
+class Forbidden(HTTPError):
+    status = 403
+
+
+class NotFound(HTTPError):
+    status = 404
+
+
+class LengthRequired(HTTPError):
+    status = 411
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+
+
+class URITooLong(HTTPError):
+    status = 414
+
+
+class UnsupportedMediaType(HTTPError):
+    status = 415
+
+
+class TooManyRequests(HTTPError):
+    status = 429
+
+
+class HeaderFieldsTooLarge(HTTPError):
+    status = 431
+
+
+# The mechanisms' and stores' exceptions, each with the one status it deserves.
+# Looked up along the exception's class hierarchy, so a subclass listed here
+# (FileTooLarge) wins over its base (MultipartError).
+STATUS_BY_EXCEPTION = {
+    router.RouteNotFound: 404,
+    router.MethodNotAllowed: 405,
+    jsonbody.InvalidJSON: 400,
+    validation.ValidationError: 400,
+    jwt.TokenError: 401,
+    multipart.MultipartError: 400,
+    multipart.FileTooLarge: 413,
+    multipart.FieldTooLarge: 413,
+    store_errors.NotFound: 404,
+    store_errors.Conflict: 409,
+    store_errors.Unavailable: 503,
+}
+
+# What a client is told for anything unexpected: never the exception's own text,
+# which could hold SQL, a driver message or a file path.
+INTERNAL_DETAIL = "The server could not complete the request."
+
+
+def status_for(exc: BaseException) -> int:
+    if isinstance(exc, HTTPError):
+        return exc.status
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_EXCEPTION:
+            return STATUS_BY_EXCEPTION[cls]
+    return 500
+
+
+def _headers_for(exc: BaseException) -> list[tuple[str, str]]:
+    if isinstance(exc, HTTPError):
+        return list(exc.headers)
+    if isinstance(exc, router.MethodNotAllowed):
+        # RFC 9110 §15.5.6: a 405 MUST carry Allow with the methods the resource has.
+        return [("Allow", ", ".join(exc.allowed))]
+    if isinstance(exc, jwt.TokenError):
+        # RFC 6750 §3.1: a rejected token is answered with error="invalid_token".
+        return [("WWW-Authenticate", 'Bearer error="invalid_token"')]
+    return []
+
+
+def problem_response(exc: BaseException) -> Response:
+    """The problem+json response for an exception (RFC 9457 §3)."""
+    status = status_for(exc)
+    detail = INTERNAL_DETAIL if status == 500 else str(exc)
+    # RFC 9457 §4.2.1: with type "about:blank" the title is the status's reason phrase.
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    if isinstance(exc, validation.ValidationError):
+        body["errors"] = [{"field": field, "message": message} for field, message in exc.errors]
+    return Response(status, encode_json(body), [("Content-Type", PROBLEM_TYPE), *_headers_for(exc)])

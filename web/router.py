@@ -1,0 +1,68 @@
+"""A router: path templates like `/patients/{patientId}` mapped to handler functions.
+
+Templates are compiled to regular expressions once, when routes are added. Matching
+follows RFC 9110: a path no route knows is 404 Not Found (§15.5.5); a path that some
+route knows, asked with a method none of its routes accepts, is 405 Method Not
+Allowed (§15.5.6), and the response must list the methods that would work in `Allow`.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import unquote
+
+# A path parameter is one whole segment: it never spans a '/'.
+PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class RouteNotFound(Exception):
+    """No route has this path."""
+
+    def __init__(self):
+        super().__init__("there is no resource at this path")
+
+
+class MethodNotAllowed(Exception):
+    def __init__(self, method: str, allowed: list[str]):
+        super().__init__(f"{method} is not allowed here; allowed: {', '.join(allowed)}")
+        self.allowed = allowed
+
+
+@dataclass
+class Route:
+    method: str
+    template: str
+    handler: Callable
+    pattern: re.Pattern = field(repr=False)
+    options: dict = field(default_factory=dict)  # e.g. auth=True, max_body=1024
+
+
+def compile_template(template: str) -> re.Pattern:
+    """'/patients/{patientId}' -> ^/patients/(?P<patientId>[^/]+)$ (literal parts escaped)."""
+    pattern, position = "", 0
+    for parameter in PARAMETER.finditer(template):
+        pattern += re.escape(template[position:parameter.start()]) + f"(?P<{parameter[1]}>[^/]+)"
+        position = parameter.end()
+    return re.compile(pattern + re.escape(template[position:]))
+
+
+class Router:
+    def __init__(self):
+        self.routes: list[Route] = []
+
+    def add(self, method: str, template: str, handler: Callable, **options) -> None:
+        self.routes.append(Route(method, template, handler, compile_template(template), options))
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for this request and its path parameters (percent-decoded)."""
+        allowed = []
+        for route in self.routes:
+            found = route.pattern.fullmatch(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return route, {name: unquote(value) for name, value in found.groupdict().items()}
+            allowed.append(route.method)
+        if allowed:
+            raise MethodNotAllowed(method, sorted(set(allowed)))
+        raise RouteNotFound()

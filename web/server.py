@@ -1,0 +1,278 @@
+"""The HTTP/1.1 server adapter: bytes from a socket in, a `Request`; a `Response` out, bytes.
+
+Built on the standard library's `ThreadingHTTPServer` (one thread per connection) and
+the connection loop of `BaseHTTPRequestHandler`, which calls `handle_one_request` until
+the connection is to be closed. We read the request line, headers and body ourselves,
+because each needs a limit a public server cannot do without (RFC 9112 §2.3, §5,
+§6), and we write each response with `Content-Length`, so keep-alive connections never
+lose track of where one message ends and the next begins.
+
+This is the only module that touches sockets; everything it hands on is a plain value.
+"""
+
+import logging
+import re
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from http.client import HTTPMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from urllib.parse import parse_qs, urlsplit
+
+from web.messages import Request, Response
+from web.problems import (BadRequest, HeaderFieldsTooLarge, HTTPError, LengthRequired,
+                          URITooLong, problem_response)
+
+MAX_REQUEST_LINE = 8192          # bytes, CRLF included; longer → 414 (RFC 9112 §3)
+MAX_HEADER_COUNT = 100           # more header fields → 431 (RFC 6585 §5)
+MAX_HEADER_BYTES = 16 * 1024     # the whole header section → 431
+MAX_QUERY_FIELDS = 50
+DRAIN_LIMIT = 64 * 1024          # unread body bytes we will read and discard to keep a connection
+
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")     # RFC 9110 §5.6.2
+CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")           # RFC 9110 §8.6: 1*DIGIT, and no sign or spaces
+HTTP_VERSION = re.compile(rb"HTTP/1\.[01]")
+
+access_log = logging.getLogger("meditrack.access")
+
+
+class IncompleteBody(BadRequest):
+    """The client closed the connection before sending Content-Length bytes."""
+
+
+class BodyReader:
+    """A file-like view of the request body that never reads past its declared length.
+
+    It answers `Expect: 100-continue` lazily: the interim 100 response goes out only when
+    a handler first reads, so a request refused before then (401, 404, 413) is refused
+    without the client sending its body at all (RFC 9110 §10.1.1).
+    """
+
+    def __init__(self, rfile, length: int, send_continue=None):
+        self._rfile = rfile
+        self.remaining = length
+        self._send_continue = send_continue
+        self.failed = False
+
+    @property
+    def awaiting_continue(self) -> bool:
+        return self._send_continue is not None and self.remaining > 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        if self._send_continue is not None:
+            self._send_continue()
+            self._send_continue = None
+        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        try:
+            data = self._rfile.read(size)  # blocks until `size` bytes or end of stream
+        except OSError:  # a timeout or a reset: the stream's position is lost
+            self.failed = True
+            raise
+        if len(data) < size:
+            self.failed = True
+            raise IncompleteBody("the body ended before its Content-Length")
+        self.remaining -= len(data)
+        return data
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "MediTrack"
+    sys_version = ""                # the Server header must not advertise the Python version
+    disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle/delayed-ACK stall on small writes
+
+    def setup(self):
+        # NOTE: every socket gets a timeout, so a client that goes quiet (idle
+        # keep-alive, or a slow drip of bytes) frees its thread instead of holding it.
+        self.timeout = self.server.socket_timeout
+        super().setup()
+
+    def handle_one_request(self):
+        started = time.perf_counter()
+        self.close_connection, self.command = True, None
+        try:
+            request = self._read_request()
+            if request is None:
+                return
+            response = self.server.dispatch(request)
+            keep_alive = self._wants_keep_alive(request) and self._body_consumed(request)
+        except HTTPError as exc:  # refused while reading the request itself
+            request, response, keep_alive = None, problem_response(exc), False
+        except OSError:  # timeout, reset, broken pipe: nothing more can be said
+            return
+        try:
+            self._send(response, keep_alive)
+        except OSError:
+            return
+        self.close_connection = not keep_alive
+        route = request.route if request and request.route else "-"
+        access_log.info("%s %s %d %.1fms", self.command or "-", route, response.status,
+                        (time.perf_counter() - started) * 1000)
+
+    # -- reading ---------------------------------------------------------------
+    def _read_request(self) -> Request | None:
+        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if line in (b"\r\n", b"\n"):  # RFC 9112 §2.2: ignore one empty line before a request
+            line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if not line:
+            return None  # the client closed the connection between requests
+        if len(line) > MAX_REQUEST_LINE:
+            raise URITooLong(f"the request line is longer than {MAX_REQUEST_LINE} bytes")
+        method, target, version = self._parse_request_line(line)
+        self.command, self.path, self.request_version = method, target, version
+        headers = self._read_headers()
+        length = self._body_length(headers)
+        send_continue = None
+        if version == "HTTP/1.1" and headers.get("Expect", "").lower() == "100-continue":
+            send_continue = self._send_continue
+        parts = urlsplit(target)
+        try:
+            # strict errors: a query that is not UTF-8 is refused, not silently mangled.
+            query = parse_qs(parts.query, keep_blank_values=True, errors="strict",
+                             max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError:
+            raise BadRequest("the query string is malformed") from None
+        return Request(method=method, path=parts.path, query=query, headers=headers,
+                       body=BodyReader(self.rfile, length, send_continue), content_length=length,
+                       client=self.client_address[0])
+
+    @staticmethod
+    def _parse_request_line(line: bytes) -> tuple[str, str, str]:
+        # RFC 9112 §3: request-line = method SP request-target SP HTTP-version CRLF
+        parts = line.rstrip(b"\r\n").split(b" ")
+        if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[1].startswith(b"/"):
+            raise BadRequest("the request line is malformed")
+        if not HTTP_VERSION.fullmatch(parts[2]):
+            raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
+        if any(byte < 0x21 or byte > 0x7E for byte in parts[1]):
+            raise BadRequest("the request target contains characters that must be percent-encoded")
+        return parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2].decode("ascii")
+
+    def _read_headers(self) -> HTTPMessage:
+        headers, total = HTTPMessage(), 0
+        while True:
+            line = self.rfile.readline(MAX_HEADER_BYTES + 1)
+            total += len(line)
+            if total > MAX_HEADER_BYTES:
+                raise HeaderFieldsTooLarge(f"the header section is larger than {MAX_HEADER_BYTES} bytes")
+            if line in (b"\r\n", b"\n"):
+                return headers
+            if not line.endswith(b"\n"):
+                raise BadRequest("the header section ended early")
+            if len(headers) >= MAX_HEADER_COUNT:
+                raise HeaderFieldsTooLarge(f"more than {MAX_HEADER_COUNT} header fields")
+            name, value = self._parse_header_line(line.rstrip(b"\r\n"))
+            headers[name] = value
+
+    @staticmethod
+    def _parse_header_line(line: bytes) -> tuple[str, str]:
+        # RFC 9112 §5.2: obsolete line folding is refused with 400.
+        if line[:1] in (b" ", b"\t"):
+            raise BadRequest("folded header lines are not accepted")
+        name, colon, value = line.partition(b":")
+        # RFC 9112 §5.1: no whitespace is allowed between the field name and colon.
+        if not colon or not TOKEN.fullmatch(name):
+            raise BadRequest("a header line is malformed")
+        value = value.strip(b" \t")
+        # RFC 9110 §5.5: CR, LF and NUL are never valid inside a field value.
+        if any(byte in value for byte in b"\r\n\x00"):
+            raise BadRequest("a header value contains a forbidden character")
+        return name.decode("ascii"), value.decode("latin-1")
+
+    def _body_length(self, headers: HTTPMessage) -> int:
+        lengths = headers.get_all("Content-Length") or []
+        if headers.get("Transfer-Encoding") is not None:
+            # RFC 9112 §6.1: a message with both is a request-smuggling attempt or a
+            # broken intermediary; either way we cannot know where the body ends.
+            if lengths:
+                raise BadRequest("a request must not have both Transfer-Encoding and Content-Length")
+            # RFC 9110 §15.5.12: we require a declared length rather than decode chunks.
+            raise LengthRequired("chunked request bodies are not accepted; send Content-Length")
+        if not lengths:
+            return 0
+        if len(lengths) > 1 or not CONTENT_LENGTH.fullmatch(lengths[0].encode("latin-1")):
+            raise BadRequest("Content-Length must be a single number of ASCII digits")
+        return int(lengths[0])
+
+    def _send_continue(self):
+        self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # -- connection management ----------------------------------------------------
+    def _wants_keep_alive(self, request: Request) -> bool:
+        tokens = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
+        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 closes (we do not
+        # implement the old keep-alive extension).
+        return self.request_version == "HTTP/1.1" and "close" not in tokens
+
+    @staticmethod
+    def _body_consumed(request: Request) -> bool:
+        """Read and discard a small unread body so the next request starts where it
+        should; a large one, a broken one, or one the client was told to wait for,
+        is cheaper to end by closing the connection."""
+        body = request.body
+        if body.failed or body.awaiting_continue or body.remaining > DRAIN_LIMIT:
+            return body.remaining == 0 and not body.failed
+        try:
+            body.read()
+        except (OSError, HTTPError):
+            return False
+        return True
+
+    # -- writing ---------------------------------------------------------------
+    def _send(self, response: Response, keep_alive: bool) -> None:
+        status = HTTPStatus(response.status)
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Server: {self.server_version}",
+                 f"Date: {formatdate(usegmt=True)}"]
+        names = set()
+        for name, value in response.headers:
+            if "\r" in value or "\n" in value:  # NOTE: never let a value start a new header
+                raise ValueError(f"header {name} contains a line break")
+            lines.append(f"{name}: {value}")
+            names.add(name.lower())
+        if "x-content-type-options" not in names:
+            lines.append("X-Content-Type-Options: nosniff")
+        if "cache-control" not in names:
+            lines.append("Cache-Control: no-store")
+        body = response.body
+        length = len(body) if isinstance(body, bytes) else response.content_length
+        # RFC 9110 §8.6: a 204 carries no Content-Length (and no body).
+        if status != HTTPStatus.NO_CONTENT:
+            lines.append(f"Content-Length: {length}")
+        if not keep_alive:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if isinstance(body, bytes):
+            self.wfile.write(head + body)  # one write, one syscall, for the usual small response
+            return
+        try:
+            self.wfile.write(head)
+            for chunk in body:
+                self.wfile.write(chunk)
+        finally:
+            close = getattr(body, "close", None)
+            if close:
+                close()
+
+    def log_message(self, format, *args):
+        """Silence http.server's own log lines: they quote the request line, and a
+        query string can hold a patient's name. We log one line per request above."""
+
+
+class MediTrackServer(ThreadingHTTPServer):
+    """A thread per connection, a deep listen backlog, and the dispatch function to call."""
+
+    request_queue_size = 128  # socketserver's default of 5 drops connections in a burst
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0):
+        self.dispatch = dispatch
+        self.socket_timeout = socket_timeout
+        super().__init__(address, RequestHandler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind would call socket.getfqdn(), a DNS look-up we do not need.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]

@@ -1,0 +1,354 @@
+"""Check JSON request bodies against the JSON Schema subset that OpenAPI 3.1 uses.
+
+Follows JSON Schema 2020-12 (Core and Validation), limited to the keywords the API's
+contract needs. Any other keyword is a `SchemaError`, so a typo in openapi.json fails
+the tests instead of silently allowing everything.
+
+A schema is a dict of keywords. Each keyword is checked by one small function, found
+in the `_KEYWORDS` table, that yields `(field, message)` for every way the instance
+breaks it; keywords holding sub-schemas (properties, items, $ref) call back into the
+validator one level deeper. Errors come in the order of the schema's keywords, and
+all of them are reported, so a client can fix a whole form in one round trip.
+
+Fields are paths: "body" is the whole document, property names are joined with "."
+and array indices written "[i]", e.g. "address.city" or "allergies[2]".
+
+NOTE: no message ever repeats the submitted value. Request bodies hold patient data,
+and error responses end up in logs, browser consoles and bug reports.
+"""
+
+import json
+import operator
+import re
+import urllib.parse
+from datetime import date
+from functools import lru_cache
+from typing import Callable, Iterator
+
+ROOT = "body"
+
+
+class ValidationError(Exception):
+    """The instance breaks its schema; `errors` lists every `(field, message)` found."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+        self.errors = errors
+
+
+class SchemaError(Exception):
+    """The schema itself is wrong: a programming error in the contract, not a bad request."""
+
+
+class SchemaValidator:
+    """Validates instances against the schemas of one OpenAPI document."""
+
+    def __init__(self, document: dict):
+        self._document = document
+        # NOTE: one validator serves every request thread, without a lock: two threads
+        # resolving the same $ref at once store the same schema object, and a dict
+        # assignment is atomic, so the race is harmless.
+        self._resolved_refs: dict[str, dict] = {}
+
+    def validate(self, instance, schema: dict | str) -> None:
+        """Raise `ValidationError` with every error; `schema` may name a components/schemas entry."""
+        if isinstance(schema, str):
+            # OpenAPI 3.1 §4.8.7.1: component names match ^[a-zA-Z0-9.\-_]+$, so a
+            # name needs no escaping to become a JSON Pointer.
+            schema = self._resolve(f"#/components/schemas/{schema}")
+        errors = list(self.iter_errors(instance, schema))
+        if errors:
+            raise ValidationError(errors)
+
+    def iter_errors(self, instance, schema: dict) -> Iterator[tuple[str, str]]:
+        yield from self._errors_at(instance, schema, ROOT)
+
+    def _errors_at(self, instance, schema: dict, path: str) -> Iterator[tuple[str, str]]:
+        _check_keywords(schema)
+        # `type` goes first, and alone when it fails: after "must be a string",
+        # "must be at least 1 character long" would only be noise.
+        if "type" in schema:
+            type_names = _type_names(schema["type"])
+            if not any(_TYPES[name][0](instance) for name in type_names):
+                yield path, _type_message(type_names)
+                return
+        for keyword, value in schema.items():
+            check = _KEYWORDS.get(keyword)
+            if check is not None:
+                yield from check(self, value, instance, schema, path)
+
+    def _resolve(self, ref) -> dict:
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise SchemaError(f"only local $refs (#/...) are supported, got {ref!r}")
+        if ref not in self._resolved_refs:
+            self._resolved_refs[ref] = _follow_pointer(self._document, ref)
+        return self._resolved_refs[ref]
+
+
+# --- types: JSON Schema 2020-12 validation §6.1.1 ---
+
+
+def _is_number(value) -> bool:
+    # NOTE: bool is a subclass of int in Python, but true and false are not JSON numbers.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Each type name with its check and the noun a message uses. "integer" is any number
+# with a zero fractional part (§6.1.1), so 1.0 is one.
+_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "string": (lambda value: isinstance(value, str), "a string"),
+    "integer": (lambda value: _is_number(value) and (isinstance(value, int) or value.is_integer()), "an integer"),
+    "number": (_is_number, "a number"),
+    "boolean": (lambda value: isinstance(value, bool), "a boolean"),
+    "object": (lambda value: isinstance(value, dict), "an object"),
+    "array": (lambda value: isinstance(value, list), "an array"),
+    "null": (lambda value: value is None, "null"),
+}
+
+
+def _type_names(type_value) -> list[str]:
+    names = type_value if isinstance(type_value, list) else [type_value]
+    if not names or not all(isinstance(name, str) and name in _TYPES for name in names):
+        raise SchemaError(f"unknown type {type_value!r}")
+    return names
+
+
+def _type_message(type_names: list[str]) -> str:
+    nouns = [_TYPES[name][1] for name in type_names]
+    if len(nouns) == 1:
+        return f"must be {nouns[0]}"
+    return f"must be {', '.join(nouns[:-1])} or {nouns[-1]}"
+
+
+# --- keywords: each is (validator, keyword value, instance, schema, path) -> errors ---
+# Each skips instances of types it does not apply to (validation §6: minLength on a
+# number asserts nothing).
+
+
+def _ref(validator, ref, instance, schema, path):
+    # JSON Schema 2020-12 core §8.2.3.1: $ref is an applicator like any other, so its
+    # sibling keywords apply too (draft-07 and OpenAPI 3.0 ignored them).
+    yield from validator._errors_at(instance, validator._resolve(ref), path)
+
+
+def _required(validator, names, instance, schema, path):
+    if isinstance(instance, dict):
+        for name in names:
+            if name not in instance:
+                # Reported at the missing field itself, where a form would show it.
+                yield _child_path(path, name), "is required"
+
+
+def _properties(validator, properties, instance, schema, path):
+    if isinstance(instance, dict):
+        for name, subschema in properties.items():
+            if name in instance:
+                yield from validator._errors_at(instance[name], subschema, _child_path(path, name))
+
+
+def _additional_properties(validator, additional, instance, schema, path):
+    if not isinstance(instance, dict):
+        return
+    declared = schema.get("properties", {})
+    for name in (name for name in instance if name not in declared):
+        if additional is False:
+            yield _child_path(path, name), "unknown field"
+        elif additional is not True:
+            yield from validator._errors_at(instance[name], additional, _child_path(path, name))
+
+
+def _enum(validator, options, instance, schema, path):
+    if not any(_json_equal(instance, option) for option in options):
+        yield path, f"must be one of: {', '.join(map(_describe, options))}"
+
+
+def _const(validator, expected, instance, schema, path):
+    if not _json_equal(instance, expected):
+        yield path, f"must be {_describe(expected)}"
+
+
+def _pattern(validator, pattern, instance, schema, path):
+    # Validation §6.3.3: patterns are not implicitly anchored, so this is a search;
+    # a schema that means the whole string says so with ^ and $.
+    if isinstance(instance, str) and not _compile_pattern(pattern).search(instance):
+        yield path, "does not match the required pattern"
+
+
+def _format(validator, format_name, instance, schema, path):
+    # 2020-12 treats format as an annotation unless a validator opts in to asserting
+    # it (validation §7.2); we opt in, since a malformed date is a bad request.
+    is_valid, message = _FORMATS[format_name]
+    if isinstance(instance, str) and not is_valid(instance):
+        yield path, message
+
+
+def _items(validator, item_schema, instance, schema, path):
+    if isinstance(instance, list):
+        for index, item in enumerate(instance):
+            yield from validator._errors_at(item, item_schema, f"{path}[{index}]")
+
+
+def _limit(type_name: str, measure: Callable, is_beyond: Callable, message: str):
+    """The check for a limit keyword: `measure(instance)` must not be beyond the limit."""
+    applies_to = _TYPES[type_name][0]
+
+    def check_limit(validator, limit, instance, schema, path):
+        if applies_to(instance) and is_beyond(measure(instance), limit):
+            yield path, message.format(limit=limit, s="" if limit == 1 else "s")
+
+    return check_limit
+
+
+_KEYWORDS: dict[str, Callable[..., Iterator[tuple[str, str]]]] = {
+    "$ref": _ref,
+    "required": _required,
+    "properties": _properties,
+    "additionalProperties": _additional_properties,
+    "enum": _enum,
+    "const": _const,
+    # Validation §6.3.1-2: lengths count code points, which is what len() counts on a
+    # Python str (a JSON surrogate pair is decoded to one character).
+    "minLength": _limit("string", len, operator.lt, "must be at least {limit} character{s} long"),
+    "maxLength": _limit("string", len, operator.gt, "must be at most {limit} character{s} long"),
+    "pattern": _pattern,
+    "format": _format,
+    "minimum": _limit("number", lambda number: number, operator.lt, "must be at least {limit}"),
+    "maximum": _limit("number", lambda number: number, operator.gt, "must be at most {limit}"),
+    "items": _items,
+    "minItems": _limit("array", len, operator.lt, "must have at least {limit} item{s}"),
+    "maxItems": _limit("array", len, operator.gt, "must have at most {limit} item{s}"),
+}
+
+# Validation §9 and OpenAPI 3.1 §4.8.24: these only describe, they assert nothing.
+_ANNOTATIONS = {"description", "example", "examples", "title", "default", "readOnly", "writeOnly", "deprecated"}
+
+
+def _check_keywords(schema) -> None:
+    """Refuse a schema node this validator would otherwise misread or silently ignore."""
+    if not isinstance(schema, dict):
+        raise SchemaError(f"a schema must be an object, not {type(schema).__name__}")
+    unknown = schema.keys() - _KEYWORDS.keys() - _ANNOTATIONS - {"type"}
+    if unknown:
+        raise SchemaError(f"unsupported schema keyword(s): {', '.join(sorted(unknown))}")
+    if "format" in schema and schema["format"] not in _FORMATS:
+        raise SchemaError(f"unknown format {schema['format']!r}")
+
+
+def _json_equal(left, right) -> bool:
+    """Equality as JSON sees it (JSON Schema 2020-12 core §4.2.2), for enum and const."""
+    # NOTE: Python says True == 1 and False == 0; JSON says a boolean equals only a
+    # boolean. Numbers compare by value, so 1.0 equals 1, as the spec requires.
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    if _is_number(left) and _is_number(right):
+        return left == right
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_json_equal, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_json_equal(left[key], right[key]) for key in left)
+    return type(left) is type(right) and left == right
+
+
+# --- formats: validation §7.3 ---
+
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_EMAIL_LOCAL_PART = re.compile(r"[!-~]{1,64}")  # printable ASCII, no space; RFC 5321 §4.5.3.1.1
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # RFC 1035 §2.3.1
+
+
+def _is_date(text: str) -> bool:
+    # RFC 3339 §5.6 full-date (validation §7.3.1). [0-9], not \d, which also matches
+    # "２" and other non-ASCII digits; fullmatch, not $, which also matches before a
+    # trailing newline.
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return False
+    try:
+        date(*map(int, match.groups()))  # the calendar: no 2023-02-29, no month 13
+    except ValueError:
+        return False
+    return True
+
+
+def _is_email(text: str) -> bool:
+    # A pragmatic subset of RFC 5321 §4.1.2 Mailbox (validation §7.3.2): no quoted
+    # local parts, no IP literals. 254 is the longest address a path can carry
+    # (RFC 5321 §4.5.3.1.3, RFC 3696 erratum 1690).
+    local_part, _, domain = text.partition("@")
+    labels = domain.split(".")
+    return (
+        len(text) <= 254
+        and "@" not in domain
+        and _EMAIL_LOCAL_PART.fullmatch(local_part) is not None
+        and len(labels) >= 2
+        and all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
+    )
+
+
+_FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "date": (_is_date, "must be a valid date (YYYY-MM-DD)"),
+    "email": (_is_email, "must be a valid email address"),
+}
+
+
+# --- patterns: validation §6.3.3, ECMA-262 regular expressions ---
+
+
+# NOTE: unbounded, and shared by threads (lru_cache is thread-safe): patterns come only
+# from the schema, never from a request, so the cache cannot grow without limit.
+@lru_cache(maxsize=None)
+def _compile_pattern(pattern: str) -> re.Pattern:
+    # NOTE: two Python differences from ECMA-262 would let through input the contract
+    # forbids: \d and \w match non-ASCII digits and letters unless re.ASCII is set,
+    # and $ also matches before a final newline, so "123\n" would pass ^[0-9]+$.
+    try:
+        return re.compile(_end_anchors_to_python(pattern), re.ASCII)
+    except re.error as error:
+        raise SchemaError(f"invalid pattern {pattern!r}: {error}") from None
+
+
+def _end_anchors_to_python(pattern: str) -> str:
+    """Rewrite each `$` anchor as `\\Z`, Python's "only at the very end"."""
+    rewritten, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"  # inside [...] a $ is a literal dollar sign
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = r"\Z"
+        rewritten.append(char)
+    return "".join(rewritten)
+
+
+# --- paths and messages ---
+
+
+def _follow_pointer(document: dict, ref: str) -> dict:
+    """The schema a local $ref such as "#/components/schemas/Patient" points to."""
+    # RFC 6901 §6: in a URI fragment the pointer is percent-encoded.
+    pointer = urllib.parse.unquote(ref[1:])
+    target = document
+    for token in pointer.split("/")[1:]:
+        # RFC 6901 §4: "~1" before "~0", so that "~01" becomes "~1" and not "/".
+        token = token.replace("~1", "/").replace("~0", "~")
+        # No supported keyword keeps schemas in an array, so only objects are walked.
+        if not isinstance(target, dict) or token not in target:
+            raise SchemaError(f"cannot resolve $ref {ref!r}")
+        target = target[token]
+    if not isinstance(target, dict):
+        raise SchemaError(f"$ref {ref!r} does not point to a schema")
+    return target
+
+
+def _child_path(path: str, name: str) -> str:
+    return name if path == ROOT else f"{path}.{name}"
+
+
+def _describe(schema_value) -> str:
+    """A value from the schema (never from the instance), as a message shows it."""
+    return schema_value if isinstance(schema_value, str) else json.dumps(schema_value)
