@@ -93,11 +93,15 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_integer(value) -> bool:
+    return _is_number(value) and (isinstance(value, int) or value.is_integer())
+
+
 # Each type name with its check and the noun a message uses. "integer" is any number
 # with a zero fractional part (§6.1.1), so 1.0 is one.
 _TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "string": (lambda value: isinstance(value, str), "a string"),
-    "integer": (lambda value: _is_number(value) and (isinstance(value, int) or value.is_integer()), "an integer"),
+    "integer": (_is_integer, "an integer"),
     "number": (_is_number, "a number"),
     "boolean": (lambda value: isinstance(value, bool), "a boolean"),
     "object": (lambda value: isinstance(value, dict), "an object"),
@@ -220,7 +224,9 @@ _KEYWORDS: dict[str, Callable[..., Iterator[tuple[str, str]]]] = {
 }
 
 # Validation §9 and OpenAPI 3.1 §4.8.24: these only describe, they assert nothing.
-_ANNOTATIONS = {"description", "example", "examples", "title", "default", "readOnly", "writeOnly", "deprecated"}
+_ANNOTATIONS = {
+    "description", "example", "examples", "title", "default", "readOnly", "writeOnly", "deprecated",
+}
 
 
 def _check_keywords(schema) -> None:
@@ -272,13 +278,13 @@ def _is_date(text: str) -> bool:
 
 def _is_email(text: str) -> bool:
     # A pragmatic subset of RFC 5321 §4.1.2 Mailbox (validation §7.3.2): no quoted
-    # local parts, no IP literals. 254 is the longest address a path can carry
-    # (RFC 5321 §4.5.3.1.3, RFC 3696 erratum 1690).
+    # local parts, no IP literals. A second "@" lands in the domain, where no label
+    # may hold it. 254 is the longest address a path can carry (RFC 5321 §4.5.3.1.3,
+    # RFC 3696 erratum 1690).
     local_part, _, domain = text.partition("@")
     labels = domain.split(".")
     return (
         len(text) <= 254
-        and "@" not in domain
         and _EMAIL_LOCAL_PART.fullmatch(local_part) is not None
         and len(labels) >= 2
         and all(_DOMAIN_LABEL.fullmatch(label) for label in labels)

@@ -1,0 +1,123 @@
+"""Shared fixtures: a live MediTrack server on a free port, and clients that log in to it.
+
+The server runs in this process, in a background thread, on 127.0.0.1 with an
+ephemeral port, a temporary data directory and bcrypt at its minimum cost (4) so the
+suite stays fast. Tests talk to it over real HTTP with `requests` or raw sockets.
+"""
+
+import itertools
+import threading
+from dataclasses import replace
+
+import pytest
+import requests
+
+import meditrack
+from storage import open_store
+
+TEST_SECRET = b"test-secret-that-is-at-least-32-bytes-long"
+_usernames = itertools.count()
+
+
+class LiveServer:
+    """A running server: its base URL, settings and store, and a way to stop it."""
+
+    def __init__(self, data_dir, **overrides):
+        base = meditrack.Settings(port=0, data_dir=data_dir, bcrypt_rounds=4, jwt_secret=TEST_SECRET,
+                                  rate_limit=None, auth_rate_limit=None, socket_timeout=5)
+        self.settings = replace(base, **overrides)
+        self.store = open_store(self.settings.data_dir, self.settings.mongodb_uri)
+        self.server = meditrack.make_server(self.settings, self.store)
+        self.host, self.port = self.server.server_address[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.store.close()
+
+
+class ApiClient:
+    """A requests.Session bound to one server, optionally logged in as one user."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.session = requests.Session()
+        self.user = None
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return self.session.request(method, self.url + path, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path, **kwargs):
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+    def register_and_login(self, username: str | None = None, password: str = "correct horse battery"):
+        username = username or f"user{next(_usernames)}"
+        registered = self.post("/auth/register", json={"username": username, "password": password})
+        assert registered.status_code == 201, registered.text
+        login = self.post("/auth/login", json={"username": username, "password": password})
+        assert login.status_code == 200, login.text
+        self.session.headers["Authorization"] = f"Bearer {login.json()['accessToken']}"
+        self.user = registered.json()
+        return self
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    server = LiveServer(tmp_path_factory.mktemp("data"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start a server with its own settings (e.g. a rate limit) for one test."""
+    started = []
+
+    def start(**overrides) -> LiveServer:
+        server = LiveServer(tmp_path / f"data{len(started)}", **overrides)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def anonymous(live_server) -> ApiClient:
+    return ApiClient(live_server.url)
+
+
+@pytest.fixture
+def client(live_server) -> ApiClient:
+    """A client logged in as a fresh user."""
+    return ApiClient(live_server.url).register_and_login()
+
+
+@pytest.fixture
+def other_client(live_server) -> ApiClient:
+    """A second user, to prove that users cannot see each other's records."""
+    return ApiClient(live_server.url).register_and_login()
+
+
+PATIENT = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10"}
+
+
+@pytest.fixture
+def patient(client) -> dict:
+    response = client.post("/patients", json=PATIENT)
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -1,0 +1,216 @@
+"""HTTP tests for /patients: create, read, replace, delete, list; ownership; validation."""
+
+import datetime
+import threading
+
+import pytest
+
+from tests.conftest import PATIENT
+from tests.test_http_auth import problem
+
+FULL_PATIENT = {
+    "firstName": "Émilie", "lastName": "du Châtelet", "dateOfBirth": "1706-12-17", "gender": "female",
+    "email": "emilie@example.org", "phone": "+33 (1) 23-45", "bloodType": "AB-",
+    "address": {"line": "1 Rue", "city": "Paris", "state": "IDF", "postalCode": "75001", "country": "FR"},
+    "allergies": ["penicillin", "latex"], "notes": "Translated Newton's Principia.",
+}
+MISSING = "0" * 24
+
+
+def test_create_answers_201_with_location_and_defaults(client):
+    response = client.post("/patients", json={**PATIENT, "firstName": "  Ada  "})
+    assert response.status_code == 201
+    patient = response.json()
+    assert response.headers["Location"] == f"/patients/{patient['id']}"
+    assert patient["firstName"] == "Ada"  # trimmed
+    assert patient["gender"] == "unknown" and patient["allergies"] == [] and patient["reports"] == []
+    for name in ("email", "phone", "address", "bloodType", "notes"):
+        assert patient[name] is None
+    assert patient["createdAt"] == patient["updatedAt"] and patient["createdAt"].endswith("Z")
+    assert "ownerId" not in patient
+
+
+def test_every_field_round_trips(client):
+    created = client.post("/patients", json=FULL_PATIENT).json()
+    fetched = client.get(f"/patients/{created['id']}").json()
+    assert fetched == created
+    assert {name: fetched[name] for name in FULL_PATIENT} == FULL_PATIENT
+
+
+TODAY = datetime.date.today()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"firstName": "   "}, "firstName"),
+    ({"firstName": "x" * 101}, "firstName"),
+    ({"lastName": 5}, "lastName"),
+    ({"dateOfBirth": "2023-02-29"}, "dateOfBirth"),
+    ({"dateOfBirth": "1990-1-1"}, "dateOfBirth"),
+    ({"dateOfBirth": "10/12/1815"}, "dateOfBirth"),
+    ({"dateOfBirth": (TODAY + datetime.timedelta(days=2)).isoformat()}, "dateOfBirth"),
+    ({"gender": "robot"}, "gender"),
+    ({"gender": None}, "gender"),
+    ({"email": "not-an-email"}, "email"),
+    ({"email": "a@" + "b" * 250 + ".org"}, "email"),
+    ({"phone": "call me"}, "phone"),
+    ({"phone": "1" * 33}, "phone"),
+    ({"address": {"planet": "Mars"}}, "address.planet"),
+    ({"address": {"city": "x" * 201}}, "address.city"),
+    ({"address": "Paris"}, "address"),
+    ({"bloodType": "C+"}, "bloodType"),
+    ({"allergies": ["x"] * 51}, "allergies"),
+    ({"allergies": [""]}, "allergies[0]"),
+    ({"allergies": ["ok", "y" * 101]}, "allergies[1]"),
+    ({"notes": "n" * 10001}, "notes"),
+    ({"id": "0" * 24}, "id"),
+    ({"ownerId": "0" * 24}, "ownerId"),
+    ({"reports": []}, "reports"),
+    ({"createdAt": "2020-01-01T00:00:00Z"}, "createdAt"),
+])
+def test_invalid_patient_fields_are_400_naming_the_field(client, changes, field):
+    details = problem(client.post("/patients", json={**PATIENT, **changes}), 400)
+    assert field in [error["field"] for error in details["errors"]]
+
+
+@pytest.mark.parametrize("missing", ["firstName", "lastName", "dateOfBirth"])
+def test_required_fields_are_required(client, missing):
+    body = {name: value for name, value in PATIENT.items() if name != missing}
+    details = problem(client.post("/patients", json=body), 400)
+    assert details["errors"] == [{"field": missing, "message": "is required"}]
+
+
+def test_a_date_of_birth_of_today_is_accepted(client):
+    assert client.post("/patients", json={**PATIENT, "dateOfBirth": TODAY.isoformat()}).status_code == 201
+
+
+def test_a_body_that_is_not_an_object_is_400(client):
+    problem(client.post("/patients", json=[PATIENT]), 400)
+
+
+def test_a_nul_character_anywhere_is_400(client):
+    problem(client.post("/patients", json={**PATIENT, "notes": "a\x00b"}), 400)
+    problem(client.post("/patients", json={**PATIENT, "allergies": ["\x00"]}), 400)
+
+
+def test_get_put_delete_need_a_token(anonymous, patient):
+    for method in ("GET", "PUT", "DELETE"):
+        problem(anonymous.request(method, f"/patients/{patient['id']}", json=PATIENT), 401)
+    problem(anonymous.get("/patients"), 401)
+    problem(anonymous.post("/patients", json=PATIENT), 401)
+
+
+@pytest.mark.parametrize("bad_id", ["123", "Z" * 24, "0" * 23 + "G", "0" * 25, "%00" * 8, "0" * 23 + "A"])
+def test_a_malformed_id_is_400(client, bad_id):
+    for method in ("GET", "PUT", "DELETE"):
+        problem(client.request(method, f"/patients/{bad_id}", json=PATIENT), 400)
+
+
+def test_a_missing_patient_is_404(client):
+    for method in ("GET", "PUT", "DELETE"):
+        problem(client.request(method, f"/patients/{MISSING}", json=PATIENT), 404)
+
+
+def test_another_users_patient_is_403_and_stays_unchanged(client, other_client, patient):
+    path = f"/patients/{patient['id']}"
+    problem(other_client.get(path), 403)
+    problem(other_client.put(path, json={**PATIENT, "firstName": "Mallory"}), 403)
+    problem(other_client.delete(path), 403)
+    assert client.get(path).json() == patient
+
+
+def test_put_replaces_every_editable_field(client):
+    created = client.post("/patients", json=FULL_PATIENT).json()
+    response = client.put(f"/patients/{created['id']}", json={**PATIENT, "notes": "replaced"})
+    assert response.status_code == 200
+    replaced = response.json()
+    assert replaced["notes"] == "replaced" and replaced["email"] is None and replaced["allergies"] == []
+    assert replaced["gender"] == "unknown" and replaced["address"] is None
+    assert replaced["createdAt"] == created["createdAt"] and replaced["updatedAt"] >= created["updatedAt"]
+    assert client.get(f"/patients/{created['id']}").json() == replaced
+
+
+def test_an_invalid_put_changes_nothing(client, patient):
+    problem(client.put(f"/patients/{patient['id']}", json={**PATIENT, "gender": "robot"}), 400)
+    assert client.get(f"/patients/{patient['id']}").json() == patient
+
+
+def test_delete_is_204_then_404(client, patient):
+    response = client.delete(f"/patients/{patient['id']}")
+    assert response.status_code == 204 and response.content == b""
+    problem(client.get(f"/patients/{patient['id']}"), 404)
+    problem(client.delete(f"/patients/{patient['id']}"), 404)
+
+
+def test_list_pages_through_every_patient_once_with_a_cursor(client):
+    created = [client.post("/patients", json={**PATIENT, "notes": str(i)}).json()["id"] for i in range(7)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/patients", params=params).json()
+        assert len(page["items"]) <= 3
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(created)
+
+
+def test_list_defaults_to_20_items(client):
+    for _ in range(21):
+        client.post("/patients", json=PATIENT)
+    page = client.get("/patients").json()
+    assert len(page["items"]) == 20 and page["nextCursor"] == page["items"][-1]["id"]
+
+
+def test_users_never_see_each_others_patients(client, other_client, patient):
+    other = other_client.post("/patients", json=PATIENT).json()
+    assert [p["id"] for p in client.get("/patients").json()["items"]] == [patient["id"]]
+    assert [p["id"] for p in other_client.get("/patients").json()["items"]] == [other["id"]]
+
+
+def test_name_search_is_case_insensitive_and_literal(client):
+    names = [("Anna", "Smith"), ("Bob", "SMITHERS"), ("Carl", "Jones"), ("100%", "Pure"), ("a_b", "Under"),
+             ("Dot", "A.B"), ("Star", "Ast*")]
+    ids = {}
+    for first, last in names:
+        ids[first] = client.post("/patients", json={**PATIENT, "firstName": first, "lastName": last}).json()["id"]
+
+    def search(q):
+        return {p["firstName"] for p in client.get("/patients", params={"q": q}).json()["items"]}
+
+    assert search("smith") == {"Anna", "Bob"}
+    assert search("ANN") == {"Anna"}
+    assert search("%") == {"100%"}        # not a LIKE wildcard
+    assert search("_") == {"a_b"}         # not a LIKE wildcard
+    assert search(".") == {"Dot"}         # not a regex wildcard
+    assert search("t*") == {"Star"}       # not a regex quantifier
+    assert search("nobody") == set()
+
+
+@pytest.mark.parametrize("params", [
+    {"limit": "0"}, {"limit": "101"}, {"limit": "abc"}, {"limit": "-1"}, {"limit": "1.5"}, {"limit": "+5"},
+    {"limit": ""}, {"cursor": "not-an-id"}, {"cursor": "0" * 23}, {"q": "x" * 101},
+    {"limit": ["1", "2"]},
+])
+def test_malformed_list_parameters_are_400(client, params):
+    problem(client.get("/patients", params=params), 400)
+
+
+def test_concurrent_creates_all_succeed_with_unique_ids(client):
+    statuses, ids, lock = [], [], threading.Lock()
+
+    def create_five():
+        for _ in range(5):
+            response = client.post("/patients", json=PATIENT)
+            with lock:
+                statuses.append(response.status_code)
+                ids.append(response.json()["id"])
+
+    threads = [threading.Thread(target=create_five) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [201] * 80 and len(set(ids)) == 80
+    listed = client.get("/patients", params={"limit": 100}).json()["items"]
+    assert {p["id"] for p in listed} == set(ids)
