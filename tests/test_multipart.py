@@ -176,7 +176,8 @@ def test_hand_built_body_with_quoted_boundary_preamble_padding_and_epilogue():
             b"\r\n--simple boundary--  \r\n"
             b"This is the epilogue.  It is also to be ignored.\r\n"
             b"--simple boundary\r\nnot: a part\r\n")
-    expected = [("description", None, None, b"Knee MRI"), ("file", "knee.png", "image/png", b"\x89PNG\r\n\x1a\n")]
+    expected = [("description", None, None, b"Knee MRI"),
+                ("file", "knee.png", "image/png", b"\x89PNG\r\n\x1a\n")]
     assert parse(body, boundary) == expected
     assert parse_chunks(one_byte_at_a_time(body), boundary) == expected
 
@@ -199,12 +200,12 @@ def test_part_start_reports_lower_cased_headers_and_content_type():
 
 
 @pytest.mark.parametrize("disposition, filename", [
-    ("form-data; name=file; filename=\"naive.pdf\"; filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.pdf",
-     "naïve résumé.pdf"),
+    ("form-data; name=file; filename=\"naive.pdf\"; "
+     "filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.pdf", "naïve résumé.pdf"),
     ("form-data; name=file; filename*=utf-8'en'report.pdf", "report.pdf"),
-    ('form-data; name=file; filename="na\u00efve.pdf"', "na\u00efve.pdf"),    # raw UTF-8
-    (r'form-data; name=file; filename="say \"hi\".txt"', 'say "hi".txt'),     # quoted-pair
-    ('form-data; name=file; filename=""', ""),                               # a file input left empty
+    ('form-data; name=file; filename="na\u00efve.pdf"', "na\u00efve.pdf"),   # raw UTF-8
+    (r'form-data; name=file; filename="say \"hi\".txt"', 'say "hi".txt'),    # quoted-pair
+    ('form-data; name=file; filename=""', ""),             # a file input left empty
     ("form-data; name=file", None),
 ])
 def test_filename_from_filename_star_or_filename(disposition, filename):
@@ -212,40 +213,51 @@ def test_filename_from_filename_star_or_filename(disposition, filename):
     assert parse(body) == [("file", filename, None, b"")]
 
 
-def raw_part(headers):
-    return multipart_body(headers + b"\r\n\r\ndata")
+def part_with_headers(*lines):
+    """A body of one part with these raw header lines and the data b"data"."""
+    return multipart_body(b"".join(line + b"\r\n" for line in lines) + b"\r\ndata")
 
+
+def part_with_disposition(value):
+    return part_with_headers(b"Content-Disposition: " + value)
+
+
+DISPOSITION = b'Content-Disposition: form-data; name="a"'
+ONE_PART = multipart_body(form_part("a", b"1"))
 
 MALFORMED_BODIES = {
     "empty body": (b"", IncompleteBody),
     "only preamble": (b"a preamble and nothing else\r\n", IncompleteBody),
-    "no closing delimiter": (b"--" + BOUNDARY + b"\r\n" + form_part("a", b"data"), IncompleteBody),
-    "ends after a delimiter line": (multipart_body(form_part("a", b"1"))[:-2] + b"\r\n", IncompleteBody),
+    "no closing delimiter": (ONE_PART[:-len(DELIMITER + b"--")], IncompleteBody),
+    "ends after a delimiter line": (ONE_PART[:-2] + b"\r\n", IncompleteBody),
     "truncated in headers": (SAMPLE_BODY[:SAMPLE_BODY.index(b"Chest") - 10], IncompleteBody),
     "truncated in data": (SAMPLE_BODY[:SAMPLE_BODY.index(b"%PDF") + 50], IncompleteBody),
-    "truncated in closing delimiter": (multipart_body(form_part("a", b"1"))[:-1], IncompleteBody),
-    "junk after first delimiter": (b"--" + BOUNDARY + b"junk\r\n" + form_part("a", b""), MalformedBody),
-    "header without colon": (raw_part(b'Content-Disposition form-data; name="a"'), MalformedBody),
-    "space before colon": (raw_part(b'Content-Disposition : form-data; name="a"'), MalformedBody),
-    "folded header": (raw_part(b'Content-Disposition: form-data;\r\n name="a"'), MalformedBody),
+    "truncated in closing delimiter": (ONE_PART[:-1], IncompleteBody),
+    "junk after first delimiter": (b"--" + BOUNDARY + b"junk" + ONE_PART[len(BOUNDARY) + 2:],
+                                   MalformedBody),
+    "header without colon": (part_with_headers(b'Content-Disposition form-data; name="a"'),
+                             MalformedBody),
+    "space before colon": (part_with_headers(DISPOSITION, b"X-Note : v"), MalformedBody),
+    "folded header": (part_with_headers(DISPOSITION, b"X-Note: v", b" X-Folded: w"), MalformedBody),
     "no headers": (multipart_body(b"\r\ndata"), MalformedBody),
-    "missing Content-Disposition": (raw_part(b"Content-Type: text/plain"), MalformedBody),
-    "disposition attachment": (raw_part(b'Content-Disposition: attachment; name="a"'), MalformedBody),
-    "two dispositions": (raw_part(b'Content-Disposition: form-data; name="a"\r\n'
-                                  b'Content-Disposition: form-data; name="b"'), MalformedBody),
-    "repeated name parameter": (raw_part(b'Content-Disposition: form-data; name="a"; name="b"'),
-                                MalformedBody),
-    "unterminated quote": (raw_part(b'Content-Disposition: form-data; name="a'), MalformedBody),
-    "non-UTF-8 header bytes": (raw_part(b'Content-Disposition: form-data; name="\xff"'), MalformedBody),
-    "NUL in header value": (raw_part(b'Content-Disposition: form-data; name="a\x00"'), MalformedBody),
-    "filename* not UTF-8 charset": (raw_part(b"Content-Disposition: form-data; name=a; "
-                                             b"filename*=ISO-8859-1''caf%E9"), MalformedBody),
-    "filename* bad UTF-8": (raw_part(b"Content-Disposition: form-data; name=a; filename*=UTF-8''%FF"),
+    "missing Content-Disposition": (part_with_headers(b"Content-Type: text/plain"), MalformedBody),
+    "two dispositions": (part_with_headers(DISPOSITION, DISPOSITION), MalformedBody),
+    "two content types": (part_with_headers(DISPOSITION, b"Content-Type: a/b", b"Content-Type: c/d"),
+                          MalformedBody),
+    "non-UTF-8 header bytes": (part_with_disposition(b'form-data; name="\xff"'), MalformedBody),
+    "NUL in header value": (part_with_disposition(b'form-data; name="a\x00"'), MalformedBody),
+    "disposition attachment": (part_with_disposition(b'attachment; name="a"'), MalformedBody),
+    "repeated name parameter": (part_with_disposition(b'form-data; name="a"; NAME="b"'), MalformedBody),
+    "unterminated quote": (part_with_disposition(b'form-data; name="a'), MalformedBody),
+    "parameter without '='": (part_with_disposition(b"form-data; name"), MalformedBody),
+    "filename* not UTF-8": (part_with_disposition(b"form-data; name=a; filename*=ISO-8859-1''caf%E9"),
                             MalformedBody),
-    "filename* with control": (raw_part(b"Content-Disposition: form-data; name=a; filename*=UTF-8''a%0Ab"),
-                               MalformedBody),
-    "no name": (raw_part(b'Content-Disposition: form-data; filename="a.pdf"'), MissingPartName),
-    "empty name": (raw_part(b'Content-Disposition: form-data; name=""'), MissingPartName),
+    "filename* bad UTF-8": (part_with_disposition(b"form-data; name=a; filename*=UTF-8''%FF"),
+                            MalformedBody),
+    "filename* control": (part_with_disposition(b"form-data; name=a; filename*=UTF-8''a%0Ab"),
+                          MalformedBody),
+    "no name": (part_with_disposition(b'form-data; filename="a.pdf"'), MissingPartName),
+    "empty name": (part_with_disposition(b'form-data; name=""'), MissingPartName),
 }
 
 
@@ -321,12 +333,15 @@ def test_held_back_bytes_stay_small_through_a_5_mib_file_part():
     assert largest_piece <= chunk_size + len(DELIMITER)
 
 
-def test_held_back_header_block_never_exceeds_max_header_bytes():
+def test_header_block_that_never_ends_is_refused_before_the_buffer_outgrows_the_limit():
+    # Without its blank line yet, a block can still fit while the buffer holds the
+    # delimiter line's CRLF, 100 bytes and "\r" of the terminator: 103 bytes at most.
     parser = MultipartParser(BOUNDARY, max_header_bytes=100)
-    for byte in one_byte_at_a_time(header_block_of_size(100)):
-        parser.feed(byte)
-        assert parser.buffered <= 100 + 4
-    parser.close()
+    parser.feed(b"--" + BOUNDARY + b"\r\n")
+    with pytest.raises(PartHeadersTooLarge):
+        for byte in one_byte_at_a_time(b"X-Pad: " + b"p" * 200):
+            parser.feed(byte)
+            assert parser.buffered <= 100 + 3
 
 
 def test_bytes_fed_after_the_closing_delimiter_are_ignored():

@@ -135,7 +135,8 @@ def _checked_boundary(boundary: str) -> bytes:
 def _parse_parameters(value: str, error: type[MultipartError]) -> tuple[str, dict[str, str]]:
     """Split 'Type; a=1; B="x y"' into ('type', {'a': '1', 'b': 'x y'}) or raise `error`.
 
-    The leading value and parameter names are case-insensitive (RFC 9110 §5.6.6), so lowered.
+    The leading value and parameter names are case-insensitive, so they come back lowered
+    (RFC 9110 §5.6.6, §8.3.1; RFC 6266 §4.1).
     """
     main_value = value.partition(";")[0]
     parameters: dict[str, str] = {}
@@ -165,17 +166,15 @@ def _parse_header_block(block: bytes, max_headers: int) -> tuple[tuple[str, str]
         raise TooManyPartHeaders(f"a part has more than {max_headers} header lines")
     headers = []
     for line in lines:
-        # RFC 5322 §4.2: folding a header over several lines is obsolete syntax; refusing it
-        # (as RFC 9112 §5.2 allows) keeps one line = one header, with no guessing.
-        if line.startswith((b" ", b"\t")):
-            raise MalformedBody("a part header is folded over several lines")
         try:
-            # RFC 7578 §5.1: browsers send non-ASCII names and filenames as raw UTF-8.
+            # RFC 7578 §5.1: names and filenames may be non-ASCII; browsers send raw UTF-8.
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedBody("a part header is not UTF-8") from None
         name, colon, value = text.partition(":")
-        # RFC 5322 §2.2 / RFC 9112 §5.1: "name:" with no space before the colon
+        # RFC 5322 §2.2: a header is "name:" with no space, so a line that starts with
+        # whitespace fails here too: obsolete folding (RFC 5322 §4.2) is refused, as
+        # RFC 9112 §5.2 allows, and one line stays one header.
         if not colon or not re.fullmatch(_TOKEN, name):
             raise MalformedBody("a part header line is not 'Name: value'")
         value = value.strip(" \t")
@@ -263,7 +262,8 @@ class MultipartParser:
 
     @property
     def buffered(self) -> int:
-        """How many bytes are held back: a delimiter's length in data, or one header block."""
+        """Bytes held back: fewer than len(CRLF "--" boundary) while in data, and at most
+        max_header_bytes + 3 while reading a header block."""
         return len(self._buffer)
 
     def feed(self, chunk: bytes) -> list[Event]:

@@ -1,0 +1,60 @@
+"""The README's curl walkthrough, run for real against a live server.
+
+Every ```sh block under "## Walkthrough" is run in one bash session, in order; the
+block after it (```json or ```text), if any, is what it must print. Ids, timestamps
+and tokens differ from run to run, so both sides have those masked before comparing;
+everything else must match exactly.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_URL = "http://127.0.0.1:8000"
+STEP_MARK = "@@walkthrough-step@@"
+MASKS = [
+    (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "<token>"),
+    (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),
+    (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"), "<time>"),
+]
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def walkthrough_steps() -> list[tuple[str, str]]:
+    """(commands, expected output) for each sh block of the Walkthrough section."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Walkthrough\n", 1)[1].split("\n## ", 1)[0]
+    steps = []
+    for match in BLOCK.finditer(section):
+        language, content = match[1], match[2]
+        if language == "sh":
+            steps.append([content, ""])
+        elif steps and language in ("json", "text"):
+            steps[-1][1] = content
+    return [tuple(step) for step in steps]
+
+
+def mask(text: str) -> str:
+    for pattern, placeholder in MASKS:
+        text = pattern.sub(placeholder, text)
+    return text.strip()
+
+
+def test_the_walkthrough_has_steps_with_outputs():
+    steps = walkthrough_steps()
+    assert len(steps) >= 8
+    assert sum(1 for _, expected in steps if expected) >= 7
+
+
+def test_readme_walkthrough_prints_what_the_readme_shows(start_server, tmp_path):
+    server = start_server()
+    steps = walkthrough_steps()
+    script = "set -e\n" + "".join(f"{commands}\necho {STEP_MARK}\n" for commands, _ in steps)
+    script = script.replace(README_URL, server.url)
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outputs = result.stdout.split(STEP_MARK + "\n")[:-1]
+    assert len(outputs) == len(steps)
+    for (commands, expected), actual in zip(steps, outputs):
+        assert mask(actual) == mask(expected), f"the README step\n{commands}\nprinted\n{actual}"
