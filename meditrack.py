@@ -22,7 +22,7 @@ from pathlib import Path
 
 import bcrypt
 
-from handlers import auth, docs, patients, service
+from handlers import auth, docs, patients, reports, service
 from storage import open_store
 from storage.base import Store
 from web.dispatch import Dispatcher
@@ -158,6 +158,11 @@ def build_router(settings: Settings) -> Router:
     router.add("GET", "/patients/{patientId}", patients.get_patient, auth=True)
     router.add("PUT", "/patients/{patientId}", patients.replace_patient, auth=True)
     router.add("DELETE", "/patients/{patientId}", patients.delete_patient, auth=True)
+    router.add("GET", "/patients/{patientId}/reports", reports.list_reports, auth=True)
+    router.add("POST", "/patients/{patientId}/reports", reports.upload_report, auth=True,
+               max_body=settings.max_upload_bytes + reports.MULTIPART_OVERHEAD)
+    router.add("GET", "/patients/{patientId}/reports/{reportId}", reports.download_report, auth=True)
+    router.add("DELETE", "/patients/{patientId}/reports/{reportId}", reports.delete_report, auth=True)
     router.add("GET", "/health", service.health)
     router.add("GET", "/openapi.json", docs.get_openapi)
     router.add("GET", "/docs", docs.get_docs)

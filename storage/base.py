@@ -11,6 +11,12 @@ that make them interchangeable:
 A patient as a store returns it:
     {"id", "ownerId", <the PatientInput fields>, "reports": [...], "createdAt", "updatedAt"}
 A user: {"id", "username", "createdAt"} plus "passwordHash" (bytes) from `find_user`.
+A report: {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}.
+
+Report bytes are written through a `ReportWriter`, in two steps so that an upload is
+all or nothing: `write` streams the bytes somewhere no reader looks, and `commit`
+makes them and their metadata visible together. Leaving the writer's `with` block
+without a commit (a bad file type, a size limit, a client gone) throws the bytes away.
 """
 
 from abc import ABC, abstractmethod
@@ -21,6 +27,31 @@ def utc_timestamp(seconds: float) -> str:
     """ISO 8601 in UTC with millisecond precision, e.g. 2026-11-24T10:15:30.123Z."""
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class ReportWriter(ABC):
+    """Streams one report's bytes in; `commit` publishes them, anything else discards them."""
+
+    report_id: str  # chosen up front: the stored bytes are named by it, never by the client
+
+    @abstractmethod
+    def write(self, chunk: bytes) -> None:
+        """Append bytes to the report being written."""
+
+    @abstractmethod
+    def commit(self, patient_id: str, metadata: dict) -> dict:
+        """Make the bytes and the report's metadata (filename, contentType, size,
+        sha256, description) visible at once; `NotFound` if the patient is gone."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard whatever was written; safe to call after a commit (it does nothing)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.abort()
 
 
 class Store(ABC):
@@ -63,6 +94,20 @@ class Store(ABC):
     def delete_patient(self, patient_id: str) -> None:
         """Delete the patient and its report files; `NotFound` if there is none."""
 
+    # -- reports -----------------------------------------------------------------
+    @abstractmethod
+    def report_writer(self) -> ReportWriter:
+        """A writer for a new report's bytes (use it in a `with` block)."""
+
+    @abstractmethod
+    def open_report(self, patient_id: str, report_id: str) -> tuple[dict, "ReportChunks"]:
+        """The report's metadata and its bytes as chunks; `NotFound` unless this
+        patient has this report."""
+
+    @abstractmethod
+    def delete_report(self, patient_id: str, report_id: str) -> None:
+        """Delete the report's metadata and bytes; `NotFound` unless the patient has it."""
+
     # -- lifecycle ---------------------------------------------------------------
     @abstractmethod
     def ping(self) -> None:
@@ -71,6 +116,26 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections; the store is not used after this."""
+
+
+class ReportChunks:
+    """A report's bytes as an iterable of chunks that closes its source when done.
+
+    The server iterates it to stream a download and calls `close()` afterwards, even
+    when the client goes away half-way, so no file or cursor is left open.
+    """
+
+    CHUNK_SIZE = 64 * 1024
+
+    def __init__(self, source):
+        self._source = source  # anything with read(n) and close()
+
+    def __iter__(self):
+        while chunk := self._source.read(self.CHUNK_SIZE):
+            yield chunk
+
+    def close(self) -> None:
+        self._source.close()
 
 
 def name_keys(fields: dict) -> tuple[str, str]:

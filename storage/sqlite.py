@@ -4,16 +4,24 @@ One file, `DATA_DIR/meditrack.sqlite3`, in write-ahead-log mode so readers never
 wait for a writer. Patients keep their PatientInput fields as one JSON document
 (the same shape the MongoDB store keeps), beside the columns that queries need:
 the owner, the id, and case-folded names for search.
+
+Report bytes live in files, `DATA_DIR/reports/<report id>`, named by a generated id
+and never by anything a client sent. An upload is written to `reports/tmp/`, fsynced,
+renamed into place, and only then is its row committed: a crash at any point leaves
+either nothing or a file that no row names, and the start-up sweep removes both
+temp files and such orphans. A row never names a file that is not there.
 """
 
 import json
+import os
 import queue
 import sqlite3
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from storage.base import Store, name_keys, utc_timestamp
+from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import new_id
 
@@ -39,17 +47,33 @@ CREATE TABLE IF NOT EXISTS patients (
 );
 -- Serves an owner's listing in id order: the cursor query below is one index range scan.
 CREATE INDEX IF NOT EXISTS patients_by_owner ON patients (owner_id, id);
+
+CREATE TABLE IF NOT EXISTS reports (
+    id           TEXT PRIMARY KEY,
+    patient_id   TEXT NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
+    filename     TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    description  TEXT,
+    uploaded_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
 """
 
 PATIENT_COLUMNS = "id, owner_id, fields, created_at, updated_at"
+REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
+REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "description", "uploadedAt")
 
 
 class SQLiteStore(Store):
     name = "sqlite"
 
     def __init__(self, data_dir: Path, *, clock=time.time):
-        data_dir.mkdir(parents=True, exist_ok=True)
         self._path = data_dir / "meditrack.sqlite3"
+        self.reports_dir = data_dir / "reports"
+        self.temp_dir = self.reports_dir / "tmp"
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         # NOTE: a pool of connections, each used by one thread at a time. A sqlite3
         # connection must not be shared by two threads at once, and opening one per
@@ -57,6 +81,7 @@ class SQLiteStore(Store):
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
             db.executescript(SCHEMA)
+        self._sweep_report_files()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no hidden BEGINs; transactions are explicit below.
@@ -130,14 +155,14 @@ class SQLiteStore(Store):
             db.execute(f"INSERT INTO patients ({PATIENT_COLUMNS}, first_name_key, last_name_key) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (patient_id, owner_id, json.dumps(fields), now, now, *name_keys(fields)))
-        return self._patient_document(patient_id, owner_id, fields, now, now)
+        return self._patient_document(patient_id, owner_id, fields, [], now, now)
 
     def get_patient(self, patient_id):
         with self._connection() as db:
             row = db.execute(f"SELECT {PATIENT_COLUMNS} FROM patients WHERE id = ?", (patient_id,)).fetchone()
-        if row is None:
-            raise NotFound("no patient with this id")
-        return self._patient_from_row(row)
+            if row is None:
+                raise NotFound("no patient with this id")
+            return self._patients_from_rows(db, [row])[0]
 
     def list_patients(self, owner_id, *, limit, after=None, name_contains=None):
         sql = f"SELECT {PATIENT_COLUMNS} FROM patients WHERE owner_id = ? AND id > ?"
@@ -150,7 +175,7 @@ class SQLiteStore(Store):
         sql += " ORDER BY id LIMIT ?"
         with self._connection() as db:
             rows = db.execute(sql, (*args, limit)).fetchall()
-        return [self._patient_from_row(row) for row in rows]
+            return self._patients_from_rows(db, rows)
 
     def replace_patient(self, patient_id, fields):
         now = self._now()
@@ -161,22 +186,79 @@ class SQLiteStore(Store):
             if updated.rowcount == 0:
                 raise NotFound("no patient with this id")
             row = db.execute(f"SELECT {PATIENT_COLUMNS} FROM patients WHERE id = ?", (patient_id,)).fetchone()
-        return self._patient_from_row(row)
+            return self._patients_from_rows(db, [row])[0]
 
     def delete_patient(self, patient_id):
         with self._transaction() as db:
-            deleted = db.execute("DELETE FROM patients WHERE id = ?", (patient_id,))
+            report_ids = [row[0] for row in db.execute("SELECT id FROM reports WHERE patient_id = ?", (patient_id,))]
+            deleted = db.execute("DELETE FROM patients WHERE id = ?", (patient_id,))  # reports cascade
             if deleted.rowcount == 0:
                 raise NotFound("no patient with this id")
+        # After the commit: a crash before these unlinks leaves orphans for the sweep,
+        # never a row without its file.
+        for report_id in report_ids:
+            self._report_path(report_id).unlink(missing_ok=True)
 
-    def _patient_from_row(self, row) -> dict:
-        patient_id, owner_id, fields, created_at, updated_at = row
-        return self._patient_document(patient_id, owner_id, json.loads(fields), created_at, updated_at)
+    def _patients_from_rows(self, db, rows) -> list[dict]:
+        """Patient documents with their reports, fetched for all the rows in one query."""
+        reports = {row[0]: [] for row in rows}
+        if reports:
+            marks = ", ".join("?" * len(reports))
+            for row in db.execute(f"SELECT patient_id, {REPORT_COLUMNS} FROM reports "
+                                  f"WHERE patient_id IN ({marks}) ORDER BY id", list(reports)):
+                reports[row[0]].append(dict(zip(REPORT_FIELDS, row[1:])))
+        return [self._patient_document(patient_id, owner_id, json.loads(fields), reports[patient_id],
+                                       created_at, updated_at)
+                for patient_id, owner_id, fields, created_at, updated_at in rows]
 
     @staticmethod
-    def _patient_document(patient_id, owner_id, fields, created_at, updated_at) -> dict:
-        return {"id": patient_id, "ownerId": owner_id, **fields, "reports": [],
+    def _patient_document(patient_id, owner_id, fields, reports, created_at, updated_at) -> dict:
+        return {"id": patient_id, "ownerId": owner_id, **fields, "reports": reports,
                 "createdAt": created_at, "updatedAt": updated_at}
+
+    # -- reports -----------------------------------------------------------------
+    def report_writer(self):
+        return SQLiteReportWriter(self)
+
+    def _report_path(self, report_id: str):
+        return self.reports_dir / report_id
+
+    def _insert_report(self, patient_id: str, report: dict) -> None:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM patients WHERE id = ?", (patient_id,)).fetchone() is None:
+                raise NotFound("no patient with this id")  # deleted while the upload ran
+            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (patient_id, *(report[name] for name in REPORT_FIELDS)))
+
+    def open_report(self, patient_id, report_id):
+        with self._connection() as db:
+            row = db.execute(f"SELECT {REPORT_COLUMNS} FROM reports WHERE id = ? AND patient_id = ?",
+                             (report_id, patient_id)).fetchone()
+        if row is None:
+            raise NotFound("this patient has no report with this id")
+        try:
+            source = open(self._report_path(report_id), "rb")
+        except OSError as exc:
+            raise Unavailable("the report's file cannot be read") from exc
+        return dict(zip(REPORT_FIELDS, row)), ReportChunks(source)
+
+    def delete_report(self, patient_id, report_id):
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM reports WHERE id = ? AND patient_id = ?", (report_id, patient_id))
+            if deleted.rowcount == 0:
+                raise NotFound("this patient has no report with this id")
+        self._report_path(report_id).unlink(missing_ok=True)
+
+    def _sweep_report_files(self) -> None:
+        """Remove what an interrupted upload or delete can leave: temp files, and
+        files that no report row names. Runs at start-up, before any upload."""
+        for leftover in self.temp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        with self._connection() as db:
+            known = {row[0] for row in db.execute("SELECT id FROM reports")}
+        for path in self.reports_dir.iterdir():
+            if path.is_file() and path.name not in known:
+                path.unlink(missing_ok=True)
 
     # -- lifecycle ---------------------------------------------------------------
     def ping(self):
@@ -189,3 +271,48 @@ class SQLiteStore(Store):
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+class SQLiteReportWriter(ReportWriter):
+    """Bytes go to a temp file; commit = fsync, rename into place, then insert the row."""
+
+    def __init__(self, store: SQLiteStore):
+        self._store = store
+        self.report_id = new_id(store._clock)
+        self._file = tempfile.NamedTemporaryFile(dir=store.temp_dir, prefix=self.report_id, suffix=".part",
+                                                 delete=False)
+        self._final_path = None
+
+    def write(self, chunk):
+        self._file.write(chunk)
+
+    def commit(self, patient_id, metadata):
+        # NOTE: fsync before rename, so that after a crash the name never points at
+        # a file whose bytes did not reach the disk; fsync the directory after, so
+        # the rename itself is durable.
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final_path = self._store._report_path(self.report_id)
+        os.replace(self._file.name, final_path)
+        self._final_path = final_path
+        _fsync_directory(self._store.reports_dir)
+        report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
+        self._store._insert_report(patient_id, report)
+        self._final_path = None  # committed: abort() must leave the file alone now
+        return report
+
+    def abort(self):
+        self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
+        if self._final_path is not None:  # renamed, but the row was not inserted
+            self._final_path.unlink(missing_ok=True)
+            self._final_path = None
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

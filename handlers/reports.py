@@ -1,0 +1,154 @@
+"""Medical report files: upload (multipart/form-data), list, download, delete.
+
+An upload streams: the multipart parser (`web/multipart.py`) hands the file part over
+in chunks, each chunk is hashed, counted and written to the store as it arrives, and
+nothing holds the whole file. The file's type is decided by its first bytes, never by
+the client's Content-Type label or the filename's extension.
+"""
+
+import hashlib
+import unicodedata
+from urllib.parse import quote
+
+from handlers.inputs import media_type, path_id
+from handlers.patients import owned_patient
+from web.messages import Response, json_response
+from web.multipart import PartData, PartEnd, PartStart, boundary_from_content_type, iter_parts
+from web.problems import BadRequest, UnsupportedMediaType
+from web.validation import ValidationError
+
+# The file signatures ("magic numbers") we accept, from each format's specification.
+SIGNATURES = (
+    (b"%PDF-", "application/pdf"),                  # ISO 32000-1 §7.5.2: the header line
+    (b"\x89PNG\r\n\x1a\n", "image/png"),            # PNG (RFC 2083 §3.1): the 8-byte signature
+    (b"\xff\xd8\xff", "image/jpeg"),                # JPEG: SOI marker, then the next marker's 0xFF
+)
+SNIFF_BYTES = max(len(signature) for signature, _ in SIGNATURES)
+MAX_DESCRIPTION = 500
+MAX_FILENAME = 255
+# A multipart body is the file plus part headers, boundaries and a short description.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    for signature, content_type in SIGNATURES:
+        if head.startswith(signature):
+            return content_type
+    return None
+
+
+def clean_filename(filename: str) -> str:
+    """The client's filename as safe metadata: no directories, control characters or quotes.
+
+    It is only ever shown back (in Content-Disposition); the bytes are stored under a
+    generated id, so no filename can reach a filesystem path.
+    """
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in "\"'")
+    name = name.strip(" .")[:MAX_FILENAME]
+    return name or "report"
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 §4.3: an ASCII `filename` for old clients, and `filename*` (RFC 8187,
+    UTF-8, percent-encoded) that carries the real name and wins where understood."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in "\\%" else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+class IncomingFile:
+    """The file part as it streams: its size, SHA-256 and sniffed type, written on."""
+
+    def __init__(self, writer, filename: str):
+        self.writer, self.filename = writer, clean_filename(filename)
+        self.size, self.sha256, self.head = 0, hashlib.sha256(), b""
+        self.content_type = None
+
+    def write(self, data: bytes) -> None:
+        if len(self.head) < SNIFF_BYTES:
+            self.head += data[:SNIFF_BYTES - len(self.head)]
+            if len(self.head) >= SNIFF_BYTES:
+                self.check_type()  # refuse a wrong type early, before the rest arrives
+        self.size += len(data)
+        self.sha256.update(data)
+        self.writer.write(data)
+
+    def check_type(self) -> None:
+        self.content_type = sniff_content_type(self.head)
+        if self.content_type is None:
+            raise UnsupportedMediaType("the file is not a PDF, PNG or JPEG")
+
+
+def read_upload(request, writer) -> tuple[IncomingFile, str | None]:
+    """Stream the multipart body into `writer`; return the file and the description."""
+    if media_type(request) != "multipart/form-data":
+        raise UnsupportedMediaType("uploads must be multipart/form-data")
+    boundary = boundary_from_content_type(request.headers.get("Content-Type"))
+    file, description, current = None, None, None
+    for event in iter_parts(request.body, boundary, max_parts=4, max_field_bytes=4 * MAX_DESCRIPTION,
+                            max_file_bytes=request.app.settings.max_upload_bytes):
+        if isinstance(event, PartStart):
+            current = event.name
+            if event.name == "file" and event.filename is not None and file is None:
+                file = IncomingFile(writer, event.filename)
+            elif event.name == "description" and event.filename is None and description is None:
+                description = b""
+            else:
+                raise BadRequest("expected exactly one file part named 'file' and an optional 'description'")
+        elif isinstance(event, PartData):
+            if current == "file":
+                file.write(event.data)
+            else:
+                description += event.data
+        elif isinstance(event, PartEnd):
+            current = None
+    if file is None:
+        raise BadRequest("a file part named 'file' is required")
+    if file.size == 0:
+        raise BadRequest("the file is empty")
+    if file.content_type is None:  # shorter than SNIFF_BYTES: decide on what there is
+        file.check_type()
+    return file, None if description is None else checked_description(description)
+
+
+def checked_description(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError([("description", "must be UTF-8 text")]) from None
+    if len(text) > MAX_DESCRIPTION or "\x00" in text:
+        raise ValidationError([("description", f"must be at most {MAX_DESCRIPTION} characters, without NUL")])
+    return text
+
+
+def upload_report(request):
+    patient = owned_patient(request)
+    # Leaving this block without commit() — any error above — discards the bytes.
+    with request.app.store.report_writer() as writer:
+        file, description = read_upload(request, writer)
+        report = writer.commit(patient["id"], {
+            "filename": file.filename, "contentType": file.content_type, "size": file.size,
+            "sha256": file.sha256.hexdigest(), "description": description})
+    location = f"/patients/{patient['id']}/reports/{report['id']}"
+    return json_response(report, 201, [("Location", location)])
+
+
+def list_reports(request):
+    return json_response(owned_patient(request)["reports"])
+
+
+def download_report(request):
+    patient = owned_patient(request)
+    report, chunks = request.app.store.open_report(patient["id"], path_id(request, "reportId"))
+    headers = [("Content-Type", report["contentType"]),
+               ("Content-Disposition", content_disposition(report["filename"])),
+               ("ETag", f"\"{report['sha256']}\""),
+               ("X-Content-Type-Options", "nosniff"),  # the browser must not re-guess the type
+               ("Cache-Control", "no-store")]           # patient data stays out of caches
+    return Response(200, chunks, headers, content_length=report["size"])
+
+
+def delete_report(request):
+    patient = owned_patient(request)
+    request.app.store.delete_report(patient["id"], path_id(request, "reportId"))
+    return Response(204)
