@@ -17,6 +17,7 @@ MASKS = [
     (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "<token>"),
     (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"), "<time>"),
+    (re.compile(r"^Date: .*$", re.MULTILINE), "Date: <date>"),
 ]
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -36,6 +37,7 @@ def walkthrough_steps() -> list[tuple[str, str]]:
 
 
 def mask(text: str) -> str:
+    text = text.replace("\r\n", "\n")  # curl -D prints header lines as they came: CRLF
     for pattern, placeholder in MASKS:
         text = pattern.sub(placeholder, text)
     return text.strip()
