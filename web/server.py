@@ -68,9 +68,9 @@ class BodyReader:
         size = self.remaining if size is None or size < 0 else min(size, self.remaining)
         try:
             data = self._rfile.read(size)  # blocks until `size` bytes or end of stream
-        except OSError:  # a timeout or a reset: the stream's position is lost
+        except OSError as exc:  # a timeout or a reset: the stream's position is lost
             self.failed = True
-            raise
+            raise IncompleteBody("the connection failed while the body was being read") from exc
         if len(data) < size:
             self.failed = True
             raise IncompleteBody("the body ended before its Content-Length")

@@ -1,0 +1,240 @@
+"""Tests for meditrack.py's settings: defaults, environment variables, flags, refusals, the JWT key file.
+
+`load_settings(argv, environ)` takes both inputs as arguments, so no test touches the
+real environment; the one subprocess test gives the child a cleaned copy of it.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import meditrack
+from meditrack import Settings, SettingError, load_or_create_secret, load_settings
+
+REPOSITORY = Path(meditrack.__file__).resolve().parent
+SECRET_32 = "s" * 32
+
+
+# --- defaults -------------------------------------------------------------------------
+
+
+def test_defaults_match_the_design_table():
+    settings = load_settings([], {})
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.data_dir == Path("./data")
+    assert settings.mongodb_uri is None            # unset -> sqlite store
+    assert settings.jwt_secret is None             # unset -> DATA_DIR/jwt-secret
+    assert settings.token_ttl == 3600
+    assert settings.bcrypt_rounds == 12
+    assert settings.max_upload_bytes == 10485760
+    assert settings.max_json_bytes == 1048576
+    assert settings.rate_limit == (120, 60.0)
+    assert settings.auth_rate_limit == (10, 60.0)
+
+
+def test_defaults_are_the_settings_dataclass_defaults():
+    assert load_settings([], {}) == Settings()
+
+
+def test_unrelated_environment_variables_are_ignored():
+    assert load_settings([], {"PORT": "1", "HOME": "/root", "MEDITRACK_UNKNOWN": "x"}) == Settings()
+
+
+# --- environment variables ------------------------------------------------------------
+
+# Every variable in meditrack.ENVIRONMENT, with a valid value and what it becomes.
+VALID_ENVIRONMENT = [
+    ("MEDITRACK_HOST", "0.0.0.0", "host", "0.0.0.0"),
+    ("MEDITRACK_PORT", "8080", "port", 8080),
+    ("MEDITRACK_DATA_DIR", "/var/lib/meditrack", "data_dir", Path("/var/lib/meditrack")),
+    ("MONGODB_URI", "mongodb://db.example:27017/meditrack", "mongodb_uri", "mongodb://db.example:27017/meditrack"),
+    ("MEDITRACK_JWT_SECRET", SECRET_32, "jwt_secret", SECRET_32.encode()),
+    ("MEDITRACK_TOKEN_TTL", "900", "token_ttl", 900),
+    ("MEDITRACK_BCRYPT_ROUNDS", "4", "bcrypt_rounds", 4),
+    ("MEDITRACK_MAX_UPLOAD_BYTES", "2048", "max_upload_bytes", 2048),
+    ("MEDITRACK_MAX_JSON_BYTES", "4096", "max_json_bytes", 4096),
+    ("MEDITRACK_RATE_LIMIT", "30/10", "rate_limit", (30, 10.0)),
+    ("MEDITRACK_AUTH_RATE_LIMIT", "5/60", "auth_rate_limit", (5, 60.0)),
+    ("MEDITRACK_TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2,", "trusted_proxies", frozenset({"10.0.0.1", "10.0.0.2"})),
+    ("MEDITRACK_SOCKET_TIMEOUT", "15", "socket_timeout", 15),
+]
+
+
+def test_every_environment_variable_has_a_parsing_test():
+    assert {variable for variable, *_ in VALID_ENVIRONMENT} == set(meditrack.ENVIRONMENT)
+
+
+@pytest.mark.parametrize("variable, text, field, expected", VALID_ENVIRONMENT,
+                         ids=[row[0] for row in VALID_ENVIRONMENT])
+def test_environment_variable_is_parsed(variable, text, field, expected):
+    settings = load_settings([], {variable: text})
+    assert getattr(settings, field) == expected
+    # and nothing else changed
+    assert {name: value for name, value in vars(settings).items() if name != field} == \
+        {name: value for name, value in vars(Settings()).items() if name != field}
+
+
+@pytest.mark.parametrize("variable", ["MEDITRACK_RATE_LIMIT", "MEDITRACK_AUTH_RATE_LIMIT"])
+def test_a_rate_limit_of_zero_disables_it(variable):
+    field = meditrack.ENVIRONMENT[variable][0]
+    assert getattr(load_settings([], {variable: "0"}), field) is None
+
+
+def test_an_empty_mongodb_uri_means_the_sqlite_store():
+    assert load_settings([], {"MONGODB_URI": ""}).mongodb_uri is None
+
+
+def test_jwt_secret_length_is_counted_in_utf8_bytes():
+    assert load_settings([], {"MEDITRACK_JWT_SECRET": "é" * 16}).jwt_secret == ("é" * 16).encode()
+    with pytest.raises(SettingError, match="MEDITRACK_JWT_SECRET"):
+        load_settings([], {"MEDITRACK_JWT_SECRET": "é" * 15 + "x"})   # 31 bytes
+
+
+@pytest.mark.parametrize("variable, lowest, highest", [
+    ("MEDITRACK_PORT", 0, 65535),
+    ("MEDITRACK_TOKEN_TTL", 60, 30 * 24 * 3600),
+    ("MEDITRACK_BCRYPT_ROUNDS", 4, 31),
+    ("MEDITRACK_MAX_UPLOAD_BYTES", 1, 2**40),
+    ("MEDITRACK_MAX_JSON_BYTES", 1024, 2**30),
+    ("MEDITRACK_SOCKET_TIMEOUT", 1, 3600),
+])
+def test_integer_settings_accept_both_ends_of_their_range(variable, lowest, highest):
+    field = meditrack.ENVIRONMENT[variable][0]
+    assert getattr(load_settings([], {variable: str(lowest)}), field) == lowest
+    assert getattr(load_settings([], {variable: str(highest)}), field) == highest
+
+
+# --- flags ----------------------------------------------------------------------------
+
+
+def test_flags_override_the_environment():
+    environ = {"MEDITRACK_HOST": "0.0.0.0", "MEDITRACK_PORT": "8080", "MEDITRACK_DATA_DIR": "/from/env"}
+    settings = load_settings(["--host", "::1", "--port", "9090", "--data-dir", "/from/flag"], environ)
+    assert (settings.host, settings.port, settings.data_dir) == ("::1", 9090, Path("/from/flag"))
+
+
+def test_environment_applies_where_no_flag_is_given():
+    settings = load_settings(["--port", "9090"], {"MEDITRACK_HOST": "0.0.0.0", "MEDITRACK_PORT": "8080"})
+    assert (settings.host, settings.port) == ("0.0.0.0", 9090)
+
+
+@pytest.mark.parametrize("text", ["abc", "80a", "-1", "70000", " 80", "８０"])
+def test_a_bad_port_flag_is_refused_naming_the_flag(text):
+    with pytest.raises(SettingError, match="--port"):
+        load_settings([f"--port={text}"], {})
+
+
+# --- refusals -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable, text", [
+    ("MEDITRACK_PORT", "80a"),
+    ("MEDITRACK_PORT", "-1"),
+    ("MEDITRACK_PORT", "70000"),
+    ("MEDITRACK_PORT", "65536"),
+    ("MEDITRACK_PORT", " 80"),
+    ("MEDITRACK_PORT", "80 "),
+    ("MEDITRACK_PORT", "80\n"),
+    ("MEDITRACK_PORT", "+80"),
+    ("MEDITRACK_PORT", "8_0"),
+    ("MEDITRACK_PORT", "８０"),          # full-width digits
+    ("MEDITRACK_PORT", "٨٠"),            # Arabic-Indic digits
+    ("MEDITRACK_PORT", ""),
+    ("MEDITRACK_PORT", "abc"),
+    ("MEDITRACK_BCRYPT_ROUNDS", "3"),
+    ("MEDITRACK_BCRYPT_ROUNDS", "32"),
+    ("MEDITRACK_BCRYPT_ROUNDS", "twelve"),
+    ("MEDITRACK_RATE_LIMIT", "abc"),
+    ("MEDITRACK_RATE_LIMIT", "120"),
+    ("MEDITRACK_RATE_LIMIT", "0/60"),
+    ("MEDITRACK_RATE_LIMIT", "120/0"),
+    ("MEDITRACK_RATE_LIMIT", "120/60/1"),
+    ("MEDITRACK_RATE_LIMIT", ""),
+    ("MEDITRACK_AUTH_RATE_LIMIT", "abc"),
+    ("MEDITRACK_AUTH_RATE_LIMIT", "-10/60"),
+    ("MEDITRACK_JWT_SECRET", ""),
+    ("MEDITRACK_JWT_SECRET", "short"),
+    ("MEDITRACK_JWT_SECRET", "s" * 31),
+    ("MEDITRACK_TOKEN_TTL", "0"),
+    ("MEDITRACK_TOKEN_TTL", "59"),
+    ("MEDITRACK_TOKEN_TTL", str(30 * 24 * 3600 + 1)),
+    ("MEDITRACK_TOKEN_TTL", "1h"),
+    ("MEDITRACK_MAX_UPLOAD_BYTES", "0"),
+    ("MEDITRACK_MAX_UPLOAD_BYTES", "10MB"),
+    ("MEDITRACK_MAX_UPLOAD_BYTES", str(2**40 + 1)),
+    ("MEDITRACK_MAX_JSON_BYTES", "1023"),
+    ("MEDITRACK_MAX_JSON_BYTES", str(2**30 + 1)),
+    ("MEDITRACK_SOCKET_TIMEOUT", "0"),
+    ("MEDITRACK_SOCKET_TIMEOUT", "3601"),
+    ("MEDITRACK_SOCKET_TIMEOUT", "1.5"),
+    ("MEDITRACK_TRUSTED_PROXIES", "not-an-address"),
+    ("MEDITRACK_TRUSTED_PROXIES", "10.0.0.1, proxy.internal"),
+])
+def test_a_bad_value_is_refused_naming_the_setting(variable, text):
+    with pytest.raises(SettingError) as caught:
+        load_settings([], {variable: text})
+    assert variable in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_refused_jwt_secret_is_not_repeated_in_the_message():
+    with pytest.raises(SettingError) as caught:
+        load_settings([], {"MEDITRACK_JWT_SECRET": "hunter2-hunter2"})
+    assert "hunter2" not in str(caught.value)
+
+
+# --- the JWT key file -----------------------------------------------------------------
+
+
+def test_secret_file_is_created_with_mode_0600_and_at_least_32_bytes(tmp_path):
+    data_dir = tmp_path / "data"
+    secret = load_or_create_secret(data_dir)
+    path = data_dir / "jwt-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(secret) >= 32
+    assert path.read_bytes().strip() == secret
+
+
+def test_secret_file_is_read_back_on_the_second_call(tmp_path):
+    assert load_or_create_secret(tmp_path) == load_or_create_secret(tmp_path)
+
+
+def test_each_data_dir_gets_its_own_random_secret(tmp_path):
+    assert load_or_create_secret(tmp_path / "a") != load_or_create_secret(tmp_path / "b")
+
+
+def test_an_existing_secret_file_is_used_as_it_is(tmp_path):
+    (tmp_path / "jwt-secret").write_bytes(b"k" * 40 + b"\n")
+    assert load_or_create_secret(tmp_path) == b"k" * 40
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"k" * 31, b"  " + b"k" * 31 + b"\n"])
+def test_a_secret_file_with_too_few_bytes_is_refused(tmp_path, content):
+    (tmp_path / "jwt-secret").write_bytes(content)
+    with pytest.raises(SettingError, match="jwt-secret"):
+        load_or_create_secret(tmp_path)
+
+
+# --- the command line -----------------------------------------------------------------
+
+
+def run_meditrack(tmp_path, **variables) -> subprocess.CompletedProcess:
+    environ = {name: value for name, value in os.environ.items()
+               if name not in meditrack.ENVIRONMENT}
+    environ.update(variables, MEDITRACK_DATA_DIR=str(tmp_path / "data"))
+    return subprocess.run([sys.executable, str(REPOSITORY / "meditrack.py")], cwd=tmp_path, env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_bad_environment_value_stops_start_up_with_one_line(tmp_path):
+    result = run_meditrack(tmp_path, MEDITRACK_PORT="abc")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "MEDITRACK_PORT" in lines[0]
+    assert result.stdout == ""
