@@ -8,6 +8,7 @@ stops start-up with one line that names it.
 """
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -58,7 +59,7 @@ class Settings:
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
     # ASCII digits only: int() alone would also take " 12", "+12", "1_2" and "١٢".
-    if not re.fullmatch(r"[0-9]{1,10}", text) or not minimum <= int(text) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,15}", text) or not minimum <= int(text) <= maximum:
         raise SettingError(f"{name} must be a whole number from {minimum} to {maximum}, not {text!r}")
     return int(text)
 
@@ -76,6 +77,16 @@ def _secret(name: str, text: str) -> bytes:
     return text.encode("utf-8")
 
 
+def _addresses(name: str, text: str) -> frozenset[str]:
+    addresses = frozenset(part.strip() for part in text.split(",") if part.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)  # a host name or a range would never match a peer
+        except ValueError:
+            raise SettingError(f"{name} must list IP addresses, not {address!r}") from None
+    return addresses
+
+
 # Environment variable → (Settings field, parser). Each parser gets the variable's name
 # so its error message can name the setting.
 ENVIRONMENT = {
@@ -90,8 +101,7 @@ ENVIRONMENT = {
     "MEDITRACK_MAX_JSON_BYTES": ("max_json_bytes", lambda name, text: _integer(name, text, 1024, 2**30)),
     "MEDITRACK_RATE_LIMIT": ("rate_limit", _rate),
     "MEDITRACK_AUTH_RATE_LIMIT": ("auth_rate_limit", _rate),
-    "MEDITRACK_TRUSTED_PROXIES": ("trusted_proxies",
-                                  lambda name, text: frozenset(p.strip() for p in text.split(",") if p.strip())),
+    "MEDITRACK_TRUSTED_PROXIES": ("trusted_proxies", _addresses),
     "MEDITRACK_SOCKET_TIMEOUT": ("socket_timeout", lambda name, text: _integer(name, text, 1, 3600)),
 }
 

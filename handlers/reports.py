@@ -85,7 +85,9 @@ def read_upload(request, writer) -> tuple[IncomingFile, str | None]:
         raise UnsupportedMediaType("uploads must be multipart/form-data")
     boundary = boundary_from_content_type(request.headers.get("Content-Type"))
     file, description, current = None, None, None
-    for event in iter_parts(request.body, boundary, max_parts=4, max_field_bytes=4 * MAX_DESCRIPTION,
+    # The parser's field limit (64 KiB) only bounds memory; the 500-character rule
+    # for the description is checked after decoding, as a field error (400).
+    for event in iter_parts(request.body, boundary, max_parts=4,
                             max_file_bytes=request.app.settings.max_upload_bytes):
         if isinstance(event, PartStart):
             current = event.name

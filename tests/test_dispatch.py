@@ -192,7 +192,7 @@ def test_known_path_with_wrong_method_is_a_405_problem_with_allow(routes, calls)
     response = dispatcher(routes)(make_request("POST", "/things/1"))
     assert response.status == 405
     assert problem(response)["status"] == 405
-    assert header(response, "Allow") == "DELETE, GET, PUT"
+    assert header(response, "Allow") == "DELETE, GET, HEAD, PUT"
     assert calls.seen == []
 
 

@@ -294,11 +294,11 @@ def test_unknown_path_is_404_problem(live_server, target):
 
 
 @pytest.mark.parametrize("method, target, allow", [
-    ("PATCH", "/patients", "GET, POST"),
+    ("PATCH", "/patients", "GET, HEAD, POST"),
     ("DELETE", "/auth/login", "POST"),
     ("GET", "/auth/register", "POST"),
-    ("POST", "/health", "GET"),
-    ("POST", "/patients/0123456789abcdef01234567", "DELETE, GET, PUT"),
+    ("POST", "/health", "GET, HEAD"),
+    ("POST", "/patients/0123456789abcdef01234567", "DELETE, GET, HEAD, PUT"),
 ])
 def test_wrong_method_is_405_problem_with_allow(live_server, method, target, allow):
     response = exchange(live_server, http_request(method, target))

@@ -159,6 +159,27 @@ def test_nul_anywhere_in_a_string_is_refused(raw):
         parse_json(raw)
 
 
+# --- unpaired surrogates ---------------------------------------------------------------
+
+
+def test_an_escaped_surrogate_pair_is_one_character():
+    assert parse_json(b'"\\ud83e\\ude7a"') == "\U0001fa7a"
+
+
+@pytest.mark.parametrize("raw", [
+    b'"\\ud800"',
+    b'"\\udfff"',
+    b'{"firstName": "Ada\\ud800"}',
+    b'{"first\\udc00Name": "Ada"}',
+    b'{"allergies": ["\\ude7a\\ud83e"]}',     # a pair in the wrong order
+])
+def test_unpaired_surrogate_escapes_are_refused(raw):
+    # RFC 8259 §8.2 leaves unpaired surrogates unpredictable and RFC 7493 §2.1 forbids
+    # them: such a string has no UTF-8 form, so no store or response could hold it.
+    with pytest.raises(InvalidJSON):
+        parse_json(raw)
+
+
 # --- depth ----------------------------------------------------------------------------
 
 

@@ -413,3 +413,14 @@ def test_iter_parts_raises_incomplete_body_when_the_stream_stops_early():
 def test_iter_parts_passes_limits_to_the_parser():
     with pytest.raises(FileTooLarge):
         list(iter_parts(io.BytesIO(SAMPLE_BODY), BOUNDARY, max_file_bytes=10))
+
+
+@pytest.mark.parametrize("quoted, filename", [
+    (b'"C:\\temp\\x.pdf"', "C:\\temp\\x.pdf"),   # as browsers send it: backslashes unescaped
+    (b'"say \\"hi\\".pdf"', 'say "hi".pdf'),      # \" is an escaped quote
+    (b'"a\\\\b.pdf"', "a\\b.pdf"),                # \\ is an escaped backslash
+])
+def test_only_quote_and_backslash_are_escapes_in_a_quoted_filename(quoted, filename):
+    body = (b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=" + quoted
+            + b"\r\n\r\ndata\r\n--" + BOUNDARY + b"--\r\n")
+    assert parse(body) == [("file", filename, None, b"data")]

@@ -184,7 +184,7 @@ def test_unknown_path_is_404_even_for_an_unknown_method(router):
 def test_known_path_with_wrong_method_is_method_not_allowed(router):
     with pytest.raises(MethodNotAllowed) as caught:
         router.match("POST", "/patients/abc")
-    assert caught.value.allowed == ["DELETE", "GET", "PUT"]
+    assert caught.value.allowed == ["DELETE", "GET", "HEAD", "PUT"]
 
 
 def test_allowed_methods_are_sorted_and_listed_once():
@@ -196,20 +196,25 @@ def test_allowed_methods_are_sorted_and_listed_once():
     router.add("PUT", "/items/{name}", replace_patient)
     with pytest.raises(MethodNotAllowed) as caught:
         router.match("POST", "/items/special")
-    assert caught.value.allowed == ["DELETE", "GET", "PUT"]
+    assert caught.value.allowed == ["DELETE", "GET", "HEAD", "PUT"]
 
 
 def test_methods_are_matched_case_sensitively(router):
     # RFC 9110 §9.1: the method token is case-sensitive; "get" is not GET.
     with pytest.raises(MethodNotAllowed) as caught:
         router.match("get", "/openapi.json")
-    assert caught.value.allowed == ["GET"]
+    assert caught.value.allowed == ["GET", "HEAD"]
+
+
+def test_head_is_answered_by_the_get_route(router):
+    route, params = router.match("HEAD", "/openapi.json")
+    assert route.method == "GET" and route.template == "/openapi.json"
 
 
 def test_method_not_allowed_only_lists_routes_whose_path_matched(router):
     with pytest.raises(MethodNotAllowed) as caught:
         router.match("DELETE", "/patients")
-    assert caught.value.allowed == ["GET"]
+    assert caught.value.allowed == ["GET", "HEAD"]
 
 
 # --- order ----------------------------------------------------------------------------

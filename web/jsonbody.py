@@ -9,6 +9,11 @@ sees the same input.
 
 import json
 import math
+import re
+
+# json.loads joins a valid "\ud83d\ude00" pair into one character; what is left in
+# this range afterwards is a half of a pair.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InvalidJSON(Exception):
@@ -43,6 +48,10 @@ def _check_value(value, depth: int, max_depth: int) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidJSON("a string contains a NUL character")
+        if LONE_SURROGATE.search(value):
+            # RFC 8259 §8.2 allows "\ud800" escapes that name no character; such a
+            # string has no UTF-8 form, so no store could keep it (RFC 7493 §2.1).
+            raise InvalidJSON("a string contains an unpaired surrogate escape")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_value(key, depth, max_depth)

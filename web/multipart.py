@@ -152,8 +152,10 @@ def _parse_parameters(value: str, error: type[MultipartError]) -> tuple[str, dic
             if name.lower() in parameters:
                 raise error("a header repeats a parameter")
             if raw_value.startswith('"'):
-                # RFC 9110 §5.6.4: in a quoted-string, "\x" stands for "x"
-                raw_value = re.sub(r"\\(.)", r"\1", raw_value[1:-1])
+                # RFC 9110 §5.6.4 lets "\x" stand for any "x", but browsers never escape
+                # a backslash (the HTML standard percent-encodes only CR, LF and '"'),
+                # so a Windows path would lose its separators. Only \" and \\ are escapes.
+                raw_value = re.sub(r'\\(["\\])', r"\1", raw_value[1:-1])
             parameters[name.lower()] = raw_value
         position = match.end()
     return main_value.strip(" \t").lower(), parameters

@@ -60,9 +60,10 @@ class Router:
             found = route.pattern.fullmatch(path)
             if found is None:
                 continue
-            if route.method == method:
+            # RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET is allowed.
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
                 return route, {name: unquote(value) for name, value in found.groupdict().items()}
-            allowed.append(route.method)
+            allowed += ["GET", "HEAD"] if route.method == "GET" else [route.method]
         if allowed:
             raise MethodNotAllowed(method, sorted(set(allowed)))
         raise RouteNotFound()

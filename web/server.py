@@ -98,7 +98,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             if request is None:
                 return
             response = self.server.dispatch(request)
-            keep_alive = self._wants_keep_alive(request) and self._body_consumed(request)
+            # A 413 was refused for its size: reading the body now would defeat that.
+            keep_alive = (self._wants_keep_alive(request) and response.status != 413
+                          and self._body_consumed(request))
         except HTTPError as exc:  # refused while reading the request itself
             request, response, keep_alive = None, problem_response(exc), False
         except OSError:  # timeout, reset, broken pipe: nothing more can be said
@@ -124,6 +126,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         method, target, version = self._parse_request_line(line)
         self.command, self.path, self.request_version = method, target, version
         headers = self._read_headers()
+        # RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host field is a 400.
+        if version == "HTTP/1.1" and len(headers.get_all("Host") or []) != 1:
+            raise BadRequest("an HTTP/1.1 request must have exactly one Host header")
         length = self._body_length(headers)
         send_continue = None
         if version == "HTTP/1.1" and headers.get("Expect", "").lower() == "100-continue":
@@ -244,6 +249,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not keep_alive:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self.command == "HEAD":
+            # RFC 9110 §9.3.2: HEAD gets GET's headers (Content-Length included) and no
+            # body; sending one would be read as the start of the next response.
+            body, close = b"", getattr(body, "close", None)
+            if close:
+                close()
         if isinstance(body, bytes):
             self.wfile.write(head + body)  # one write, one syscall, for the usual small response
             return
