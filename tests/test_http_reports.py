@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import struct
 import tracemalloc
 import unicodedata
@@ -728,3 +729,23 @@ def test_a_20_mib_upload_streams_through_the_server_in_little_memory(start_serve
     assert report["size"] == 20 * MiB and report["sha256"] == body.sha256.hexdigest()
     assert file_sha256(report_file(server, report["id"])) == body.sha256.hexdigest()
     assert peak < 4 * MiB, f"the server held {peak / MiB:.1f} MiB during the upload"
+
+
+def test_a_client_that_disconnects_mid_upload_leaves_no_file(client, patient, live_server):
+    """The client sends half the declared body and half-closes: the server reads end of
+    stream, the upload is abandoned, and neither a temp file nor a report remains."""
+    body = multipart(file_part(pdf_of_size(200_000)))
+    head = http_request("POST", reports_path(patient["id"]), headers={
+        "Authorization": client.session.headers["Authorization"],
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        "Content-Length": str(len(body))})
+    reports_dir = live_server.settings.data_dir / "reports"
+    before = {path.name for path in reports_dir.iterdir()}
+    with RawConnection(live_server) as connection:
+        connection.send(head + body[:len(body) // 2])
+        connection.sock.shutdown(socket.SHUT_WR)
+        response = connection.read_response()  # sent after the writer has cleaned up
+    assert response.status == 400
+    assert {path.name for path in reports_dir.iterdir()} == before
+    assert list((reports_dir / "tmp").iterdir()) == []
+    assert client.get(reports_path(patient["id"])).json() == []

@@ -463,3 +463,85 @@ def test_concurrent_creates_all_succeed_with_unique_ids(store, owner):
     assert sorted(ids_of(listed)) == sorted(every_id)
     names = {(patient["firstName"], patient["lastName"]) for patient in listed}
     assert names == {(f"T{index}", f"N{number}") for index in range(threads) for number in range(per_thread)}
+
+
+# --- reports --------------------------------------------------------------------------
+
+REPORT_METADATA = {"filename": "scan.pdf", "contentType": "application/pdf", "size": 11,
+                   "sha256": "0" * 64, "description": "a scan"}
+
+
+def write_report(store, patient_id, data=b"%PDF-1.7 hi", **metadata):
+    with store.report_writer() as writer:
+        writer.write(data[:4])
+        writer.write(data[4:])
+        return writer.commit(patient_id, {**REPORT_METADATA, "size": len(data), **metadata})
+
+
+def read_back(store, patient_id, report_id) -> tuple[dict, bytes]:
+    report, chunks = store.open_report(patient_id, report_id)
+    try:
+        return report, b"".join(chunks)
+    finally:
+        chunks.close()
+
+
+def test_a_committed_report_is_listed_on_its_patient_and_reads_back_byte_exact(store, owner, clock):
+    patient = store.create_patient(owner["id"], PATIENT)
+    data = bytes(range(256)) * 1000
+    report = write_report(store, patient["id"], data)
+    assert set(report) == {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}
+    assert report["uploadedAt"] == utc_timestamp(clock()) and report["size"] == len(data)
+    assert store.get_patient(patient["id"])["reports"] == [report]
+    assert read_back(store, patient["id"], report["id"]) == (report, data)
+
+
+def test_reports_are_listed_in_id_order_with_their_patient_in_a_listing(store, owner):
+    patient = store.create_patient(owner["id"], PATIENT)
+    reports = [write_report(store, patient["id"], description=str(i)) for i in range(3)]
+    listed = store.list_patients(owner["id"], limit=10)
+    assert listed[0]["reports"] == sorted(reports, key=lambda report: report["id"])
+
+
+def test_a_writer_left_without_commit_leaves_no_report(store, owner):
+    patient = store.create_patient(owner["id"], PATIENT)
+    with pytest.raises(RuntimeError):
+        with store.report_writer() as writer:
+            writer.write(b"%PDF-1.7 half an upload")
+            raise RuntimeError("the client went away")
+    assert store.get_patient(patient["id"])["reports"] == []
+    with pytest.raises(NotFound):
+        store.open_report(patient["id"], writer.report_id)
+
+
+def test_commit_to_a_patient_deleted_meanwhile_is_not_found_and_leaves_no_report(store, owner):
+    patient = store.create_patient(owner["id"], PATIENT)
+    with pytest.raises(NotFound):
+        with store.report_writer() as writer:
+            writer.write(b"%PDF-1.7 bytes")
+            store.delete_patient(patient["id"])
+            writer.commit(patient["id"], REPORT_METADATA)
+    with pytest.raises(NotFound):
+        store.open_report(patient["id"], writer.report_id)
+
+
+def test_a_report_is_found_only_under_its_own_patient(store, owner):
+    first = store.create_patient(owner["id"], PATIENT)
+    second = store.create_patient(owner["id"], PATIENT)
+    report = write_report(store, first["id"])
+    with pytest.raises(NotFound):
+        store.open_report(second["id"], report["id"])
+    with pytest.raises(NotFound):
+        store.delete_report(second["id"], report["id"])
+    assert read_back(store, first["id"], report["id"])[0] == report
+
+
+def test_delete_report_removes_it_and_a_second_delete_is_not_found(store, owner):
+    patient = store.create_patient(owner["id"], PATIENT)
+    kept, deleted = write_report(store, patient["id"]), write_report(store, patient["id"])
+    store.delete_report(patient["id"], deleted["id"])
+    assert store.get_patient(patient["id"])["reports"] == [kept]
+    with pytest.raises(NotFound):
+        store.open_report(patient["id"], deleted["id"])
+    with pytest.raises(NotFound):
+        store.delete_report(patient["id"], deleted["id"])
