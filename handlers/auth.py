@@ -8,6 +8,7 @@ Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
 import bcrypt
 
 from handlers.inputs import read_json
+from storage.ids import is_object_id
 from web import jwt
 from web.messages import json_response
 from web.problems import BadRequest, Unauthorized
@@ -68,7 +69,7 @@ def authenticate(request) -> dict:
         raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
     claims = jwt.verify(token.strip(), request.app.jwt_key, now=request.app.clock(), issuer=ISSUER,
                         require=("exp", "iat", "sub"))
-    user = request.app.store.get_user(claims["sub"]) if isinstance(claims["sub"], str) else None
+    user = request.app.store.get_user(claims["sub"]) if is_object_id(claims["sub"]) else None
     if user is None:
         raise Unauthorized("the token's user no longer exists",
                            headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))

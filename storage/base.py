@@ -108,6 +108,11 @@ class Store(ABC):
     def delete_report(self, patient_id: str, report_id: str) -> None:
         """Delete the report's metadata and bytes; `NotFound` unless the patient has it."""
 
+    @abstractmethod
+    def stored_report_ids(self) -> set[str]:
+        """The ids of every report whose bytes are stored, committed or not: what a
+        check that nothing was left behind compares with the reports patients name."""
+
     # -- lifecycle ---------------------------------------------------------------
     @abstractmethod
     def ping(self) -> None:

@@ -249,6 +249,11 @@ class SQLiteStore(Store):
                 raise NotFound("this patient has no report with this id")
         self._report_path(report_id).unlink(missing_ok=True)
 
+    def stored_report_ids(self):
+        # A temp file's name starts with its report id (see SQLiteReportWriter).
+        temp = {path.name[:24] for path in self.temp_dir.iterdir()}
+        return temp | {path.name for path in self.reports_dir.iterdir() if path.is_file()}
+
     def _sweep_report_files(self) -> None:
         """Remove what an interrupted upload or delete can leave: temp files, and
         files that no report row names. Runs at start-up, before any upload."""

@@ -3,11 +3,18 @@
 The server runs in this process, in a background thread, on 127.0.0.1 with an
 ephemeral port, a temporary data directory and bcrypt at its minimum cost (4) so the
 suite stays fast. Tests talk to it over real HTTP with `requests` or raw sockets.
+
+Every server-backed test runs once per store: the embedded SQLite store always, and
+MongoDB too when MEDITRACK_TEST_MONGODB_URI names a server (`make test-mongo` starts
+one). Each MongoDB-backed server gets a database of its own, dropped afterwards.
 """
 
 import itertools
+import os
+import secrets
 import threading
 from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -16,15 +23,31 @@ import meditrack
 from storage import open_store
 
 TEST_SECRET = b"test-secret-that-is-at-least-32-bytes-long"
+MONGODB_URI = os.environ.get("MEDITRACK_TEST_MONGODB_URI")
+STORES = ["sqlite", "mongodb"] if MONGODB_URI else ["sqlite"]
 _usernames = itertools.count()
+
+
+def fresh_mongodb_uri() -> str:
+    """MEDITRACK_TEST_MONGODB_URI with a new database name of its own as the path."""
+    parts = urlsplit(MONGODB_URI)
+    return urlunsplit(parts._replace(path=f"/meditrack_test_{secrets.token_hex(6)}"))
+
+
+def drop_mongodb_database(uri: str) -> None:
+    import pymongo
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        client.drop_database(client.get_default_database())
 
 
 class LiveServer:
     """A running server: its base URL, settings and store, and a way to stop it."""
 
-    def __init__(self, data_dir, **overrides):
+    def __init__(self, data_dir, store_kind: str = "sqlite", **overrides):
         base = meditrack.Settings(port=0, data_dir=data_dir, bcrypt_rounds=4, jwt_secret=TEST_SECRET,
                                   rate_limit=None, auth_rate_limit=None, socket_timeout=5)
+        if store_kind == "mongodb":
+            overrides.setdefault("mongodb_uri", fresh_mongodb_uri())
         self.settings = replace(base, **overrides)
         self.store = open_store(self.settings.data_dir, self.settings.mongodb_uri)
         self.server = meditrack.make_server(self.settings, self.store)
@@ -37,6 +60,8 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self.store.close()
+        if self.settings.mongodb_uri:
+            drop_mongodb_database(self.settings.mongodb_uri)
 
 
 class ApiClient:
@@ -74,20 +99,25 @@ class ApiClient:
         return self
 
 
+@pytest.fixture(scope="session", params=STORES)
+def store_kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    server = LiveServer(tmp_path_factory.mktemp("data"))
+def live_server(tmp_path_factory, store_kind):
+    server = LiveServer(tmp_path_factory.mktemp("data"), store_kind)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def start_server(tmp_path):
+def start_server(tmp_path, store_kind):
     """Start a server with its own settings (e.g. a rate limit) for one test."""
     started = []
 
     def start(**overrides) -> LiveServer:
-        server = LiveServer(tmp_path / f"data{len(started)}", **overrides)
+        server = LiveServer(tmp_path / f"data{len(started)}", store_kind, **overrides)
         started.append(server)
         return server
 

@@ -141,11 +141,15 @@ def assert_problem(response: RawResponse, status: int) -> dict:
     return problem
 
 
+def health_body(server) -> bytes:
+    return b'{"status":"ok","store":"%s"}' % server.store.name.encode()
+
+
 def assert_still_serving(server) -> None:
     """A refusal must cost the client one connection, never the server its service."""
     response = exchange(server, http_request("GET", "/health"))
     assert response.status == 200
-    assert response.json() == {"status": "ok", "store": "sqlite"}
+    assert response.json() == {"status": "ok", "store": server.store.name}
 
 
 def register_json(username: str, password: str = "correct horse battery") -> bytes:
@@ -158,7 +162,7 @@ def test_health_answers_ok_with_the_store_name(live_server):
     response = exchange(live_server, http_request("GET", "/health"))
     assert response.status == 200
     assert response.header("Content-Type") == "application/json; charset=utf-8"
-    assert response.json() == {"status": "ok", "store": "sqlite"}
+    assert response.json() == {"status": "ok", "store": live_server.store.name}
 
 
 def test_openapi_json_serves_the_contract(live_server):
@@ -182,7 +186,7 @@ def test_two_requests_share_one_connection(live_server):
     with RawConnection(live_server) as connection:
         first = connection.request(http_request("GET", "/health"))
         second = connection.request(http_request("GET", "/openapi.json"))
-    assert first.status == 200 and first.json() == {"status": "ok", "store": "sqlite"}
+    assert first.status == 200 and first.json() == {"status": "ok", "store": live_server.store.name}
     assert second.status == 200 and second.body == OPENAPI_BYTES
     assert first.header("Connection") is None and second.header("Connection") is None
 
@@ -195,7 +199,7 @@ def test_twenty_requests_on_one_connection_each_have_an_exact_body(live_server):
                 assert response.body == OPENAPI_BYTES
             else:
                 response = connection.request(http_request("GET", "/health"))
-                assert response.body == b'{"status":"ok","store":"sqlite"}'
+                assert response.body == health_body(live_server)
             assert response.status == 200
             assert int(response.header("Content-Length")) == len(response.body)
             assert response.header("Connection") is None
@@ -223,7 +227,7 @@ def test_http_1_0_request_is_answered_and_the_connection_closed(live_server):
     with RawConnection(live_server) as connection:
         response = connection.request(http_request("GET", "/health", version="HTTP/1.0"))
         assert response.status == 200
-        assert response.json() == {"status": "ok", "store": "sqlite"}
+        assert response.json() == {"status": "ok", "store": live_server.store.name}
         assert response.header("Connection") == "close"
         assert connection.server_closed()
 
@@ -235,7 +239,7 @@ def test_head_response_has_no_body_so_the_connection_stays_in_step(live_server):
         connection.request(http_request("HEAD", "/health"), head=True)
         following = connection.request(http_request("GET", "/health"))
     assert following.status == 200
-    assert following.json() == {"status": "ok", "store": "sqlite"}
+    assert following.json() == {"status": "ok", "store": live_server.store.name}
 
 
 # -- headers every response carries --------------------------------------------------
@@ -514,7 +518,7 @@ def test_unread_small_body_is_drained_so_the_next_request_works(live_server):
         first = connection.request(http_request("GET", "/health", body=b"0123456789"))
         second = connection.request(http_request("GET", "/health"))
     assert first.status == 200 and first.header("Connection") is None
-    assert second.status == 200 and second.json() == {"status": "ok", "store": "sqlite"}
+    assert second.status == 200 and second.json() == {"status": "ok", "store": live_server.store.name}
 
 
 def test_idle_connection_is_closed_after_the_socket_timeout(start_server):
@@ -603,4 +607,4 @@ def test_fifty_concurrent_keep_alive_connections_all_succeed(live_server):
     responses = [response for batch in results for response in batch]
     assert len(responses) == 500
     assert all(response.status == 200 for response in responses)
-    assert all(response.body == b'{"status":"ok","store":"sqlite"}' for response in responses)
+    assert all(response.body == health_body(live_server) for response in responses)

@@ -23,6 +23,7 @@ import struct
 import tracemalloc
 import unicodedata
 import zlib
+from contextlib import closing
 from urllib.parse import unquote
 
 import pytest
@@ -119,27 +120,26 @@ def new_patient(client: ApiClient) -> dict:
     return response.json()
 
 
-# -- what is on disk ----------------------------------------------------------------------
+# -- what the store holds ---------------------------------------------------------------
 
-def report_file(server, report_id: str):
-    return server.settings.data_dir / "reports" / report_id
-
-
-def stored_names(server) -> set[str]:
-    """Everything directly under DATA_DIR/reports/, the temp directory included."""
-    return {path.name for path in (server.settings.data_dir / "reports").iterdir()}
+def stored_ids(server) -> set[str]:
+    """The ids of every report whose bytes the store holds, committed or not (SQLite:
+    files and temp files under DATA_DIR/reports/; MongoDB: GridFS files and chunks)."""
+    return server.store.stored_report_ids()
 
 
-def temp_files(server) -> list[str]:
-    return [path.name for path in (server.settings.data_dir / "reports" / "tmp").iterdir()]
+def stored_bytes(server, patient_id: str, report_id: str) -> bytes:
+    report, chunks = server.store.open_report(patient_id, report_id)
+    try:
+        return b"".join(chunks)
+    finally:
+        chunks.close()
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
+@pytest.fixture
+def stored_before(live_server) -> set[str]:
+    """What the store held when the test began: a failed upload must leave exactly this."""
+    return stored_ids(live_server)
 
 
 def assert_report(report: dict, data: bytes, content_type: str) -> None:
@@ -228,7 +228,8 @@ def test_a_patient_without_reports_lists_an_empty_array(client, patient):
 
 def test_the_stored_bytes_are_named_by_the_report_id(client, patient, live_server):
     report = uploaded(client, patient["id"], filename="../../scan.pdf")
-    assert report_file(live_server, report["id"]).read_bytes() == PDF
+    assert report["id"] in stored_ids(live_server)
+    assert stored_bytes(live_server, patient["id"], report["id"]) == PDF
 
 
 # -- 415: not a PDF, PNG or JPEG, or not multipart --------------------------------------
@@ -241,11 +242,11 @@ def test_the_stored_bytes_are_named_by_the_report_id(client, patient, live_serve
     (b" %PDF-1.4 a signature that does not start the file", "x.pdf", "application/pdf"),
     (b"\x89PNG\r\n\x1b\n almost a PNG signature", "x.png", "image/png"),
 ])
-def test_a_file_that_is_not_pdf_png_or_jpeg_is_415_and_not_stored(client, patient, live_server,
+def test_a_file_that_is_not_pdf_png_or_jpeg_is_415_and_not_stored(client, patient, live_server, stored_before,
                                                                    data, filename, content_type):
     problem(upload(client, patient["id"], data, filename, content_type), 415)
     assert client.get(reports_path(patient["id"])).json() == []
-    assert temp_files(live_server) == []
+    assert stored_ids(live_server) == stored_before
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/pdf", "text/plain",
@@ -260,10 +261,10 @@ def test_a_json_body_instead_of_multipart_is_415(client, patient):
 
 # -- 400: the form is not what the route takes ------------------------------------------
 
-def test_an_empty_file_is_400_and_not_stored(client, patient, live_server):
+def test_an_empty_file_is_400_and_not_stored(client, patient, live_server, stored_before):
     problem(upload_body(client, patient["id"], multipart(file_part(b""))), 400)
     assert client.get(reports_path(patient["id"])).json() == []
-    assert temp_files(live_server) == []
+    assert stored_ids(live_server) == stored_before
 
 
 @pytest.mark.parametrize("parts", [
@@ -277,10 +278,10 @@ def test_an_empty_file_is_400_and_not_stored(client, patient, live_server):
     pytest.param([file_part(PDF), part("description", b"a"), part("description", b"b")], id="two-descriptions"),
     pytest.param([part("description", b"a")] * 5 + [file_part(PDF)], id="more-parts-than-allowed"),
 ])
-def test_a_form_without_exactly_one_file_and_an_optional_description_is_400(client, patient, live_server, parts):
+def test_a_form_without_exactly_one_file_and_an_optional_description_is_400(client, patient, live_server, stored_before, parts):
     problem(upload_body(client, patient["id"], multipart(*parts)), 400)
     assert client.get(reports_path(patient["id"])).json() == []
-    assert temp_files(live_server) == []
+    assert stored_ids(live_server) == stored_before
 
 
 @pytest.mark.parametrize("description", [
@@ -318,12 +319,12 @@ def test_a_boundary_that_the_body_does_not_use_is_400(client, patient):
     problem(upload_body(client, patient["id"], body), 400)
 
 
-def test_a_body_that_ends_before_the_closing_boundary_is_400_and_not_stored(client, patient, live_server):
+def test_a_body_that_ends_before_the_closing_boundary_is_400_and_not_stored(client, patient, live_server, stored_before):
     body = multipart(file_part(PDF))
     truncated = body[:body.rindex(b"\r\n--")]  # the whole file, but no closing delimiter
     problem(upload_body(client, patient["id"], truncated), 400)
     assert client.get(reports_path(patient["id"])).json() == []
-    assert temp_files(live_server) == []
+    assert stored_ids(live_server) == stored_before
 
 
 DELIMITER = b"--" + BOUNDARY.encode("ascii")
@@ -376,10 +377,10 @@ MALFORMED_BODIES = {
 
 @pytest.mark.parametrize("body", MALFORMED_BODIES.values(), ids=MALFORMED_BODIES.keys())
 def test_a_malformed_multipart_body_is_400_stores_nothing_and_the_server_keeps_serving(
-        client, patient, live_server, body):
+        client, patient, live_server, stored_before, body):
     problem(upload_body(client, patient["id"], body), 400)
     assert client.get(reports_path(patient["id"])).json() == []
-    assert temp_files(live_server) == []
+    assert stored_ids(live_server) == stored_before
     assert_still_serving(live_server)
 
 
@@ -420,11 +421,9 @@ def test_a_file_of_exactly_the_limit_is_201(small_server):
 def test_a_file_one_byte_over_the_limit_is_413_and_nothing_is_stored(small_server):
     client, patient_id = small_server.client, small_server.patient["id"]
     before = uploaded(client, patient_id, pdf_of_size(10))
-    names_before = stored_names(small_server)
-    assert names_before == {"tmp", before["id"]}
+    assert stored_ids(small_server) == {before["id"]}
     problem(upload(client, patient_id, pdf_of_size(1001)), 413)
-    assert stored_names(small_server) == names_before
-    assert temp_files(small_server) == []
+    assert stored_ids(small_server) == {before["id"]}
     assert client.get(reports_path(patient_id)).json() == [before]
 
 
@@ -435,8 +434,7 @@ def test_a_file_over_the_limit_inside_an_acceptable_content_length_is_413_from_t
     body = multipart(file_part(pdf_of_size(5000)))
     assert len(body) <= 1000 + MULTIPART_OVERHEAD
     problem(upload_body(client, patient_id, body), 413)
-    assert stored_names(small_server) == {"tmp"}
-    assert temp_files(small_server) == []
+    assert stored_ids(small_server) == set()
     assert client.get(reports_path(patient_id)).json() == []
 
 
@@ -451,7 +449,7 @@ def test_a_declared_length_far_over_the_limit_is_413_before_the_body_is_sent(sma
         response = connection.request(upload_headers(small_server, small_server.patient["id"], 10**12))
         assert_problem(response, 413)
         assert response.header("Connection") == "close" and connection.server_closed()
-    assert stored_names(small_server) == {"tmp"}
+    assert stored_ids(small_server) == set()
     assert_still_serving(small_server)
 
 
@@ -571,12 +569,12 @@ def test_a_3_mib_file_round_trips_byte_exact(client, patient):
 def test_delete_is_204_then_the_report_is_404_and_its_file_is_gone(client, patient, live_server):
     report = uploaded(client, patient["id"])
     path = f"{reports_path(patient['id'])}/{report['id']}"
-    assert report_file(live_server, report["id"]).is_file()
+    assert report["id"] in stored_ids(live_server)
     response = client.delete(path)
     assert response.status_code == 204 and response.content == b""
     problem(client.get(path), 404)
     problem(client.delete(path), 404)
-    assert not report_file(live_server, report["id"]).exists()
+    assert report["id"] not in stored_ids(live_server)
     assert client.get(reports_path(patient["id"])).json() == []
 
 
@@ -584,14 +582,16 @@ def test_deleting_one_report_leaves_the_others(client, patient, live_server):
     kept, deleted = uploaded(client, patient["id"], PDF), uploaded(client, patient["id"], PNG)
     assert client.delete(f"{reports_path(patient['id'])}/{deleted['id']}").status_code == 204
     assert client.get(reports_path(patient["id"])).json() == [kept]
-    assert report_file(live_server, kept["id"]).read_bytes() == PDF
+    assert stored_bytes(live_server, patient["id"], kept["id"]) == PDF
+    assert deleted["id"] not in stored_ids(live_server)
 
 
 def test_deleting_the_patient_deletes_all_its_report_files(client, patient, live_server):
     reports = [uploaded(client, patient["id"], data) for data in (PDF, PNG, JPEG)]
-    assert all(report_file(live_server, report["id"]).is_file() for report in reports)
+    ids = {report["id"] for report in reports}
+    assert ids <= stored_ids(live_server)
     assert client.delete(f"/patients/{patient['id']}").status_code == 204
-    assert [report["id"] for report in reports if report_file(live_server, report["id"]).exists()] == []
+    assert ids & stored_ids(live_server) == set()
     problem(client.get(reports_path(patient["id"])), 404)
     problem(client.get(f"{reports_path(patient['id'])}/{reports[0]['id']}"), 404)
 
@@ -621,7 +621,7 @@ def test_a_report_of_another_patient_of_the_same_user_is_404(client, live_server
     problem(client.get(f"{reports_path(other['id'])}/{report['id']}"), 404)
     problem(client.delete(f"{reports_path(other['id'])}/{report['id']}"), 404)
     assert client.get(reports_path(owner["id"])).json() == [report]
-    assert report_file(live_server, report["id"]).is_file()
+    assert report["id"] in stored_ids(live_server)
 
 
 def test_a_missing_report_is_404(client, patient):
@@ -727,7 +727,9 @@ def test_a_20_mib_upload_streams_through_the_server_in_little_memory(start_serve
     assert response.status == 201, answer
     report = json.loads(answer)
     assert report["size"] == 20 * MiB and report["sha256"] == body.sha256.hexdigest()
-    assert file_sha256(report_file(server, report["id"])) == body.sha256.hexdigest()
+    _, chunks = server.store.open_report(patient_id, report["id"])
+    with closing(chunks):
+        assert hashlib.sha256(b"".join(chunks)).hexdigest() == body.sha256.hexdigest()
     assert peak < 4 * MiB, f"the server held {peak / MiB:.1f} MiB during the upload"
 
 
@@ -739,13 +741,11 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_file(client, patient, li
         "Authorization": client.session.headers["Authorization"],
         "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
         "Content-Length": str(len(body))})
-    reports_dir = live_server.settings.data_dir / "reports"
-    before = {path.name for path in reports_dir.iterdir()}
+    before = stored_ids(live_server)
     with RawConnection(live_server) as connection:
         connection.send(head + body[:len(body) // 2])
         connection.sock.shutdown(socket.SHUT_WR)
         response = connection.read_response()  # sent after the writer has cleaned up
     assert response.status == 400
-    assert {path.name for path in reports_dir.iterdir()} == before
-    assert list((reports_dir / "tmp").iterdir()) == []
+    assert stored_ids(live_server) == before
     assert client.get(reports_path(patient["id"])).json() == []

@@ -12,6 +12,7 @@ import pytest
 from storage.base import Store, utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
+from tests.conftest import drop_mongodb_database, fresh_mongodb_uri
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -51,6 +52,9 @@ def open_test_store(kind: str, tmp_path, clock) -> Store:
     if kind == "sqlite":
         from storage.sqlite import SQLiteStore
         return SQLiteStore(tmp_path / "data", clock=clock)
+    if kind == "mongodb":
+        from storage.mongo import MongoStore
+        return MongoStore(fresh_mongodb_uri(), clock=clock)
     raise ValueError(f"no test set-up for store {kind!r}")
 
 
@@ -59,11 +63,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request, tmp_path, clock) -> Store:
-    store = open_test_store(request.param, tmp_path, clock)
+@pytest.fixture
+def store(store_kind, tmp_path, clock) -> Store:
+    store = open_test_store(store_kind, tmp_path, clock)
     yield store
     store.close()
+    if store_kind == "mongodb":
+        drop_mongodb_database(store.uri)
 
 
 @pytest.fixture

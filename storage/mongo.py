@@ -1,0 +1,310 @@
+"""The MongoDB store: the same `Store` interface on pymongo, report bytes in GridFS.
+
+For users who outgrow one machine: a replica set or a sharded cluster behind one
+`MONGODB_URI`. pymongo is imported only here, so the embedded mode never needs it.
+
+Documents:
+    users     {_id, username, usernameKey (lower-cased, unique), passwordHash, createdAt}
+    patients  {_id, ownerId, fields: {<PatientInput fields>}, firstNameKey, lastNameKey,
+               reports: [Report], createdAt, updatedAt}
+    reports.files / reports.chunks   GridFS, one file per report, _id = the report's id
+
+A patient's reports are embedded in its document, so reading a patient is one
+look-up; its editable fields sit in one sub-document, so a replace is a single `$set`
+that can never race with an upload's `$push` onto `reports`. An upload writes its GridFS file first and then pushes the metadata onto the
+patient; if that update fails the file is deleted. A crash in between leaves a file no
+patient names, which the start-up sweep removes once it is old enough that it cannot
+be an upload still in flight.
+"""
+
+import re
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import gridfs
+import pymongo
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
+from storage.errors import Conflict, NotFound, Unavailable
+from storage.ids import is_object_id, new_id
+
+# How long an unreachable server may take before a request gives up with a 503: a few
+# seconds, never a hang (pymongo's default server selection wait is 30 s).
+TIMEOUT_MS = 3000
+# GridFS files that no patient names are swept at start-up only when at least this old,
+# so an upload that another MediTrack process is writing right now is left alone.
+SWEEP_MIN_AGE = timedelta(minutes=10)
+
+
+def _object_id(text: str) -> ObjectId:
+    """An id string as an ObjectId; one that is not an id names no record (NotFound)."""
+    if not is_object_id(text):
+        raise NotFound("no record has this id")
+    return ObjectId(text)
+
+
+class MongoStore(Store):
+    name = "mongodb"
+
+    def __init__(self, uri: str, *, clock=time.time):
+        self.uri = uri
+        self._clock = clock
+        # NOTE: pymongo's client is thread-safe and pools its connections: one client
+        # serves every handler thread. Write concern, retryable writes and the replica
+        # set come from the URI, where operators expect to set them.
+        self._client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_MS,
+                                           connectTimeoutMS=TIMEOUT_MS, socketTimeoutMS=2 * TIMEOUT_MS,
+                                           tz_aware=True)
+        database = self._client.get_default_database(default="meditrack")
+        self._users = database["users"]
+        self._patients = database["patients"]
+        self._files = gridfs.GridFSBucket(database, bucket_name="reports")
+        self._file_documents = database["reports.files"]
+        self._chunk_documents = database["reports.chunks"]
+        with self._errors_translated():
+            self._create_indexes()
+            self._sweep_report_files()
+
+    def _create_indexes(self) -> None:
+        # Usernames are unique ignoring case: the lower-cased copy carries the index.
+        self._users.create_index("usernameKey", unique=True, name="users_by_username")
+        # An owner's listing in id order, and the cursor's {_id: {$gt: ...}} range.
+        self._patients.create_index([("ownerId", 1), ("_id", 1)], name="patients_by_owner")
+        # The sweep's question "does any patient name this file?".
+        self._patients.create_index("reports.id", name="patients_by_report")
+        # The GridFS specification's indexes, made here because we write chunks ourselves.
+        self._chunk_documents.create_index([("files_id", 1), ("n", 1)], unique=True, name="files_id_1_n_1")
+        self._file_documents.create_index([("filename", 1), ("uploadDate", 1)], name="filename_1_uploadDate_1")
+
+    @contextmanager
+    def _errors_translated(self):
+        """pymongo's exceptions become the store's own: handlers never see a driver."""
+        try:
+            yield
+        except DuplicateKeyError as exc:
+            raise Conflict("a record with this key already exists") from exc
+        except PyMongoError as exc:  # unreachable, timed out, not primary, ...
+            raise Unavailable("the database cannot complete the request") from exc
+
+    def _now(self) -> str:
+        return utc_timestamp(self._clock())
+
+    # -- users ---------------------------------------------------------------
+    def create_user(self, username, password_hash):
+        user_id, now = new_id(self._clock), self._now()
+        with self._errors_translated():
+            self._users.insert_one({"_id": ObjectId(user_id), "username": username,
+                                    "usernameKey": username.lower(), "passwordHash": password_hash,
+                                    "createdAt": now})
+        return {"id": user_id, "username": username, "createdAt": now}
+
+    def find_user(self, username):
+        with self._errors_translated():
+            document = self._users.find_one({"usernameKey": username.lower()})
+        if document is None:
+            return None
+        return {**self._public_user(document), "passwordHash": bytes(document["passwordHash"])}
+
+    def get_user(self, user_id):
+        if not is_object_id(user_id):
+            return None
+        with self._errors_translated():
+            document = self._users.find_one({"_id": ObjectId(user_id)}, {"passwordHash": 0})
+        return None if document is None else self._public_user(document)
+
+    @staticmethod
+    def _public_user(document) -> dict:
+        return {"id": str(document["_id"]), "username": document["username"], "createdAt": document["createdAt"]}
+
+    # -- patients --------------------------------------------------------------
+    def create_patient(self, owner_id, fields):
+        patient_id, now = new_id(self._clock), self._now()
+        first_key, last_key = name_keys(fields)
+        document = {"_id": _object_id(patient_id), "ownerId": ObjectId(owner_id), "fields": fields,
+                    "firstNameKey": first_key, "lastNameKey": last_key, "reports": [],
+                    "createdAt": now, "updatedAt": now}
+        with self._errors_translated():
+            self._patients.insert_one(document)
+        return self._patient_from_document(document)
+
+    def get_patient(self, patient_id):
+        with self._errors_translated():
+            document = self._patients.find_one({"_id": _object_id(patient_id)})
+        if document is None:
+            raise NotFound("no patient with this id")
+        return self._patient_from_document(document)
+
+    def list_patients(self, owner_id, *, limit, after=None, name_contains=None):
+        query = {"ownerId": ObjectId(owner_id)}
+        if after:
+            query["_id"] = {"$gt": _object_id(after)}  # a cursor by _id, never skip()
+        if name_contains:
+            # NOTE: the search text is escaped, so it is matched literally: a user's
+            # ".*" or "(" is a character to find, never a pattern to run.
+            literal = {"$regex": re.escape(name_contains)}
+            query["$or"] = [{"firstNameKey": literal}, {"lastNameKey": literal}]
+        with self._errors_translated():
+            documents = list(self._patients.find(query).sort("_id", 1).limit(limit))
+        return [self._patient_from_document(document) for document in documents]
+
+    def replace_patient(self, patient_id, fields):
+        first_key, last_key = name_keys(fields)
+        update = {"$set": {"fields": fields, "firstNameKey": first_key, "lastNameKey": last_key,
+                           "updatedAt": self._now()}}
+        with self._errors_translated():
+            document = self._patients.find_one_and_update({"_id": _object_id(patient_id)}, update,
+                                                          return_document=pymongo.ReturnDocument.AFTER)
+        if document is None:
+            raise NotFound("no patient with this id")
+        return self._patient_from_document(document)
+
+    def delete_patient(self, patient_id):
+        with self._errors_translated():
+            document = self._patients.find_one_and_delete({"_id": _object_id(patient_id)})
+            if document is None:
+                raise NotFound("no patient with this id")
+            # After the patient is gone: a crash here leaves orphans for the sweep,
+            # never a report that names a missing file.
+            for report in document["reports"]:
+                self._delete_file(report["id"])
+
+    @staticmethod
+    def _patient_from_document(document) -> dict:
+        return {"id": str(document["_id"]), "ownerId": str(document["ownerId"]), **document["fields"],
+                "reports": document["reports"], "createdAt": document["createdAt"],
+                "updatedAt": document["updatedAt"]}
+
+    # -- reports -----------------------------------------------------------------
+    def report_writer(self):
+        return MongoReportWriter(self)
+
+    def _attach_report(self, patient_id: str, report: dict) -> None:
+        with self._errors_translated():
+            updated = self._patients.update_one({"_id": _object_id(patient_id)}, {"$push": {"reports": report}})
+        if updated.matched_count == 0:
+            raise NotFound("no patient with this id")  # deleted while the upload ran
+
+    def open_report(self, patient_id, report_id):
+        report_object_id = _object_id(report_id)
+        with self._errors_translated():
+            document = self._patients.find_one({"_id": _object_id(patient_id), "reports.id": report_id},
+                                               {"reports": 1})
+            if document is None:
+                raise NotFound("this patient has no report with this id")
+            report = next(report for report in document["reports"] if report["id"] == report_id)
+            try:
+                source = self._files.open_download_stream(report_object_id)
+            except gridfs.errors.NoFile as exc:
+                raise Unavailable("the report's file cannot be read") from exc
+        return report, ReportChunks(source)
+
+    def delete_report(self, patient_id, report_id):
+        report, chunks = self.open_report(patient_id, report_id)  # NotFound unless it is there
+        chunks.close()
+        with self._errors_translated():
+            # $pull the exact element: MongoDB would also take the condition {"id": ...},
+            # but exact equality is what every MongoDB-compatible server understands.
+            updated = self._patients.update_one({"_id": _object_id(patient_id)}, {"$pull": {"reports": report}})
+            if updated.modified_count == 0:
+                raise NotFound("this patient has no report with this id")  # deleted meanwhile
+            self._delete_file(report_id)
+
+    def _delete_file(self, report_id: str) -> None:
+        try:
+            self._files.delete(ObjectId(report_id))
+        except gridfs.errors.NoFile:
+            pass  # already gone: deleting is idempotent
+
+    def stored_report_ids(self) -> set[str]:
+        with self._errors_translated():
+            files = {str(file_id) for file_id in self._file_documents.distinct("_id")}
+            chunks = {str(file_id) for file_id in self._chunk_documents.distinct("files_id")}
+        return files | chunks
+
+    def _sweep_report_files(self) -> None:
+        """Remove GridFS files and chunks that no patient names, once they are older
+        than SWEEP_MIN_AGE (a report id starts with its creation time, like any ObjectId)."""
+        cutoff = ObjectId.from_datetime(datetime.fromtimestamp(self._clock(), timezone.utc) - SWEEP_MIN_AGE)
+        for file_id in self._file_documents.distinct("_id", {"_id": {"$lt": cutoff}}):
+            if self._patients.find_one({"reports.id": str(file_id)}, {"_id": 1}) is None:
+                self._delete_file(str(file_id))
+        # Chunks with no files document: an upload cut off before it was closed.
+        known = set(self._file_documents.distinct("_id"))
+        stray = [file_id for file_id in self._chunk_documents.distinct("files_id", {"files_id": {"$lt": cutoff}})
+                 if file_id not in known]
+        if stray:
+            self._chunk_documents.delete_many({"files_id": {"$in": stray}})
+
+    # -- lifecycle ---------------------------------------------------------------
+    def ping(self):
+        with self._errors_translated():
+            self._client.admin.command("ping")
+
+    def close(self):
+        self._client.close()
+
+
+class MongoReportWriter(ReportWriter):
+    """Writes one GridFS file chunk by chunk, as the GridFS specification lays it out.
+
+    A file is documents in two collections: `reports.chunks` holds {files_id, n, data}
+    pieces of CHUNK_SIZE bytes, numbered from 0, and `reports.files` one document with
+    the total length, written last. Until that document exists no reader sees the file.
+
+    NOTE: we write the chunks ourselves rather than through pymongo's GridIn because
+    GridIn batches up to 32 MB of chunks in memory before inserting them; an upload
+    must hold no more than one chunk however large the file is.
+    """
+
+    CHUNK_SIZE = 255 * 1024  # the GridFS default: a chunk document stays well under 16 MB
+
+    def __init__(self, store: MongoStore):
+        self._store = store
+        self.report_id = new_id(store._clock)
+        self._file_id = ObjectId(self.report_id)
+        self._pending = bytearray()
+        self._chunk_number = 0
+        self._length = 0
+        self._file_written = False
+        self._committed = False
+
+    def write(self, chunk):
+        self._pending += chunk
+        self._length += len(chunk)
+        while len(self._pending) >= self.CHUNK_SIZE:
+            self._insert_chunk(bytes(self._pending[:self.CHUNK_SIZE]))
+            del self._pending[:self.CHUNK_SIZE]
+
+    def _insert_chunk(self, data: bytes) -> None:
+        with self._store._errors_translated():
+            self._store._chunk_documents.insert_one({"files_id": self._file_id, "n": self._chunk_number,
+                                                     "data": data})
+        self._chunk_number += 1
+
+    def commit(self, patient_id, metadata):
+        if self._pending:
+            self._insert_chunk(bytes(self._pending))
+            self._pending.clear()
+        with self._store._errors_translated():
+            self._store._file_documents.insert_one({
+                "_id": self._file_id, "length": self._length, "chunkSize": self.CHUNK_SIZE,
+                "uploadDate": datetime.now(timezone.utc), "filename": self.report_id})
+        self._file_written = True
+        report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
+        self._store._attach_report(patient_id, report)  # if this fails, abort() deletes the file
+        self._committed = True
+        return report
+
+    def abort(self):
+        if self._committed:
+            return
+        try:
+            with self._store._errors_translated():
+                if self._file_written:
+                    self._store._file_documents.delete_one({"_id": self._file_id})
+                self._store._chunk_documents.delete_many({"files_id": self._file_id})
+        except Unavailable:
+            pass  # the database is gone too: the start-up sweep will remove the chunks
