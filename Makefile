@@ -1,17 +1,22 @@
 # MediTrack — `make run` starts the API, `make test` runs the tests.
 # Both create a virtual environment in .venv on first use and install into it.
+# `make test-mongo` runs the whole suite again with a MongoDB-compatible server
+# (FerretDB, built with Go into ~/.cache/meditrack on first use).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test clean
+.PHONY: run test test-mongo clean
 
 run: $(VENV)/.runtime
 	$(PY) meditrack.py
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
+
+test-mongo: $(VENV)/.dev
+	$(PY) tests/ferretdb.py -- $(PY) -m pytest
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

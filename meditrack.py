@@ -26,6 +26,7 @@ import bcrypt
 from handlers import auth, docs, patients, reports, service
 from storage import open_store
 from storage.base import Store
+from storage.errors import StoreError
 from web.dispatch import Dispatcher
 from web.ratelimit import RateLimiter, parse_rate
 from web.router import Router
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # the port is taken, the data directory is not writable, ...
         print(f"meditrack: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:  # e.g. MongoDB unreachable at start-up
+        print(f"meditrack: cannot open the store: {exc}", file=sys.stderr)
         return 1
 
     def stop(signum, frame):

@@ -1,0 +1,44 @@
+"""MongoDB goes away and comes back: clients get 503s meanwhile, and service resumes by
+itself, without restarting MediTrack.
+
+Runs under `make test-mongo`, which builds FerretDB and names it in
+MEDITRACK_FERRETDB_BIN; this test starts a FerretDB of its own so it can stop it.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from tests.conftest import PATIENT, ApiClient, LiveServer
+from tests.ferretdb import FerretDB
+from tests.test_http_auth import problem
+
+FAST_ANSWER = 10.0   # seconds: "a few seconds, never a hang" (server selection waits 3 s)
+RECOVERY = 60.0      # seconds the driver may take to find the server again
+
+
+def test_an_outage_gives_503s_and_service_resumes_without_a_restart(tmp_path):
+    ferretdb = FerretDB(Path(os.environ["MEDITRACK_FERRETDB_BIN"]), tmp_path / "ferretdb").start()
+    server = LiveServer(tmp_path / "data", "mongodb", mongodb_uri=ferretdb.uri + "outage")
+    try:
+        client = ApiClient(server.url).register_and_login()
+        patient = client.post("/patients", json=PATIENT).json()
+        ferretdb.stop()
+
+        for method, path, options in [("GET", "/health", {}), ("GET", f"/patients/{patient['id']}", {}),
+                                      ("POST", "/patients", {"json": PATIENT}),
+                                      ("POST", "/auth/login", {"json": {"username": "x" * 8, "password": "y" * 8}})]:
+            started = time.monotonic()
+            details = problem(client.request(method, path, timeout=30, **options), 503)
+            assert time.monotonic() - started < FAST_ANSWER, f"{method} {path} took too long"
+            assert "pymongo" not in details["detail"] and "Traceback" not in details["detail"]
+
+        ferretdb.start()  # same port, same data
+        deadline = time.monotonic() + RECOVERY
+        while client.get("/health", timeout=30).status_code != 200:  # each try waits ≤ 3 s itself
+            assert time.monotonic() < deadline, "the service did not resume after MongoDB came back"
+        assert client.get(f"/patients/{patient['id']}").json() == patient
+        assert client.post("/patients", json=PATIENT).status_code == 201
+    finally:
+        server.stop()
+        ferretdb.stop()
