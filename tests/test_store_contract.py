@@ -424,6 +424,13 @@ def test_name_search_treats_pattern_characters_literally(store, owner, text, exp
     assert search(store, owner["id"], text) == {ids[expected_key]}
 
 
+@pytest.mark.parametrize("text", ["de la", "la c", "#1", "~&", " "])
+def test_name_search_finds_spaces_and_punctuation_literally(store, owner, text):
+    wanted = named(store, owner["id"], "María", "de la Cruz #1 ~&")
+    named(store, owner["id"], "Dela", "Cruz")
+    assert search(store, owner["id"], text) == {wanted}
+
+
 @pytest.mark.parametrize("text", [".*", "%%", "_%", "a.b", "[a-z]", "\\w", "(?i)ada", "a{2}", ".+", "'"])
 def test_name_search_with_a_pattern_that_no_name_contains_finds_nothing(store, owner, text):
     for first, last in [*LITERAL_NAMES.values(), *DECOYS]:
