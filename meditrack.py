@@ -56,6 +56,9 @@ class Settings:
     auth_rate_limit: tuple[int, float] | None = (10, 60.0)
     trusted_proxies: frozenset[str] = frozenset()
     socket_timeout: float = 30.0
+    header_timeout: float = 10.0
+    max_connections: int = 200
+    shutdown_grace: float = 10.0
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -104,6 +107,9 @@ ENVIRONMENT = {
     "MEDITRACK_AUTH_RATE_LIMIT": ("auth_rate_limit", _rate),
     "MEDITRACK_TRUSTED_PROXIES": ("trusted_proxies", _addresses),
     "MEDITRACK_SOCKET_TIMEOUT": ("socket_timeout", lambda name, text: _integer(name, text, 1, 3600)),
+    "MEDITRACK_HEADER_TIMEOUT": ("header_timeout", lambda name, text: _integer(name, text, 1, 3600)),
+    "MEDITRACK_MAX_CONNECTIONS": ("max_connections", lambda name, text: _integer(name, text, 1, 100_000)),
+    "MEDITRACK_SHUTDOWN_GRACE": ("shutdown_grace", lambda name, text: _integer(name, text, 0, 3600)),
 }
 
 
@@ -197,7 +203,8 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
 
 def make_server(settings: Settings, store: Store) -> MediTrackServer:
     return MediTrackServer((settings.host, settings.port), build_dispatcher(settings, store),
-                           socket_timeout=settings.socket_timeout)
+                           socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
+                           max_connections=settings.max_connections)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     def stop(signum, frame):
-        # shutdown() waits for serve_forever() to return, which runs in this very
-        # thread: it has to be called from another one.
+        # shutdown() stops accepting and waits for serve_forever() to return, which runs
+        # in this very thread: it has to be called from another one.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
@@ -228,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     try:
         server.serve_forever()
+        # No new connections now; requests in progress get `shutdown_grace` seconds.
+        if not server.drain(settings.shutdown_grace):
+            print("MediTrack: requests still running after the grace period were cut off", file=sys.stderr)
     finally:
         server.server_close()
         store.close()

@@ -62,6 +62,9 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_AUTH_RATE_LIMIT", "5/60", "auth_rate_limit", (5, 60.0)),
     ("MEDITRACK_TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2,", "trusted_proxies", frozenset({"10.0.0.1", "10.0.0.2"})),
     ("MEDITRACK_SOCKET_TIMEOUT", "15", "socket_timeout", 15),
+    ("MEDITRACK_HEADER_TIMEOUT", "5", "header_timeout", 5),
+    ("MEDITRACK_MAX_CONNECTIONS", "64", "max_connections", 64),
+    ("MEDITRACK_SHUTDOWN_GRACE", "3", "shutdown_grace", 3),
 ]
 
 
@@ -102,6 +105,9 @@ def test_jwt_secret_length_is_counted_in_utf8_bytes():
     ("MEDITRACK_MAX_UPLOAD_BYTES", 1, 2**40),
     ("MEDITRACK_MAX_JSON_BYTES", 1024, 2**30),
     ("MEDITRACK_SOCKET_TIMEOUT", 1, 3600),
+    ("MEDITRACK_HEADER_TIMEOUT", 1, 3600),
+    ("MEDITRACK_MAX_CONNECTIONS", 1, 100_000),
+    ("MEDITRACK_SHUTDOWN_GRACE", 0, 3600),
 ])
 def test_integer_settings_accept_both_ends_of_their_range(variable, lowest, highest):
     field = meditrack.ENVIRONMENT[variable][0]

@@ -65,6 +65,10 @@ class HeaderFieldsTooLarge(HTTPError):
     status = 431
 
 
+class ServiceUnavailable(HTTPError):
+    status = 503
+
+
 # The mechanisms' and stores' exceptions, each with the one status it deserves.
 # Looked up along the exception's class hierarchy, so a subclass listed here
 # (FileTooLarge) wins over its base (MultipartError).

@@ -12,6 +12,7 @@ This is the only module that touches sockets; everything it hands on is a plain 
 
 import logging
 import re
+import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -20,10 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from urllib.parse import parse_qs, urlsplit
 
+from web.connections import ConnectionRegistry
 from web.messages import Request, Response
 from web.problems import (BadRequest, HeaderFieldsTooLarge, HTTPError, LengthRequired,
-                          URITooLong, problem_response)
+                          ServiceUnavailable, URITooLong, problem_response)
 
+SERVER_NAME = "MediTrack"       # the Server header: no version of Python or of us
 MAX_REQUEST_LINE = 8192          # bytes, CRLF included; longer → 414 (RFC 9112 §3)
 MAX_HEADER_COUNT = 100           # more header fields → 431 (RFC 6585 §5)
 MAX_HEADER_BYTES = 16 * 1024     # the whole header section → 431
@@ -35,6 +38,39 @@ CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")           # RFC 9110 §8.6: 1*DIGIT
 HTTP_VERSION = re.compile(rb"HTTP/1\.[01]")
 
 access_log = logging.getLogger("meditrack.access")
+
+
+def response_head(response: Response, keep_alive: bool) -> bytes:
+    """The status line and headers of a response, as the bytes that go on the wire."""
+    status = HTTPStatus(response.status)
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Server: {SERVER_NAME}",
+             f"Date: {formatdate(usegmt=True)}"]
+    names = set()
+    for name, value in response.headers:
+        if "\r" in value or "\n" in value:  # NOTE: never let a value start a new header
+            raise ValueError(f"header {name} contains a line break")
+        lines.append(f"{name}: {value}")
+        names.add(name.lower())
+    # Every response: no MIME sniffing, and nothing kept in shared caches (patient data).
+    if "x-content-type-options" not in names:
+        lines.append("X-Content-Type-Options: nosniff")
+    if "cache-control" not in names:
+        lines.append("Cache-Control: no-store")
+    # RFC 9110 §8.6: a 204 carries no Content-Length (and no body).
+    if status != HTTPStatus.NO_CONTENT:
+        length = len(response.body) if isinstance(response.body, bytes) else response.content_length
+        lines.append(f"Content-Length: {length}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def hang_up(connection) -> None:
+    """End a connection from our side; a thread blocked reading it wakes with end of stream."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by the client
 
 
 class IncompleteBody(BadRequest):
@@ -80,7 +116,7 @@ class BodyReader:
 
 class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "MediTrack"
+    server_version = SERVER_NAME
     sys_version = ""                # the Server header must not advertise the Python version
     disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle/delayed-ACK stall on small writes
 
@@ -93,14 +129,17 @@ class RequestHandler(BaseHTTPRequestHandler):
     def handle_one_request(self):
         started = time.perf_counter()
         self.close_connection, self.command = True, None
+        connections = self.server.connections
+        connections.waiting(self.connection)
         try:
             request = self._read_request()
             if request is None:
                 return
+            connections.working(self.connection)
             response = self.server.dispatch(request)
             # A 413 was refused for its size: reading the body now would defeat that.
             keep_alive = (self._wants_keep_alive(request) and response.status != 413
-                          and self._body_consumed(request))
+                          and not self.server.stopping and self._body_consumed(request))
         except HTTPError as exc:  # refused while reading the request itself
             request, response, keep_alive = None, problem_response(exc), False
         except OSError:  # timeout, reset, broken pipe: nothing more can be said
@@ -109,7 +148,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send(response, keep_alive)
         except OSError:
             return
-        self.close_connection = not keep_alive
+        connections.working(self.connection, False)
+        # A server that is shutting down answers this request, then ends the connection.
+        self.close_connection = not keep_alive or self.server.stopping
         route = request.route if request and request.route else "-"
         access_log.info("%s %s %d %.1fms", self.command or "-", route, response.status,
                         (time.perf_counter() - started) * 1000)
@@ -228,27 +269,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # -- writing ---------------------------------------------------------------
     def _send(self, response: Response, keep_alive: bool) -> None:
-        status = HTTPStatus(response.status)
-        lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Server: {self.server_version}",
-                 f"Date: {formatdate(usegmt=True)}"]
-        names = set()
-        for name, value in response.headers:
-            if "\r" in value or "\n" in value:  # NOTE: never let a value start a new header
-                raise ValueError(f"header {name} contains a line break")
-            lines.append(f"{name}: {value}")
-            names.add(name.lower())
-        if "x-content-type-options" not in names:
-            lines.append("X-Content-Type-Options: nosniff")
-        if "cache-control" not in names:
-            lines.append("Cache-Control: no-store")
+        head = response_head(response, keep_alive)
         body = response.body
-        length = len(body) if isinstance(body, bytes) else response.content_length
-        # RFC 9110 §8.6: a 204 carries no Content-Length (and no body).
-        if status != HTTPStatus.NO_CONTENT:
-            lines.append(f"Content-Length: {length}")
-        if not keep_alive:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if self.command == "HEAD":
             # RFC 9110 §9.3.2: HEAD gets GET's headers (Content-Length included) and no
             # body; sending one would be read as the start of the next response.
@@ -273,15 +295,64 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 
 class MediTrackServer(ThreadingHTTPServer):
-    """A thread per connection, a deep listen backlog, and the dispatch function to call."""
+    """A thread per connection, never more than `max_connections` of them, a deep listen
+    backlog, the dispatch function to call, and a shutdown that lets requests finish."""
 
     request_queue_size = 128  # socketserver's default of 5 drops connections in a burst
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0):
+    def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0,
+                 max_connections: int = 200, header_timeout: float = 10.0, clock=time.monotonic):
         self.dispatch = dispatch
         self.socket_timeout = socket_timeout
+        self.connections = ConnectionRegistry(max_connections=max_connections, header_timeout=header_timeout,
+                                              clock=clock)
+        self.stopping = False
         super().__init__(address, RequestHandler)
+
+    def process_request(self, request, client_address):
+        # NOTE: the cap is checked before a thread is started, so a flood of connections
+        # costs one refusal each, never a thread each.
+        if self.connections.admit(request):
+            super().process_request(request, client_address)
+            return
+        self._refuse(request)
+
+    def _refuse(self, connection) -> None:
+        """Answer 503 at once and close: the client learns to retry, the accept loop
+        never waits on it (the few hundred bytes fit in the socket's send buffer)."""
+        response = problem_response(ServiceUnavailable("the server has too many connections; retry shortly",
+                                                       headers=(("Retry-After", "1"),)))
+        try:
+            connection.setblocking(False)
+            connection.send(response_head(response, keep_alive=False) + response.body)
+        except OSError:
+            pass
+        super().shutdown_request(connection)
+
+    def shutdown_request(self, request):
+        self.connections.release(request)
+        super().shutdown_request(request)
+
+    def service_actions(self):
+        """Called by serve_forever() between accepts (about twice a second): end the
+        connections whose request head is overdue, the slowloris defence."""
+        super().service_actions()
+        for connection in self.connections.stalled():
+            hang_up(connection)
+
+    def drain(self, grace: float) -> bool:
+        """After serve_forever() has returned: close idle connections, let requests in
+        progress finish for up to `grace` seconds, then end whatever is left.
+        True when every request finished in time."""
+        self.stopping = True
+        for connection in self.connections.idle():
+            hang_up(connection)
+        finished = self.connections.wait_until_empty(grace)
+        for connection in self.connections.all():
+            hang_up(connection)  # an upload cut off here is discarded by its writer
+        self.connections.wait_until_empty(grace)
+        return finished
 
     def server_bind(self):
         # HTTPServer.server_bind would call socket.getfqdn(), a DNS look-up we do not need.
