@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-mongo clean
+.PHONY: run test test-mongo soak clean
+
+DURATION ?= 60
 
 run: $(VENV)/.runtime
 	$(PY) meditrack.py
@@ -17,6 +19,11 @@ test: $(VENV)/.dev
 
 test-mongo: $(VENV)/.dev
 	$(PY) tests/ferretdb.py -- $(PY) -m pytest
+
+# Sustained mixed load, DURATION seconds on each store, then a check that nothing was lost.
+soak: $(VENV)/.dev
+	$(PY) tests/soak.py --duration $(DURATION)
+	$(PY) tests/ferretdb.py -- $(PY) tests/soak.py --duration $(DURATION)
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -27,6 +27,7 @@ from handlers import auth, docs, patients, reports, service
 from storage import open_store
 from storage.base import Store
 from storage.errors import StoreError
+from web.backoff import FailureBackoff
 from web.dispatch import Dispatcher
 from web.ratelimit import RateLimiter, parse_rate
 from web.router import Router
@@ -159,6 +160,7 @@ class App:
     validator: SchemaValidator
     jwt_key: bytes
     dummy_password_hash: bytes  # what a login for an unknown user is checked against
+    login_backoff: FailureBackoff  # failed logins per username
     openapi_bytes: bytes
     docs_html: bytes
     clock: object = time.time
@@ -192,6 +194,7 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
         settings=settings, store=store, validator=SchemaValidator(spec),
         jwt_key=settings.jwt_secret or load_or_create_secret(settings.data_dir),
         dummy_password_hash=bcrypt.hashpw(b"not a real password", bcrypt.gensalt(settings.bcrypt_rounds)),
+        login_backoff=FailureBackoff(),
         openapi_bytes=OPENAPI_PATH.read_bytes(), docs_html=docs.render_reference(spec).encode("utf-8"),
         clock=clock)
     limiter = lambda rate: RateLimiter(*rate) if rate else None  # noqa: E731

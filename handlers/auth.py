@@ -5,13 +5,16 @@ Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
 (RFC 6750 §2.1).
 """
 
+import unicodedata
+
 import bcrypt
 
 from handlers.inputs import read_json
 from storage.ids import is_object_id
 from web import jwt
 from web.messages import json_response
-from web.problems import BadRequest, Unauthorized
+from web.problems import TooManyRequests, Unauthorized
+from web.ratelimit import retry_after_header
 from web.validation import ValidationError
 
 ISSUER = "meditrack"
@@ -24,6 +27,11 @@ def public_user(user: dict) -> dict:
 
 def read_credentials(request) -> tuple[str, bytes]:
     body = read_json(request)
+    if isinstance(body, dict) and isinstance(body.get("username"), str):
+        # NFKC folds look-alikes ("ａｌｉｃｅ" in full-width letters is "alice") before the
+        # pattern and the uniqueness check see the name, so no one can register a
+        # second "alice" that reads the same on screen.
+        body["username"] = unicodedata.normalize("NFKC", body["username"])
     request.app.validator.validate(body, "Credentials")
     password = body["password"].encode("utf-8")
     if len(password) > BCRYPT_MAX_BYTES:
@@ -42,13 +50,22 @@ def register(request):
 
 def login(request):
     username, password = read_credentials(request)
+    backoff, key = request.app.login_backoff, username.lower()
+    # Checked before bcrypt, and for unknown usernames too: a locked name costs no
+    # hashing, and whether a name is locked says nothing about whether it exists.
+    wait = backoff.wait(key)
+    if wait > 0:
+        raise TooManyRequests("too many failed logins for this username; try again later",
+                              headers=(("Retry-After", retry_after_header(wait)),))
     user = request.app.store.find_user(username)
     # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
     # of the same cost, so the response time does not reveal which usernames exist;
     # and both failures get the same message.
     stored_hash = user["passwordHash"] if user else request.app.dummy_password_hash
     if not bcrypt.checkpw(password, stored_hash) or user is None:
+        backoff.failed(key)
         raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
+    backoff.succeeded(key)
     now = int(request.app.clock())
     ttl = request.app.settings.token_ttl
     token = jwt.sign({"sub": user["id"], "iat": now, "exp": now + ttl, "iss": ISSUER}, request.app.jwt_key)
