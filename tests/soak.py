@@ -227,7 +227,7 @@ def soak(duration: float) -> bool:
     print(f"  server RSS: {rss_warm / 2**20:.1f} MiB after warm-up, peak afterwards {rss_peak_after / 2**20:.1f} MiB")
     for problem in problems[:20]:
         print(f"  PROBLEM: {problem}")
-    print("  result: " + ("FAIL" if problems else "pass"))
+    print("soak: 0 passed, 1 failed" if problems else "soak: 1 passed, 0 failed")
     return not problems
 
 
