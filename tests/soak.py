@@ -42,8 +42,8 @@ PASSWORD = "soak test password"
 
 
 def start_server(data_dir: Path, environ: dict) -> tuple[subprocess.Popen, str]:
-    environment = {**os.environ, **environ, "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(data_dir),
-                   "MEDITRACK_BCRYPT_ROUNDS": "6", "MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0"}
+    """`python meditrack.py` on a free port with these settings; its process and URL."""
+    environment = {**os.environ, **environ, "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(data_dir)}
     process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=ROOT, env=environment,
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     banner = process.stderr.readline()
@@ -181,10 +181,10 @@ class Worker(threading.Thread):
 
 
 def soak(duration: float) -> bool:
-    environ = {}
+    environ = {"MEDITRACK_BCRYPT_ROUNDS": "6", "MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0"}
     if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
         environ["MONGODB_URI"] = os.environ["MEDITRACK_TEST_MONGODB_URI"].rstrip("/") + f"/soak_{secrets.token_hex(4)}"
-    store = "mongodb" if environ else "sqlite"
+    store = "mongodb" if "MONGODB_URI" in environ else "sqlite"
     with tempfile.TemporaryDirectory(prefix="meditrack-soak-") as data_dir:
         process, url = start_server(Path(data_dir), environ)
         try:
@@ -201,7 +201,7 @@ def soak(duration: float) -> bool:
         finally:
             process.terminate()
             process.wait(timeout=30)
-            if environ:
+            if store == "mongodb":
                 import pymongo
                 with pymongo.MongoClient(environ["MONGODB_URI"]) as client:
                     client.drop_database(client.get_default_database())

@@ -345,6 +345,9 @@ class MediTrackServer(ThreadingHTTPServer):
         """After serve_forever() has returned: close idle connections, let requests in
         progress finish for up to `grace` seconds, then end whatever is left.
         True when every request finished in time."""
+        # Stop listening first: a connection accepted by the kernel now would be served
+        # by no one, and should be refused at once rather than left waiting.
+        self.server_close()
         self.stopping = True
         for connection in self.connections.idle():
             hang_up(connection)

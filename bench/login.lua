@@ -1,0 +1,4 @@
+-- wrk script: POST /auth/login with the bench user's credentials (bcrypt-bound).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"username": "' .. os.getenv("BENCH_USER") .. '", "password": "' .. os.getenv("BENCH_PASSWORD") .. '"}'

@@ -1,0 +1,397 @@
+"""`make bench`: MediTrack's speed and memory, as ratios to what the standard library can do.
+
+    python bench/run.py [--quick]
+
+Starts MediTrack (embedded store; and MongoDB when MEDITRACK_TEST_MONGODB_URI is set)
+and the ceiling server (`bench/ceiling.py`: a bare ThreadingHTTPServer handler that
+returns the same bytes as a patient read), drives both with wrk at 32 connections,
+alternating ceiling and API round by round so that drift of the machine cancels out,
+and prints one table. Results go to bench/results.json.
+
+Every figure is reported, none is asserted: the targets are in the table so a reader
+can see at a glance which are met on this machine.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import bcrypt
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from storage.ids import new_id  # noqa: E402
+from storage.sqlite import SQLiteStore  # noqa: E402
+from tests.soak import process_figures, start_server  # noqa: E402
+
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results.json"
+USER, PASSWORD = "bench", "bench password 1"
+PATIENT = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10", "gender": "female",
+           "email": "ada@example.org", "allergies": ["penicillin"], "notes": "Benchmark patient."}
+MiB = 1024 * 1024
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: float = 4, env=None) -> dict:
+    """One wrk run: requests/s and latency percentiles (ms), non-2xx/3xx count."""
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script:
+        command += ["-s", str(BENCH / script)]
+    output = subprocess.run(command + [url], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                            check=True).stdout
+    percentiles = {f"p{p}": float(value) * UNITS[unit]
+                   for p, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]), **percentiles,
+            "non2xx": int(errors[1]) if errors else 0}
+
+
+def alternate(api_url, ceiling_url, *, rounds, seconds, script=None, env=None) -> dict:
+    """API and ceiling measured in turn, `rounds` times; medians of each."""
+    api, ceiling = [], []
+    for _ in range(rounds):
+        ceiling.append(wrk(ceiling_url, seconds=seconds))
+        api.append(wrk(api_url, script=script, seconds=seconds, env=env))
+    median = lambda runs, key: statistics.median(run[key] for run in runs)  # noqa: E731
+    return {"rps": median(api, "rps"), "ceiling_rps": median(ceiling, "rps"), "p50": median(api, "p50"),
+            "p99": median(api, "p99"), "ratio": median(api, "rps") / median(ceiling, "rps"),
+            "non2xx": sum(run["non2xx"] for run in api)}
+
+
+def bcrypt_hashes_per_second(seconds: float = 3.0, threads: int = 2) -> float:
+    """How many cost-12 bcrypt checks this machine does a second on `threads` threads."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
+    count, deadline = [0] * threads, time.monotonic() + seconds
+
+    def check(slot):
+        while time.monotonic() < deadline:
+            bcrypt.checkpw(PASSWORD.encode(), hashed)
+            count[slot] += 1
+
+    workers = [threading.Thread(target=check, args=(slot,)) for slot in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(count) / seconds
+
+
+def loopback_copy_mb_per_second(seconds: float = 2.0) -> float:
+    """A plain copy over a loopback TCP socket, 1 MiB writes: the transfer ceiling."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = [0]
+
+    def drain():
+        connection, _ = listener.accept()
+        with connection:
+            while data := connection.recv(MiB):
+                received[0] += len(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    block, started = b"x" * MiB, time.monotonic()
+    with socket.create_connection(listener.getsockname()) as sender:
+        while time.monotonic() - started < seconds:
+            sender.sendall(block)
+    reader.join()
+    listener.close()
+    return received[0] / (time.monotonic() - started) / 1e6
+
+
+def multipart_body(data: bytes, boundary: str) -> bytes:
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"scan.pdf\"\r\n"
+            f"Content-Type: application/pdf\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+
+class GeneratedUpload:
+    """A multipart body of `size` file bytes, produced piece by piece: the client never
+    holds it, so the RSS measured is the server's alone."""
+
+    def __init__(self, size: int, boundary: str = "benchboundary"):
+        self.head = multipart_body(b"", boundary)[:-len(f"\r\n--{boundary}--\r\n")] + b"%PDF-"
+        self.tail, self.remaining = f"\r\n--{boundary}--\r\n".encode(), size - 5
+        self.length = len(self.head) + self.remaining + len(self.tail)
+        self.boundary = boundary
+
+    def read(self, size: int = 64 * 1024) -> bytes:
+        if self.head:
+            piece, self.head = self.head, b""
+            return piece
+        if self.remaining:
+            piece = b"\0" * min(size, self.remaining)
+            self.remaining -= len(piece)
+            return piece
+        piece, self.tail = self.tail, b""
+        return piece
+
+
+def seed_patients(data_dir: Path, owner_id: str, count: int, batch: int = 50_000) -> None:
+    """Bulk rows straight into the SQLite file while the server is stopped.
+
+    Through the API, 1.1 million creates would take most of an hour (each is its own
+    durable commit); the rows written here have exactly the shape `SQLiteStore`
+    writes, in one transaction per batch.
+    """
+    fields = json.dumps({**PATIENT, "phone": None, "address": None, "bloodType": None})
+    stamp = "2026-01-01T00:00:00.000Z"
+    with sqlite3.connect(data_dir / "meditrack.sqlite3") as db:
+        for start in range(0, count, batch):
+            db.executemany("INSERT INTO patients (id, owner_id, first_name_key, last_name_key, fields, created_at,"
+                           " updated_at) VALUES (?, ?, 'ada', 'lovelace', ?, ?, ?)",
+                           ((new_id(), owner_id, fields, stamp, stamp) for _ in range(min(batch, count - start))))
+
+
+def login(url: str, username: str) -> str:
+    response = requests.post(f"{url}/auth/login", json={"username": username, "password": PASSWORD}, timeout=30)
+    response.raise_for_status()
+    return response.json()["accessToken"]
+
+
+def rss_during_uploads(url: str, pid: int, token: str, patient_id: str, uploads: int = 10, size: int = 50 * MiB):
+    """Peak growth of the server's RSS while `uploads` uploads of `size` bytes stream at once."""
+    _, baseline = process_figures(pid)
+    peak, statuses, done = [baseline], [], threading.Event()
+
+    def upload():
+        body = GeneratedUpload(size)
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=120, blocksize=64 * 1024)
+        connection.request("POST", f"/patients/{patient_id}/reports", body=body, headers={
+            "Authorization": f"Bearer {token}", "Content-Length": str(body.length),
+            "Content-Type": f"multipart/form-data; boundary={body.boundary}"})
+        statuses.append(connection.getresponse().status)
+        connection.close()
+
+    workers = [threading.Thread(target=upload) for _ in range(uploads)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        peak.append(process_figures(pid)[1])
+        done.wait(0.05)  # sample the server's RSS twenty times a second
+    return (max(peak) - baseline) / MiB, statuses
+
+
+def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="meditrack-bench-") as data_dir:
+        data_dir = Path(data_dir)
+        store = SQLiteStore(data_dir)
+        password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
+        owners = {name: store.create_user(name, password_hash)["id"] for name in (USER, "small", "large")}
+        store.close()
+        print(f"seeding 1,000 + {huge:,} patients for two owners and {10 * huge:,} for 1,000 others...",
+              file=sys.stderr, flush=True)
+        seed_patients(data_dir, owners["small"], 1000)
+        seed_patients(data_dir, owners["large"], huge)
+        for other in range(1000):
+            seed_patients(data_dir, new_id(), huge // 100)
+        environ = {"MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_BCRYPT_ROUNDS": "12",
+                   "MEDITRACK_MAX_UPLOAD_BYTES": str(64 * MiB), "MEDITRACK_MAX_CONNECTIONS": "1000"}
+        process, url = start_server(data_dir, environ)
+        try:
+            token = login(url, USER)
+            env = {"BENCH_TOKEN": token, "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD}
+            headers = {"Authorization": f"Bearer {token}"}
+            patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
+            for _ in range(30):
+                requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30)
+            read_path = f"/patients/{patient['id']}"
+            read = url + read_path
+
+            print("measuring reads, lists, creates...", file=sys.stderr, flush=True)
+            results["health"] = alternate(f"{url}/health", ceiling_url, rounds=rounds, seconds=seconds)
+            results["get_patient"] = alternate(read, ceiling_url, rounds=rounds, seconds=seconds,
+                                               script="bearer.lua", env=env)
+            results["list_patients"] = alternate(f"{url}/patients?limit=20", ceiling_url, rounds=rounds,
+                                                 seconds=seconds, script="bearer.lua", env=env)
+            results["create_patient"] = alternate(f"{url}/patients", ceiling_url, rounds=rounds, seconds=seconds,
+                                                  script="create_patient.lua", env=env)
+
+            print("measuring list scaling...", file=sys.stderr, flush=True)
+            lists = {}
+            for name, count in (("small", 1000), ("large", huge)):
+                owner_env = {"BENCH_TOKEN": login(url, name)}
+                lists[name] = wrk(f"{url}/patients?limit=20", script="bearer.lua", seconds=seconds, env=owner_env)
+                lists[name]["patients"] = count
+            results["list_scaling"] = {**lists, "p50_ratio": lists["large"]["p50"] / lists["small"]["p50"]}
+
+            print("measuring logins and bcrypt...", file=sys.stderr, flush=True)
+            logins = wrk(f"{url}/auth/login", script="login.lua", connections=4, seconds=seconds, env=env)
+            hashes = bcrypt_hashes_per_second()
+            results["login"] = {"logins_per_s": logins["rps"], "bcrypt_per_s": hashes,
+                                "ratio": logins["rps"] / hashes}
+
+            print("measuring 1 MiB uploads and downloads...", file=sys.stderr, flush=True)
+            # Uploads go to a patient of their own, so the patient read above stays small.
+            patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
+            boundary, data = "benchboundary", b"%PDF-" + os.urandom(MiB - 5)
+            with tempfile.NamedTemporaryFile(suffix=".body", delete=False) as body_file:
+                body_file.write(multipart_body(data, boundary))
+            upload_env = {**env, "BENCH_UPLOAD_BODY": body_file.name, "BENCH_BOUNDARY": boundary}
+            uploads = wrk(f"{url}/patients/{patient['id']}/reports", script="upload.lua", connections=4,
+                          seconds=seconds, env=upload_env)
+            os.unlink(body_file.name)
+            report = requests.post(f"{url}/patients/{patient['id']}/reports", headers=headers, timeout=60,
+                                   files={"file": ("one-mib.pdf", data, "application/pdf")}).json()
+            downloads = wrk(f"{url}/patients/{patient['id']}/reports/{report['id']}", script="bearer.lua",
+                            connections=4, seconds=seconds, env=env)
+            copy = loopback_copy_mb_per_second()
+            results["transfer"] = {"upload_mb_s": uploads["rps"] * MiB / 1e6,
+                                   "download_mb_s": downloads["rps"] * MiB / 1e6, "loopback_mb_s": copy,
+                                   "upload_non2xx": uploads["non2xx"]}
+
+            print("measuring RSS during 10 concurrent 50 MiB uploads...", file=sys.stderr, flush=True)
+            growth, statuses = rss_during_uploads(url, process.pid, token, patient["id"])
+            results["upload_rss"] = {"growth_mib": growth, "statuses": statuses}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+        print("measuring reads during a login storm...", file=sys.stderr, flush=True)
+        # The default auth limit this time (10 a minute): the storm is what it is there to contain.
+        storm_env = {**environ, "MEDITRACK_AUTH_RATE_LIMIT": "10/60"}
+        process, url = start_server(data_dir, storm_env)
+        try:
+            env = {"BENCH_TOKEN": login(url, USER), "BENCH_USER": USER, "BENCH_PASSWORD": PASSWORD}
+            quiet = wrk(url + read_path, script="bearer.lua", seconds=seconds, env=env)
+            storm = subprocess.Popen(["wrk", "-t1", "-c16", f"-d{seconds + 2}s", "-s", str(BENCH / "login.lua"),
+                                      f"{url}/auth/login"], env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+            stormy = wrk(url + read_path, script="bearer.lua", seconds=seconds, env=env)
+            storm.wait(timeout=seconds + 30)
+            results["login_storm"] = {"p99_quiet": quiet["p99"], "p99_storm": stormy["p99"],
+                                      "ratio": stormy["p99"] / quiet["p99"]}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return results
+
+
+def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict:
+    """The core rows on MongoDB (on FerretDB here: its SQLite backend, not MongoDB's speed)."""
+    environ = {"MONGODB_URI": uri.rstrip("/") + f"/bench_{os.getpid()}", "MEDITRACK_RATE_LIMIT": "0",
+               "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_BCRYPT_ROUNDS": "4"}
+    with tempfile.TemporaryDirectory() as data_dir:
+        process, url = start_server(Path(data_dir), environ)
+        try:
+            requests.post(f"{url}/auth/register", json={"username": USER, "password": PASSWORD}, timeout=30)
+            env = {"BENCH_TOKEN": login(url, USER)}
+            headers = {"Authorization": f"Bearer {env['BENCH_TOKEN']}"}
+            patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
+            return {"get_patient": alternate(f"{url}/patients/{patient['id']}", ceiling_url, rounds=rounds,
+                                             seconds=seconds, script="bearer.lua", env=env),
+                    "list_patients": alternate(f"{url}/patients?limit=20", ceiling_url, rounds=rounds,
+                                               seconds=seconds, script="bearer.lua", env=env)}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            import pymongo
+            with pymongo.MongoClient(environ["MONGODB_URI"]) as client:
+                client.drop_database(client.get_default_database())
+
+
+def print_table(results: dict) -> None:
+    embedded, rows = results["sqlite"], []
+
+    def versus(name, key, target=None, store="sqlite"):
+        row = results[store][key]
+        rows.append((f"{name} [{store}]", f"{row['rps']:,.0f}/s", f"{row['ceiling_rps']:,.0f}/s",
+                     f"{row['ratio']:.2f}", f"p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms", target or ""))
+
+    versus("GET /health", "health")
+    versus("GET /patients/{id}", "get_patient", "≥ 0.50, p99 ≤ 25 ms")
+    versus("GET /patients?limit=20", "list_patients", "≥ 0.35")
+    versus("POST /patients", "create_patient")
+    scaling = embedded["list_scaling"]
+    rows.append(("list p50: 100,000 vs 1,000 patients", f"{scaling['large']['p50']:.1f} ms",
+                 f"{scaling['small']['p50']:.1f} ms", f"{scaling['p50_ratio']:.2f}", "(1,000,000 other rows)",
+                 "≤ 1.5"))
+    login = embedded["login"]
+    rows.append(("POST /auth/login (bcrypt cost 12)", f"{login['logins_per_s']:.1f}/s",
+                 f"{login['bcrypt_per_s']:.1f} hashes/s", f"{login['ratio']:.2f}", "vs bcrypt alone, 2 threads", ""))
+    transfer = embedded["transfer"]
+    for direction in ("upload", "download"):
+        rows.append((f"1 MiB {direction}", f"{transfer[direction + '_mb_s']:,.0f} MB/s",
+                     f"{transfer['loopback_mb_s']:,.0f} MB/s", f"{transfer[direction + '_mb_s'] / transfer['loopback_mb_s']:.2f}",
+                     "vs a plain loopback copy", ""))
+    rows.append(("RSS growth, 10 × 50 MiB uploads", f"{embedded['upload_rss']['growth_mib']:.1f} MiB", "", "", "",
+                 "≤ 32 MiB"))
+    storm = embedded["login_storm"]
+    rows.append(("read p99 during a login storm", f"{storm['p99_storm']:.1f} ms", f"{storm['p99_quiet']:.1f} ms",
+                 f"{storm['ratio']:.2f}", "vs without the storm", "≤ 2"))
+    if "mongodb" in results:
+        versus("GET /patients/{id}", "get_patient", store="mongodb")
+        versus("GET /patients?limit=20", "list_patients", store="mongodb")
+    header = ("scenario", "MediTrack", "reference", "ratio", "detail", "target")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds and a smaller large owner")
+    arguments = parser.parse_args()
+    rounds, seconds, huge = (1, 2, 10_000) if arguments.quick else (3, 4, 100_000)
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as body_file:
+        body_file.write(patient_read_bytes())
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    ceiling = subprocess.Popen([sys.executable, str(BENCH / "ceiling.py"), str(port), body_file.name])
+    try:
+        wait_for_port(port)
+        ceiling_url = f"http://127.0.0.1:{port}/"
+        results["sqlite"] = run_embedded(ceiling_url, rounds, seconds, huge)
+        if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
+            results["mongodb"] = run_mongodb(ceiling_url, os.environ["MEDITRACK_TEST_MONGODB_URI"], rounds, seconds)
+    finally:
+        ceiling.terminate()
+        ceiling.wait(timeout=10)
+        os.unlink(body_file.name)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"\n(full results in {RESULTS.relative_to(ROOT)})")
+
+
+def patient_read_bytes() -> bytes:
+    """The exact body a GET /patients/{id} answers, from a throw-away server."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        process, url = start_server(Path(data_dir), {"MEDITRACK_BCRYPT_ROUNDS": "4"})
+        try:
+            requests.post(f"{url}/auth/register", json={"username": USER, "password": PASSWORD}, timeout=30)
+            headers = {"Authorization": f"Bearer {login(url, USER)}"}
+            patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
+            return requests.get(f"{url}/patients/{patient['id']}", headers=headers, timeout=30).content
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()
