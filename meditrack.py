@@ -161,6 +161,7 @@ class App:
     jwt_key: bytes
     dummy_password_hash: bytes  # what a login for an unknown user is checked against
     login_backoff: FailureBackoff  # failed logins per username
+    verified_tokens: auth.VerifiedTokens  # tokens already checked, so each is verified once
     openapi_bytes: bytes
     docs_html: bytes
     clock: object = time.time
@@ -190,9 +191,10 @@ def build_router(settings: Settings) -> Router:
 
 def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Dispatcher:
     spec = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    jwt_key = settings.jwt_secret or load_or_create_secret(settings.data_dir)
     app = App(
-        settings=settings, store=store, validator=SchemaValidator(spec),
-        jwt_key=settings.jwt_secret or load_or_create_secret(settings.data_dir),
+        settings=settings, store=store, validator=SchemaValidator(spec), jwt_key=jwt_key,
+        verified_tokens=auth.VerifiedTokens(jwt_key),
         dummy_password_hash=bcrypt.hashpw(b"not a real password", bcrypt.gensalt(settings.bcrypt_rounds)),
         login_backoff=FailureBackoff(),
         openapi_bytes=OPENAPI_PATH.read_bytes(), docs_html=docs.render_reference(spec).encode("utf-8"),

@@ -5,6 +5,7 @@ Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
 (RFC 6750 §2.1).
 """
 
+import threading
 import unicodedata
 
 import bcrypt
@@ -76,6 +77,35 @@ def me(request):
     return json_response(public_user(request.user))
 
 
+class VerifiedTokens:
+    """Tokens that have passed `jwt.verify`, so a client's token is checked once, not on
+    every request it makes.
+
+    NOTE: the key is the whole token — header, claims and signature — so a hit means
+    these exact bytes were verified with our key before; `exp` is still compared with
+    the clock on every hit, so a cached token expires exactly when it would have. Only
+    verified tokens are stored, at most `max_size` of them (the oldest go first), so a
+    flood of forged tokens neither fills the cache nor skips a check.
+    """
+
+    def __init__(self, key: bytes, *, max_size: int = 10_000):
+        self._key = key
+        self._max_size = max_size
+        self._claims: dict[str, dict] = {}  # insertion-ordered: the first is the oldest
+        self._lock = threading.Lock()
+
+    def claims(self, token: str, now: float) -> dict:
+        claims = self._claims.get(token)
+        if claims is not None and now < claims["exp"]:
+            return claims
+        claims = jwt.verify(token, self._key, now=now, issuer=ISSUER, require=("exp", "iat", "sub"))
+        with self._lock:
+            if len(self._claims) >= self._max_size:
+                del self._claims[next(iter(self._claims))]
+            self._claims[token] = claims
+        return claims
+
+
 def authenticate(request) -> dict:
     """The user a request's bearer token names; 401 for no token, a bad one, or a
     token whose user no longer exists."""
@@ -84,8 +114,7 @@ def authenticate(request) -> dict:
     if scheme.lower() != "bearer" or not token.strip():
         # RFC 6750 §3.1: a request without credentials gets a bare challenge.
         raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
-    claims = jwt.verify(token.strip(), request.app.jwt_key, now=request.app.clock(), issuer=ISSUER,
-                        require=("exp", "iat", "sub"))
+    claims = request.app.verified_tokens.claims(token.strip(), request.app.clock())
     user = request.app.store.get_user(claims["sub"]) if is_object_id(claims["sub"]) else None
     if user is None:
         raise Unauthorized("the token's user no longer exists",

@@ -14,13 +14,21 @@ def media_type(request) -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
+def charset(request) -> str | None:
+    """The `charset` parameter of the Content-Type, lower-cased and unquoted, if given."""
+    for parameter in request.headers.get("Content-Type", "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
 def read_json(request):
     """The request body as JSON; 415 unless it is declared application/json."""
     # RFC 9110 §15.5.16: 415 when the content is in a format the resource does not take.
     if media_type(request) != "application/json":
         raise UnsupportedMediaType("the body must be application/json")
-    charset = request.headers.get_param("charset")
-    if charset is not None and charset.lower() != "utf-8":
+    if charset(request) not in (None, "utf-8"):
         raise UnsupportedMediaType("JSON bodies must be UTF-8 (RFC 8259 §8.1)")
     raw = request.body.read()
     if not raw:

@@ -64,6 +64,14 @@ CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
 PATIENT_COLUMNS = "id, owner_id, fields, created_at, updated_at"
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
 REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "description", "uploadedAt")
+# A patient with its reports in one query: the correlated subquery folds the patient's
+# report rows, in id order, into one JSON array (SQLite's JSON1 functions), so a read
+# is a single round trip however many reports there are.
+REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
+                   ", ".join(f"'{field}', {column}" for field, column in
+                             zip(REPORT_FIELDS, REPORT_COLUMNS.split(", "))) +
+                   ")) FROM (SELECT * FROM reports WHERE patient_id = patients.id ORDER BY id))")
+SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
 
 
 class SQLiteStore(Store):
@@ -159,13 +167,13 @@ class SQLiteStore(Store):
 
     def get_patient(self, patient_id):
         with self._connection() as db:
-            row = db.execute(f"SELECT {PATIENT_COLUMNS} FROM patients WHERE id = ?", (patient_id,)).fetchone()
-            if row is None:
-                raise NotFound("no patient with this id")
-            return self._patients_from_rows(db, [row])[0]
+            row = db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
+        if row is None:
+            raise NotFound("no patient with this id")
+        return self._patient_from_row(row)
 
     def list_patients(self, owner_id, *, limit, after=None, name_contains=None):
-        sql = f"SELECT {PATIENT_COLUMNS} FROM patients WHERE owner_id = ? AND id > ?"
+        sql = f"{SELECT_PATIENTS} WHERE owner_id = ? AND id > ?"
         args = [owner_id, after or ""]
         if name_contains:
             # instr() compares literally: unlike LIKE, '%' and '_' in a search are
@@ -175,7 +183,7 @@ class SQLiteStore(Store):
         sql += " ORDER BY id LIMIT ?"
         with self._connection() as db:
             rows = db.execute(sql, (*args, limit)).fetchall()
-            return self._patients_from_rows(db, rows)
+        return [self._patient_from_row(row) for row in rows]
 
     def replace_patient(self, patient_id, fields):
         now = self._now()
@@ -185,8 +193,8 @@ class SQLiteStore(Store):
                                  (json.dumps(fields), *name_keys(fields), now, patient_id))
             if updated.rowcount == 0:
                 raise NotFound("no patient with this id")
-            row = db.execute(f"SELECT {PATIENT_COLUMNS} FROM patients WHERE id = ?", (patient_id,)).fetchone()
-            return self._patients_from_rows(db, [row])[0]
+            row = db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
+        return self._patient_from_row(row)
 
     def delete_patient(self, patient_id):
         with self._transaction() as db:
@@ -199,17 +207,10 @@ class SQLiteStore(Store):
         for report_id in report_ids:
             self._report_path(report_id).unlink(missing_ok=True)
 
-    def _patients_from_rows(self, db, rows) -> list[dict]:
-        """Patient documents with their reports, fetched for all the rows in one query."""
-        reports = {row[0]: [] for row in rows}
-        if reports:
-            marks = ", ".join("?" * len(reports))
-            for row in db.execute(f"SELECT patient_id, {REPORT_COLUMNS} FROM reports "
-                                  f"WHERE patient_id IN ({marks}) ORDER BY id", list(reports)):
-                reports[row[0]].append(dict(zip(REPORT_FIELDS, row[1:])))
-        return [self._patient_document(patient_id, owner_id, json.loads(fields), reports[patient_id],
-                                       created_at, updated_at)
-                for patient_id, owner_id, fields, created_at, updated_at in rows]
+    def _patient_from_row(self, row) -> dict:
+        patient_id, owner_id, fields, created_at, updated_at, reports = row
+        return self._patient_document(patient_id, owner_id, json.loads(fields), json.loads(reports),
+                                      created_at, updated_at)
 
     @staticmethod
     def _patient_document(patient_id, owner_id, fields, reports, created_at, updated_at) -> dict:

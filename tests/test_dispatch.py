@@ -5,7 +5,6 @@ no socket, no server. Rate limiters run on a fake clock that never moves, so a b
 that is empty stays empty.
 """
 
-import http.client
 import io
 import json
 
@@ -13,7 +12,7 @@ import pytest
 
 from web import jwt
 from web.dispatch import Dispatcher, client_address
-from web.messages import Request, Response
+from web.messages import Headers, Request, Response
 from web.ratelimit import RateLimiter
 from web.router import Router
 
@@ -95,9 +94,9 @@ class FakeClock:
 
 def make_request(method: str = "GET", path: str = "/things", *, client: str = PEER,
                  content_length: int = 0, headers: dict | None = None) -> Request:
-    message = http.client.HTTPMessage()
+    message = Headers()
     for name, value in (headers or {}).items():
-        message[name] = value
+        message.add(name, value)
     return Request(method=method, path=path, query={}, headers=message, body=io.BytesIO(b""),
                    content_length=content_length, client=client)
 
@@ -324,3 +323,13 @@ def test_unexpected_exception_in_authenticate_is_a_500_problem(routes, calls):
     assert response.status == 500
     assert "jwt-secret" not in response.body.decode()
     assert calls.seen == []
+
+
+def test_headers_are_found_without_regard_to_case_and_keep_every_value():
+    headers = Headers()
+    headers.add("X-Forwarded-For", "10.0.0.1")
+    headers.add("x-forwarded-for", "10.0.0.2")
+    assert headers.get("X-FORWARDED-FOR") == "10.0.0.1"
+    assert headers.get_all("x-Forwarded-for") == ["10.0.0.1", "10.0.0.2"]
+    assert headers.get("Missing", "fallback") == "fallback" and headers.get_all("Missing") is None
+    assert headers.count == 2

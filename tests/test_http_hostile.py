@@ -69,6 +69,23 @@ def open_idle(server, count: int, timeout: float = 3.0) -> list[socket.socket]:
     return [socket.create_connection((server.host, server.port), timeout=timeout) for _ in range(count)]
 
 
+def close_and_wait_for_release(sock: socket.socket) -> None:
+    """Close as a client does, by sending FIN. The server, reading end of stream,
+    releases the connection's place and only then closes its own side; so once this
+    socket reads end of stream the place is free, with no retry loop or sleep."""
+    sock.shutdown(socket.SHUT_WR)
+    assert sock.recv(1) == b""                  # bounded by the socket's timeout
+    sock.close()
+
+
+def served_and_released(server) -> int:
+    """One request that closes its connection, waiting until its place is released."""
+    with RawConnection(server, timeout=3.0) as connection:
+        response = connection.request(http_request("GET", "/health", headers={"Connection": "close"}))
+        assert connection.server_closed()
+    return response.status
+
+
 def refused_on_connect(server, timeout: float = 3.0):
     """Connect, send nothing, and read what the server says (a refusal comes unasked)."""
     with RawConnection(server, timeout) as connection:
@@ -98,17 +115,10 @@ def test_closing_an_idle_connection_frees_its_place_for_a_new_one(start_server):
     idle = open_idle(server, CAP)
     try:
         assert_problem(refused_on_connect(server), 503)
-        # A client closes by sending FIN. The server, reading end of stream, releases the
-        # place and only then closes its own side; so once this socket reads end of
-        # stream the place is free, and no retry loop or sleep is needed.
-        leaving = idle.pop()
-        leaving.shutdown(socket.SHUT_WR)
-        assert leaving.recv(1) == b""           # bounded by the 3 s socket timeout
-        leaving.close()
-        response = exchange(server, http_request("GET", "/health"), timeout=3.0)
-        assert response.status == 200
+        close_and_wait_for_release(idle[-1])   # closing it again in `finally` is harmless
+        assert served_and_released(server) == 200
         # ...and the place is taken again by the next idle client.
-        idle += open_idle(server, 1)
+        idle.append(open_idle(server, 1)[0])
         assert_problem(refused_on_connect(server), 503)
     finally:
         for sock in idle:
@@ -130,12 +140,15 @@ def test_refusing_fifty_connections_over_the_cap_starts_no_threads(start_server)
             assert status_line.startswith(b"HTTP/1.1 503 "), status_line
         # The flood is still connected, and still costs the server no thread.
         assert threading.active_count() <= threads_before + CAP
+        for sock in flood:
+            sock.close()
+        # Refusals never took a place: closing the four idle connections gives them all back.
+        for sock in idle:
+            close_and_wait_for_release(sock)
+        assert_still_serving(server)
     finally:
         for sock in idle + flood:
             sock.close()
-    # Refusals never took one of the four places: they were the cap's, and only closing
-    # them gives the places back.
-    assert_still_serving(server)
 
 
 # -- slow clients -------------------------------------------------------------------
@@ -594,8 +607,11 @@ class AccessLines(logging.Handler):
 
 def test_logs_hold_one_line_per_request_and_no_patient_data_or_secrets(start_server, caplog):
     caplog.set_level(logging.INFO, logger="meditrack")
+    # On the root logger, after caplog's own handler: when a line reaches this one, it
+    # has reached caplog too.
     access = AccessLines()
-    logging.getLogger("meditrack.access").addHandler(access)
+    access.addFilter(logging.Filter("meditrack.access"))
+    logging.getLogger().addHandler(access)
     try:
         server = start_server()
         api = ApiClient(server.url)
@@ -624,7 +640,7 @@ def test_logs_hold_one_line_per_request_and_no_patient_data_or_secrets(start_ser
                     ("GET", "/patients/{patientId}/reports/{reportId}", "200")]
         lines = access.wait_for(len(expected))
     finally:
-        logging.getLogger("meditrack.access").removeHandler(access)
+        logging.getLogger().removeHandler(access)
 
     for secret in (password, "wrong-password-654", token, token.split(".")[2], "Zyxw", "Qwertyson",
                    "zyxwvut@example.org", "secret-diagnosis-123", "private-note-456", "mri-zyxwvut",

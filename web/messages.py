@@ -10,12 +10,39 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
 
+class Headers:
+    """Request header fields: names compared without case (RFC 9110 §5.1), each name
+    with its values in the order they came.
+
+    A plain dict of lists: the standard library's `http.client.HTTPMessage` would do,
+    but it parses with the email package and costs more than everything else a
+    request needs to read its headers.
+    """
+
+    def __init__(self):
+        self._fields: dict[str, list[str]] = {}
+        self.count = 0
+
+    def add(self, name: str, value: str) -> None:
+        self._fields.setdefault(name.lower(), []).append(value)
+        self.count += 1
+
+    def get(self, name: str, default=None):
+        """The first value of a field, or `default` when there is none."""
+        values = self._fields.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str] | None:
+        """Every value of a field, or None when there is none."""
+        return self._fields.get(name.lower())
+
+
 @dataclass
 class Request:
     method: str
     path: str                       # the decoded path, without the query string
     query: dict[str, list[str]]     # from urllib.parse.parse_qs: every name maps to a list
-    headers: Any                    # http.client.HTTPMessage: case-insensitive look-ups
+    headers: Headers                # case-insensitive look-ups
     body: BinaryIO                  # reads at most the declared body, never past it
     content_length: int             # the declared body size (0 when there is none)
     client: str                     # the peer address the rate limiter keys on

@@ -16,13 +16,12 @@ import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from urllib.parse import parse_qs, urlsplit
 
 from web.connections import ConnectionRegistry
-from web.messages import Request, Response
+from web.messages import Headers, Request, Response
 from web.problems import (BadRequest, HeaderFieldsTooLarge, HTTPError, LengthRequired,
                           ServiceUnavailable, URITooLong, problem_response)
 
@@ -40,11 +39,23 @@ HTTP_VERSION = re.compile(rb"HTTP/1\.[01]")
 access_log = logging.getLogger("meditrack.access")
 
 
+_date = (0, "")  # (second, its HTTP-date): a response's Date changes once a second
+
+
+def http_date() -> str:
+    """RFC 9110 §6.6.1: the Date header, formatted once per second, not per response."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, formatdate(second, usegmt=True))  # one tuple: threads see old or new
+    return _date[1]
+
+
 def response_head(response: Response, keep_alive: bool) -> bytes:
     """The status line and headers of a response, as the bytes that go on the wire."""
     status = HTTPStatus(response.status)
     lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Server: {SERVER_NAME}",
-             f"Date: {formatdate(usegmt=True)}"]
+             f"Date: {http_date()}"]
     names = set()
     for name, value in response.headers:
         if "\r" in value or "\n" in value:  # NOTE: never let a value start a new header
@@ -197,8 +208,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise BadRequest("the request target contains characters that must be percent-encoded")
         return parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2].decode("ascii")
 
-    def _read_headers(self) -> HTTPMessage:
-        headers, total = HTTPMessage(), 0
+    def _read_headers(self) -> Headers:
+        headers, total = Headers(), 0
         while True:
             line = self.rfile.readline(MAX_HEADER_BYTES + 1)
             total += len(line)
@@ -208,10 +219,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                 return headers
             if not line.endswith(b"\n"):
                 raise BadRequest("the header section ended early")
-            if len(headers) >= MAX_HEADER_COUNT:
+            if headers.count >= MAX_HEADER_COUNT:
                 raise HeaderFieldsTooLarge(f"more than {MAX_HEADER_COUNT} header fields")
             name, value = self._parse_header_line(line.rstrip(b"\r\n"))
-            headers[name] = value
+            headers.add(name, value)
 
     @staticmethod
     def _parse_header_line(line: bytes) -> tuple[str, str]:
@@ -228,7 +239,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise BadRequest("a header value contains a forbidden character")
         return name.decode("ascii"), value.decode("latin-1")
 
-    def _body_length(self, headers: HTTPMessage) -> int:
+    def _body_length(self, headers: Headers) -> int:
         lengths = headers.get_all("Content-Length") or []
         if headers.get("Transfer-Encoding") is not None:
             # RFC 9112 §6.1: a message with both is a request-smuggling attempt or a
