@@ -54,15 +54,21 @@ class ConnectionRegistry:
             self._states.pop(connection, None)
             self._changed.notify_all()
 
+    # NOTE: the two methods below run twice per request, so they take no lock: each
+    # connection's state is written only by the thread that serves it, a dict look-up
+    # and an attribute write are atomic in CPython, and a pass that reads a state a
+    # moment old merely acts on it one pass later.
     def waiting(self, connection) -> None:
         """The connection now waits for a request line and headers."""
-        with self._changed:
-            self._states[connection] = ConnectionState(waiting_since=self._clock())
+        state = self._states.get(connection)
+        if state is not None:
+            state.working, state.waiting_since = False, self._clock()
 
     def working(self, connection, busy: bool = True) -> None:
         """The request's head has arrived (busy=True), or its response is sent (False)."""
-        with self._changed:
-            self._states[connection] = ConnectionState(working=busy)
+        state = self._states.get(connection)
+        if state is not None:
+            state.waiting_since, state.working = None, busy
 
     def stalled(self) -> list:
         """Connections that have waited longer than `header_timeout` for a request's head."""

@@ -35,6 +35,8 @@ DRAIN_LIMIT = 64 * 1024          # unread body bytes we will read and discard to
 TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")     # RFC 9110 §5.6.2
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")           # RFC 9110 §8.6: 1*DIGIT, and no sign or spaces
 HTTP_VERSION = re.compile(rb"HTTP/1\.[01]")
+VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")           # a request target, as sent: no spaces, no 8-bit
+FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
 
 access_log = logging.getLogger("meditrack.access")
 
@@ -204,7 +206,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise BadRequest("the request line is malformed")
         if not HTTP_VERSION.fullmatch(parts[2]):
             raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
-        if any(byte < 0x21 or byte > 0x7E for byte in parts[1]):
+        if not VISIBLE_ASCII.fullmatch(parts[1]):
             raise BadRequest("the request target contains characters that must be percent-encoded")
         return parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2].decode("ascii")
 
@@ -235,7 +237,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             raise BadRequest("a header line is malformed")
         value = value.strip(b" \t")
         # RFC 9110 §5.5: CR, LF and NUL are never valid inside a field value.
-        if any(byte in value for byte in b"\r\n\x00"):
+        if FORBIDDEN_IN_VALUE.search(value):
             raise BadRequest("a header value contains a forbidden character")
         return name.decode("ascii"), value.decode("latin-1")
 
