@@ -8,7 +8,8 @@ password guessing, and the hope that an error or a log line will leak something.
 
 Raw sockets (`RawConnection` from `test_http_protocol`) show what `requests` would
 hide; every socket has a timeout. Only the slow-drip test paces itself in real time,
-because pacing is what it is about; every other wait is bounded by a socket timeout.
+because pacing is what it is about; every other wait is for something the server does,
+and is bounded by a timeout.
 """
 
 import json

@@ -75,9 +75,7 @@ def parse_json(raw: bytes, *, max_depth: int = 32):
                            object_pairs_hook=_object_without_duplicates)
     except RecursionError:
         raise InvalidJSON(f"JSON nests deeper than {max_depth} levels") from None
-    except ValueError as exc:  # JSONDecodeError, and int() refusing a 5000-digit number
-        if isinstance(exc, InvalidJSON):
-            raise
+    except ValueError:  # JSONDecodeError, and int() refusing a 5000-digit number
         raise InvalidJSON("the body is not valid JSON") from None
     _check_value(value, 0, max_depth)
     return value
