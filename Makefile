@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-mongo soak clean
+.PHONY: run test test-mongo soak bench clean
 
 DURATION ?= 60
 
@@ -33,6 +33,13 @@ $(VENV)/.runtime: requirements.txt
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+# Speed and memory, as ratios to a bare ThreadingHTTPServer measured in the same run
+# (a few minutes; wrk comes from Debian's packages). Results: bench/results.json.
+bench: $(VENV)/.dev
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
+	$(PY) tests/ferretdb.py -- $(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) data
