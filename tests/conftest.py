@@ -44,6 +44,32 @@ def drop_mongodb_database(uri: str) -> None:
         client.drop_database(client.get_default_database())
 
 
+class FakeClock:
+    """A clock that moves only when a test says so: `advance(seconds)`, or set `now`.
+    Safe to read and advance from many threads (the concurrency tests do)."""
+
+    def __init__(self, start: float = 1000.0):
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    @property
+    def now(self) -> float:
+        return self()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        with self._lock:
+            self._now = value
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
 class LiveServer:
     """A running server: its base URL, settings and store, and a way to stop it."""
 

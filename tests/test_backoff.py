@@ -9,20 +9,9 @@ import threading
 
 import pytest
 
+from tests.conftest import FakeClock
 from web.backoff import FailureBackoff
 
-
-class FakeClock:
-    """A monotonic clock that moves only when a test says so."""
-
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -10,18 +10,9 @@ import time
 
 import pytest
 
+from tests.conftest import FakeClock
 from web.connections import ConnectionRegistry
 
-
-class FakeClock:
-    def __init__(self, start: float = 100.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Connection:
@@ -36,7 +27,7 @@ class Connection:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 @pytest.fixture

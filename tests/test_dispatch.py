@@ -11,6 +11,7 @@ import json
 import pytest
 
 from web import jwt
+from tests.conftest import FakeClock
 from web.dispatch import Dispatcher, client_address
 from web.messages import Headers, Request, Response
 from web.ratelimit import RateLimiter
@@ -83,13 +84,6 @@ def test_empty_or_missing_header_gives_the_peer(header):
 
 # --- the Dispatcher -----------------------------------------------------------------
 
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_request(method: str = "GET", path: str = "/things", *, client: str = PEER,

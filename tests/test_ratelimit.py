@@ -9,24 +9,9 @@ import threading
 
 import pytest
 
+from tests.conftest import FakeClock
 from web.ratelimit import RateLimiter, TokenBucket, parse_rate, retry_after_header
 
-
-class FakeClock:
-    """A clock that only moves when a test (or a test's thread) calls advance()."""
-
-    def __init__(self, start: float = 1000.0):
-        self._now = start
-        # Threads in the concurrency tests advance it; the lock keeps each advance whole.
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from storage.base import Store, utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
-from tests.conftest import drop_mongodb_database, fresh_mongodb_uri
+from tests.conftest import FakeClock, drop_mongodb_database, fresh_mongodb_uri
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -35,18 +35,6 @@ FULL_PATIENT = {
 STORE_KEYS = {"id", "ownerId", "reports", "createdAt", "updatedAt"}
 
 
-class FakeClock:
-    """A wall clock that moves only when a test says so."""
-
-    def __init__(self, now: float = START):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
 
 def open_test_store(kind: str, tmp_path, clock) -> Store:
     if kind == "sqlite":
@@ -60,7 +48,7 @@ def open_test_store(kind: str, tmp_path, clock) -> Store:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture
