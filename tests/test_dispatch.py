@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from web import jwt
 from tests.conftest import FakeClock
+from web import jwt
 from web.dispatch import Dispatcher, client_address
 from web.messages import Headers, Request, Response
 from web.ratelimit import RateLimiter
