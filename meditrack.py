@@ -60,6 +60,7 @@ class Settings:
     header_timeout: float = 10.0
     max_connections: int = 200
     shutdown_grace: float = 10.0
+    refusal_delay: float = 1.0
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -111,6 +112,7 @@ ENVIRONMENT = {
     "MEDITRACK_HEADER_TIMEOUT": ("header_timeout", lambda name, text: _integer(name, text, 1, 3600)),
     "MEDITRACK_MAX_CONNECTIONS": ("max_connections", lambda name, text: _integer(name, text, 1, 100_000)),
     "MEDITRACK_SHUTDOWN_GRACE": ("shutdown_grace", lambda name, text: _integer(name, text, 0, 3600)),
+    "MEDITRACK_REFUSAL_DELAY": ("refusal_delay", lambda name, text: _integer(name, text, 0, 60)),
 }
 
 
@@ -203,7 +205,7 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
     return Dispatcher(build_router(settings), app, authenticate=auth.authenticate,
                       max_body=settings.max_json_bytes, general_limit=limiter(settings.rate_limit),
                       credentials_limit=limiter(settings.auth_rate_limit),
-                      trusted_proxies=settings.trusted_proxies)
+                      trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay)
 
 
 def make_server(settings: Settings, store: Store) -> MediTrackServer:

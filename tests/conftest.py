@@ -75,7 +75,8 @@ class LiveServer:
 
     def __init__(self, data_dir, store_kind: str = "sqlite", **overrides):
         base = meditrack.Settings(port=0, data_dir=data_dir, bcrypt_rounds=4, jwt_secret=TEST_SECRET,
-                                  rate_limit=None, auth_rate_limit=None, socket_timeout=5)
+                                  rate_limit=None, auth_rate_limit=None, socket_timeout=5,
+                                  refusal_delay=0)  # 429s at once: the delay has its own test
         if store_kind == "mongodb":
             overrides.setdefault("mongodb_uri", fresh_mongodb_uri())
         self.settings = replace(base, **overrides)

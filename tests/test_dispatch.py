@@ -150,6 +150,7 @@ def authenticated():
 
 def dispatcher(routes, authenticate=None, **options) -> Dispatcher:
     options.setdefault("max_body", 1024)
+    options.setdefault("sleep", lambda seconds: None)  # refusals are answered at once here
     return Dispatcher(routes, context="the app",
                       authenticate=authenticate or (lambda request: pytest.fail("authenticate was called")),
                       **options)
@@ -327,3 +328,18 @@ def test_headers_are_found_without_regard_to_case_and_keep_every_value():
     assert headers.get_all("x-Forwarded-for") == ["10.0.0.1", "10.0.0.2"]
     assert headers.get("Missing", "fallback") == "fallback" and headers.get_all("Missing") is None
     assert headers.count == 2
+
+
+def test_a_refusal_is_held_for_the_refusal_delay_but_never_past_the_wait():
+    naps = []
+    routes = Router()
+    routes.add("GET", "/things", lambda request: Response(200))
+    slow = dispatcher(routes, general_limit=RateLimiter(1, 8, clock=FakeClock()), sleep=naps.append,
+                      refusal_delay=1.0)
+    assert slow(make_request()).status == 200 and naps == []       # allowed: no delay
+    assert slow(make_request()).status == 429 and naps == [1.0]    # refused: held 1 s (8 s to wait)
+    quick = dispatcher(routes, general_limit=RateLimiter(4, 1, clock=FakeClock()), sleep=naps.append,
+                       refusal_delay=1.0)
+    for _ in range(4):
+        quick(make_request())
+    assert quick(make_request()).status == 429 and naps[-1] == 0.25  # never longer than Retry-After's wait

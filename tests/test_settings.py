@@ -65,6 +65,7 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_HEADER_TIMEOUT", "5", "header_timeout", 5),
     ("MEDITRACK_MAX_CONNECTIONS", "64", "max_connections", 64),
     ("MEDITRACK_SHUTDOWN_GRACE", "3", "shutdown_grace", 3),
+    ("MEDITRACK_REFUSAL_DELAY", "2", "refusal_delay", 2),
 ]
 
 
@@ -108,6 +109,7 @@ def test_jwt_secret_length_is_counted_in_utf8_bytes():
     ("MEDITRACK_HEADER_TIMEOUT", 1, 3600),
     ("MEDITRACK_MAX_CONNECTIONS", 1, 100_000),
     ("MEDITRACK_SHUTDOWN_GRACE", 0, 3600),
+    ("MEDITRACK_REFUSAL_DELAY", 0, 60),
 ])
 def test_integer_settings_accept_both_ends_of_their_range(variable, lowest, highest):
     field = meditrack.ENVIRONMENT[variable][0]

@@ -10,6 +10,7 @@ are within limits, routed, and (where the route says so) authenticated.
 
 import ipaddress
 import logging
+import time
 from typing import Callable
 
 from web.messages import Request, Response
@@ -45,7 +46,8 @@ class Dispatcher:
     def __init__(self, router: Router, context, *, authenticate: Callable[[Request], dict],
                  max_body: int, general_limit: RateLimiter | None = None,
                  credentials_limit: RateLimiter | None = None,
-                 trusted_proxies: frozenset[str] = frozenset()):
+                 trusted_proxies: frozenset[str] = frozenset(), refusal_delay: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep):
         self.router = router
         self.context = context          # becomes request.app: store, settings, keys
         self.authenticate = authenticate
@@ -53,6 +55,8 @@ class Dispatcher:
         self.general_limit = general_limit
         self.credentials_limit = credentials_limit
         self.trusted_proxies = trusted_proxies
+        self.refusal_delay = refusal_delay
+        self.sleep = sleep
 
     def __call__(self, request: Request) -> Response:
         request.app = self.context
@@ -82,12 +86,18 @@ class Dispatcher:
             request.user = self.authenticate(request)
         return route.handler(request)
 
-    @staticmethod
-    def _check_rate(limiter: RateLimiter | None, client: str) -> None:
+    def _check_rate(self, limiter: RateLimiter | None, client: str) -> None:
         if limiter is None:
             return
         wait = limiter.check(client)
         if wait > 0:
+            # NOTE: a refusal still costs us a parsed request, and a client that ignores
+            # Retry-After can ask for thousands a second, taking the CPU every other client
+            # needs (a login storm did: ten thousand 429s a second). Holding the refusal
+            # for a moment — a tarpit — caps each connection at one refused request per
+            # `refusal_delay`; the cost is one sleeping thread per such connection, and
+            # the connection cap bounds those.
+            self.sleep(min(self.refusal_delay, wait))
             # RFC 6585 §4: 429, and Retry-After says when trying again can succeed.
             raise TooManyRequests("too many requests; slow down",
                                   headers=(("Retry-After", retry_after_header(wait)),))
