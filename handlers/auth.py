@@ -5,6 +5,7 @@ Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
 (RFC 6750 §2.1).
 """
 
+import os
 import threading
 import unicodedata
 
@@ -20,6 +21,23 @@ from web.validation import ValidationError
 
 ISSUER = "meditrack"
 BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password and ignores the rest
+
+
+# NOTE: bcrypt releases the GIL, so N hashes at once keep N cores busy for a quarter of
+# a second each. Letting at most half the cores hash at any moment keeps the other half
+# for everyone else during a login storm; logins queue here instead.
+HASHING_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
+HASHING_SLOTS = threading.BoundedSemaphore(HASHING_CONCURRENCY)
+
+
+def hash_password(password: bytes, rounds: int) -> bytes:
+    with HASHING_SLOTS:
+        return bcrypt.hashpw(password, bcrypt.gensalt(rounds=rounds))
+
+
+def password_matches(password: bytes, password_hash: bytes) -> bool:
+    with HASHING_SLOTS:
+        return bcrypt.checkpw(password, password_hash)
 
 
 def public_user(user: dict) -> dict:
@@ -44,7 +62,7 @@ def read_credentials(request) -> tuple[str, bytes]:
 
 def register(request):
     username, password = read_credentials(request)
-    password_hash = bcrypt.hashpw(password, bcrypt.gensalt(rounds=request.app.settings.bcrypt_rounds))
+    password_hash = hash_password(password, request.app.settings.bcrypt_rounds)
     user = request.app.store.create_user(username, password_hash)  # Conflict → 409
     return json_response(public_user(user), 201)
 
@@ -63,7 +81,7 @@ def login(request):
     # of the same cost, so the response time does not reveal which usernames exist;
     # and both failures get the same message.
     stored_hash = user["passwordHash"] if user else request.app.dummy_password_hash
-    if not bcrypt.checkpw(password, stored_hash) or user is None:
+    if not password_matches(password, stored_hash) or user is None:
         backoff.failed(key)
         raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
     backoff.succeeded(key)

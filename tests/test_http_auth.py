@@ -1,5 +1,6 @@
 """HTTP tests for /auth/register, /auth/login, /auth/me and bearer authentication."""
 
+import threading
 import time
 
 import pytest
@@ -146,3 +147,31 @@ def test_the_scheme_name_is_case_insensitive(client):
     token = client.session.headers["Authorization"].split(" ", 1)[1]
     fresh = ApiClient(client.url)
     assert fresh.get("/auth/me", headers={"Authorization": f"bearer {token}"}).status_code == 200
+
+
+def test_no_more_password_hashes_run_at_once_than_there_are_hashing_slots(monkeypatch):
+    from handlers import auth
+    running, peak, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    def slow_checkpw(password, password_hash):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(5)
+        with lock:
+            running[0] -= 1
+        return False
+
+    monkeypatch.setattr(auth.bcrypt, "checkpw", slow_checkpw)
+    threads = [threading.Thread(target=auth.password_matches, args=(b"pw", b"hash")) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    # Every thread is now either inside checkpw or queued for a slot; let them all through.
+    deadline = time.monotonic() + 5
+    while running[0] < auth.HASHING_CONCURRENCY and time.monotonic() < deadline:
+        pass
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert peak[0] == auth.HASHING_CONCURRENCY
