@@ -264,8 +264,7 @@ class MultipartParser:
 
     @property
     def buffered(self) -> int:
-        """Bytes held back: fewer than len(CRLF "--" boundary) while in data, and at most
-        max_header_bytes + 3 while reading a header block."""
+        """Bytes held back: under len(CRLF--boundary) in data, ≤ max_header_bytes + 3 in headers."""
         return len(self._buffer)
 
     def feed(self, chunk: bytes) -> list[Event]:
@@ -323,12 +322,10 @@ class MultipartParser:
 
     def _read_part_headers(self, events: list[Event]) -> bool:
         # The buffer still starts with the CRLF that ended the delimiter line, so the block
-        # ends at the first CRLF CRLF even with no header lines, and the index of that
-        # CRLF CRLF is the block's size: its lines with their CRLFs, blank line excluded.
-        # Each feed searches the block again from the start; max_header_bytes keeps that cheap.
+        # ends at the first CRLF CRLF even with no header lines, and that index is the
+        # block's size. Each feed searches again from the start; max_header_bytes keeps it cheap.
         block_size = self._buffer.find(b"\r\n\r\n")
-        # Until the blank line arrives, the block is at least what came, less a possible
-        # first three bytes of CRLF CRLF.
+        # Until the blank line arrives, the block is at least what came, less 3 bytes of CRLF CRLF.
         least_size = len(self._buffer) - 3 if block_size == -1 else block_size
         if least_size > self._max_header_bytes:
             raise PartHeadersTooLarge(f"a part's headers exceed {self._max_header_bytes} bytes")

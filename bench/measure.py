@@ -1,0 +1,153 @@
+"""Measuring instruments for `make bench`: wrk runs, alternating rounds, and reference rates.
+
+Each function measures one thing and returns numbers; `bench/run.py` decides what to
+measure and prints the table.
+"""
+
+import http.client
+import os
+import re
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import bcrypt
+
+from tests.soak import process_figures
+
+BENCH = Path(__file__).resolve().parent
+MiB = 1024 * 1024
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+PASSWORD = "bench password 1"
+
+
+def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: float = 4, env=None) -> dict:
+    """One wrk run: requests/s and latency percentiles (ms), non-2xx/3xx count."""
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script:
+        command += ["-s", str(BENCH / script)]
+    output = subprocess.run(command + [url], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                            check=True).stdout
+    percentiles = {f"p{p}": float(value) * UNITS[unit]
+                   for p, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]), **percentiles,
+            "non2xx": int(errors[1]) if errors else 0}
+
+
+def alternate(api_url, ceiling_url, *, rounds, seconds, script=None, env=None) -> dict:
+    """API and ceiling measured in turn, `rounds` times; medians of each."""
+    api, ceiling = [], []
+    for _ in range(rounds):
+        ceiling.append(wrk(ceiling_url, seconds=seconds))
+        api.append(wrk(api_url, script=script, seconds=seconds, env=env))
+    median = lambda runs, key: statistics.median(run[key] for run in runs)  # noqa: E731
+    return {"rps": median(api, "rps"), "ceiling_rps": median(ceiling, "rps"), "p50": median(api, "p50"),
+            "p99": median(api, "p99"), "ratio": median(api, "rps") / median(ceiling, "rps"),
+            "non2xx": sum(run["non2xx"] for run in api)}
+
+
+def bcrypt_hashes_per_second(seconds: float = 3.0, threads: int = 2) -> float:
+    """How many cost-12 bcrypt checks this machine does a second on `threads` threads."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
+    count, deadline = [0] * threads, time.monotonic() + seconds
+
+    def check(slot):
+        while time.monotonic() < deadline:
+            bcrypt.checkpw(PASSWORD.encode(), hashed)
+            count[slot] += 1
+
+    workers = [threading.Thread(target=check, args=(slot,)) for slot in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(count) / seconds
+
+
+def loopback_copy_mb_per_second(seconds: float = 2.0) -> float:
+    """A plain copy over a loopback TCP socket, 1 MiB writes: the transfer ceiling."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = [0]
+
+    def drain():
+        connection, _ = listener.accept()
+        with connection:
+            while data := connection.recv(MiB):
+                received[0] += len(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    block, started = b"x" * MiB, time.monotonic()
+    with socket.create_connection(listener.getsockname()) as sender:
+        while time.monotonic() - started < seconds:
+            sender.sendall(block)
+    reader.join()
+    listener.close()
+    return received[0] / (time.monotonic() - started) / 1e6
+
+
+def multipart_body(data: bytes, boundary: str) -> bytes:
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"scan.pdf\"\r\n"
+            f"Content-Type: application/pdf\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+
+class GeneratedUpload:
+    """A multipart body of `size` file bytes, produced piece by piece: the client never
+    holds it, so the RSS measured is the server's alone."""
+
+    def __init__(self, size: int, boundary: str = "benchboundary"):
+        self.head = multipart_body(b"", boundary)[:-len(f"\r\n--{boundary}--\r\n")] + b"%PDF-"
+        self.tail, self.remaining = f"\r\n--{boundary}--\r\n".encode(), size - 5
+        self.length = len(self.head) + self.remaining + len(self.tail)
+        self.boundary = boundary
+
+    def read(self, size: int = 64 * 1024) -> bytes:
+        if self.head:
+            piece, self.head = self.head, b""
+            return piece
+        if self.remaining:
+            piece = b"\0" * min(size, self.remaining)
+            self.remaining -= len(piece)
+            return piece
+        piece, self.tail = self.tail, b""
+        return piece
+
+
+def rss_during_uploads(url: str, pid: int, token: str, patient_id: str, uploads: int = 10, size: int = 50 * MiB):
+    """Peak growth of the server's RSS while `uploads` uploads of `size` bytes stream at once."""
+    _, baseline = process_figures(pid)
+    peak, statuses, done = [baseline], [], threading.Event()
+
+    def upload():
+        body = GeneratedUpload(size)
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=120, blocksize=64 * 1024)
+        connection.request("POST", f"/patients/{patient_id}/reports", body=body, headers={
+            "Authorization": f"Bearer {token}", "Content-Length": str(body.length),
+            "Content-Type": f"multipart/form-data; boundary={body.boundary}"})
+        statuses.append(connection.getresponse().status)
+        connection.close()
+
+    workers = [threading.Thread(target=upload) for _ in range(uploads)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        peak.append(process_figures(pid)[1])
+        done.wait(0.05)  # sample the server's RSS twenty times a second
+    return (max(peak) - baseline) / MiB, statuses
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
