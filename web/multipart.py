@@ -345,9 +345,8 @@ class MultipartParser:
         return True
 
     def _skip_blank_line(self, events: list[Event]) -> bool:
-        # RFC 2046 §5.1.1: a part may end right after its headers, so the CRLF of the blank
-        # line can also be the CRLF of the next delimiter ("...\r\n\r\n--BOUNDARY"). Reading
-        # that "--BOUNDARY" as data instead would put the boundary at the start of a line.
+        # RFC 2046 §5.1.1: a part may end right after its headers, so the blank line's CRLF
+        # can also begin the next delimiter ("...\r\n\r\n--BOUNDARY"): that is no data.
         if not self._buffer.startswith(self._delimiter):
             if self._delimiter.startswith(self._buffer):    # too short to tell yet
                 return False
