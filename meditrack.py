@@ -191,6 +191,11 @@ def build_router(settings: Settings) -> Router:
     return router
 
 
+def rate_limiter(rate: tuple[int, float] | None) -> RateLimiter | None:
+    """A limiter for (requests, seconds), or none when the setting is 0."""
+    return RateLimiter(*rate) if rate else None
+
+
 def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Dispatcher:
     spec = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     jwt_key = settings.jwt_secret or load_or_create_secret(settings.data_dir)
@@ -201,10 +206,9 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
         login_backoff=FailureBackoff(),
         openapi_bytes=OPENAPI_PATH.read_bytes(), docs_html=docs.render_reference(spec).encode("utf-8"),
         clock=clock)
-    limiter = lambda rate: RateLimiter(*rate) if rate else None  # noqa: E731
     return Dispatcher(build_router(settings), app, authenticate=auth.authenticate,
-                      max_body=settings.max_json_bytes, general_limit=limiter(settings.rate_limit),
-                      credentials_limit=limiter(settings.auth_rate_limit),
+                      max_body=settings.max_json_bytes, general_limit=rate_limiter(settings.rate_limit),
+                      credentials_limit=rate_limiter(settings.auth_rate_limit),
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay)
 
 
