@@ -61,6 +61,7 @@ class Settings:
     max_connections: int = 200
     shutdown_grace: float = 10.0
     refusal_delay: float = 1.0
+    min_body_rate: int = 16 * 1024
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -113,6 +114,7 @@ ENVIRONMENT = {
     "MEDITRACK_MAX_CONNECTIONS": ("max_connections", lambda name, text: _integer(name, text, 1, 100_000)),
     "MEDITRACK_SHUTDOWN_GRACE": ("shutdown_grace", lambda name, text: _integer(name, text, 0, 3600)),
     "MEDITRACK_REFUSAL_DELAY": ("refusal_delay", lambda name, text: _integer(name, text, 0, 60)),
+    "MEDITRACK_MIN_BODY_RATE": ("min_body_rate", lambda name, text: _integer(name, text, 1, 2**30)),
 }
 
 
@@ -215,7 +217,7 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
 def make_server(settings: Settings, store: Store) -> MediTrackServer:
     return MediTrackServer((settings.host, settings.port), build_dispatcher(settings, store),
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
-                           max_connections=settings.max_connections)
+                           min_body_rate=settings.min_body_rate, max_connections=settings.max_connections)
 
 
 def main(argv: list[str] | None = None) -> int:

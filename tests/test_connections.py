@@ -206,3 +206,24 @@ def test_wait_until_empty_is_false_after_its_timeout_when_a_connection_stays(reg
     assert registry.wait_until_empty(timeout=0.2) is False
     assert 0.15 <= time.monotonic() - started < 2.0
     assert registry.all() == [second]
+
+
+def test_a_body_gets_header_timeout_plus_its_size_at_the_minimum_rate(clock):
+    registry = ConnectionRegistry(header_timeout=10.0, min_body_rate=1000, clock=clock)
+    uploader, = admitted(registry, 1)
+    registry.working(uploader)
+    registry.reading_body(uploader, 5000)     # 10 s of grace + 5000 bytes at 1000 bytes/s
+    clock.advance(14.999)
+    assert registry.stalled() == []
+    clock.advance(0.002)
+    assert registry.stalled() == [uploader]
+
+
+def test_a_finished_request_clears_its_body_deadline(clock):
+    registry = ConnectionRegistry(header_timeout=10.0, min_body_rate=1000, clock=clock)
+    uploader, = admitted(registry, 1)
+    registry.working(uploader)
+    registry.reading_body(uploader, 10)
+    registry.working(uploader, False)          # the response went out
+    clock.advance(60)
+    assert registry.stalled() == []

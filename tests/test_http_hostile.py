@@ -205,6 +205,37 @@ def test_a_slowloris_head_is_cut_off_after_header_timeout_while_others_are_serve
     assert_still_serving(server)
 
 
+def test_a_slow_post_body_is_cut_off_when_it_falls_behind_the_minimum_rate(start_server):
+    # 1 s of grace plus 2000 bytes at 1000 bytes/s: the body must be in within 3 s.
+    server = start_server(header_timeout=1, min_body_rate=1000)
+    client = ApiClient(server.url).register_and_login()
+    head = http_request("POST", "/patients", headers={
+        "Authorization": client.session.headers["Authorization"], "Content-Type": "application/json",
+        "Content-Length": "2000"})
+    sock = socket.create_connection((server.host, server.port), timeout=5.0)
+    try:
+        sock.sendall(head + b'{"firstName": "')
+        started, sent, hung_up = time.monotonic(), 0, False
+        for _ in range(40):   # at most 40 bytes, ~8 s
+            # Real-time pacing, on purpose: a slow POST drips its body.
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            if readable:
+                hung_up = disconnected(sock)
+                break
+            try:
+                sock.sendall(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                hung_up = True
+                break
+            sent += 1
+        elapsed = time.monotonic() - started
+        assert hung_up, f"the server still listened after {sent} body bytes and {elapsed:.1f} s"
+        assert elapsed < 5.0   # the 3 s deadline, plus a housekeeping pass
+    finally:
+        sock.close()
+    assert_still_serving(server)
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_header_timeout(start_server):
     server = start_server(header_timeout=1)
     with RawConnection(server, timeout=4.0) as connection:

@@ -66,6 +66,7 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_MAX_CONNECTIONS", "64", "max_connections", 64),
     ("MEDITRACK_SHUTDOWN_GRACE", "3", "shutdown_grace", 3),
     ("MEDITRACK_REFUSAL_DELAY", "2", "refusal_delay", 2),
+    ("MEDITRACK_MIN_BODY_RATE", "4096", "min_body_rate", 4096),
 ]
 
 
@@ -110,6 +111,7 @@ def test_jwt_secret_length_is_counted_in_utf8_bytes():
     ("MEDITRACK_MAX_CONNECTIONS", 1, 100_000),
     ("MEDITRACK_SHUTDOWN_GRACE", 0, 3600),
     ("MEDITRACK_REFUSAL_DELAY", 0, 60),
+    ("MEDITRACK_MIN_BODY_RATE", 1, 2**30),
 ])
 def test_integer_settings_accept_both_ends_of_their_range(variable, lowest, highest):
     field = meditrack.ENVIRONMENT[variable][0]

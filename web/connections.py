@@ -2,14 +2,17 @@
 clients that take a thread and never give it back.
 
 A thread-per-connection server is exposed to three things: too many connections (one
-thread each, without bound), slow clients that send a request's head a byte at a time
-to hold their thread for ever ("slowloris"), and a shutdown that must not cut off the
-requests being served. `ConnectionRegistry` keeps the facts each defence needs:
+thread each, without bound), slow clients that send a request a byte at a time to hold
+their thread for ever ("slowloris" for the head, "slow POST" for the body), and a
+shutdown that must not cut off the requests being served. `ConnectionRegistry` keeps
+the facts each defence needs:
 
     admit / release       at most `max_connections` at once; the excess is refused
     waiting / working     when a connection began waiting for a request's head, and
                           whether a request is being served on it now
-    stalled()             connections whose head has taken longer than `header_timeout`
+    reading_body          a body of n bytes has begun: it must be in within
+                          header_timeout + n / min_body_rate seconds
+    stalled()             connections past either deadline
     idle()                connections waiting for a request: safe to close at shutdown
 
 It only keeps state; the server decides what to do with a socket. The clock is a
@@ -25,12 +28,15 @@ from dataclasses import dataclass
 class ConnectionState:
     waiting_since: float | None = None   # when the connection began waiting for a request's head
     working: bool = False                # a request is being handled on it
+    body_deadline: float | None = None   # when the body being read must have arrived
 
 
 class ConnectionRegistry:
-    def __init__(self, *, max_connections: int = 200, header_timeout: float = 10.0, clock=time.monotonic):
+    def __init__(self, *, max_connections: int = 200, header_timeout: float = 10.0,
+                 min_body_rate: float = 16 * 1024, clock=time.monotonic):
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.min_body_rate = min_body_rate  # bytes a second, on average over the whole body
         self._clock = clock
         self._states: dict[object, ConnectionState] = {}
         # NOTE: one lock for the table: the accept loop admits, every connection's
@@ -68,14 +74,23 @@ class ConnectionRegistry:
         """The request's head has arrived (busy=True), or its response is sent (False)."""
         state = self._states.get(connection)
         if state is not None:
-            state.waiting_since, state.working = None, busy
+            state.waiting_since, state.working, state.body_deadline = None, busy, None
+
+    def reading_body(self, connection, length: int) -> None:
+        """A body of `length` bytes has begun to be read."""
+        state = self._states.get(connection)
+        if state is not None:
+            state.body_deadline = self._clock() + self.header_timeout + length / self.min_body_rate
 
     def stalled(self) -> list:
-        """Connections that have waited longer than `header_timeout` for a request's head."""
-        deadline = self._clock() - self.header_timeout
+        """Connections that have waited longer than `header_timeout` for a request's head,
+        or whose body is arriving slower than `min_body_rate` allows."""
+        now = self._clock()
+        head_deadline = now - self.header_timeout
         with self._changed:
             return [connection for connection, state in self._states.items()
-                    if state.waiting_since is not None and state.waiting_since < deadline]
+                    if (state.waiting_since is not None and state.waiting_since < head_deadline)
+                    or (state.body_deadline is not None and state.body_deadline < now)]
 
     def idle(self) -> list:
         """Connections with no request in progress."""

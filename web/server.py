@@ -15,6 +15,7 @@ import re
 import socket
 import time
 from email.utils import formatdate
+from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -98,10 +99,11 @@ class BodyReader:
     without the client sending its body at all (RFC 9110 §10.1.1).
     """
 
-    def __init__(self, rfile, length: int, send_continue=None):
+    def __init__(self, rfile, length: int, send_continue=None, on_start=None):
         self._rfile = rfile
         self.remaining = length
         self._send_continue = send_continue
+        self._on_start = on_start  # told once, when the body begins to be read
         self.failed = False
 
     @property
@@ -111,6 +113,9 @@ class BodyReader:
     def read(self, size: int = -1) -> bytes:
         if self.remaining <= 0:
             return b""
+        if self._on_start is not None:
+            self._on_start(self.remaining)
+            self._on_start = None
         if self._send_continue is not None:
             self._send_continue()
             self._send_continue = None
@@ -194,8 +199,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                              max_num_fields=MAX_QUERY_FIELDS)
         except ValueError:
             raise BadRequest("the query string is malformed") from None
+        # The body has its own deadline: a slow POST must not hold the thread either.
+        on_start = partial(self.server.connections.reading_body, self.connection)
         return Request(method=method, path=parts.path, query=query, headers=headers,
-                       body=BodyReader(self.rfile, length, send_continue), content_length=length,
+                       body=BodyReader(self.rfile, length, send_continue, on_start), content_length=length,
                        client=self.client_address[0])
 
     @staticmethod
@@ -315,11 +322,12 @@ class MediTrackServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0,
-                 max_connections: int = 200, header_timeout: float = 10.0, clock=time.monotonic):
+                 max_connections: int = 200, header_timeout: float = 10.0, min_body_rate: float = 16 * 1024,
+                 clock=time.monotonic):
         self.dispatch = dispatch
         self.socket_timeout = socket_timeout
         self.connections = ConnectionRegistry(max_connections=max_connections, header_timeout=header_timeout,
-                                              clock=clock)
+                                              min_body_rate=min_body_rate, clock=clock)
         self.stopping = False
         super().__init__(address, RequestHandler)
 
@@ -349,7 +357,7 @@ class MediTrackServer(ThreadingHTTPServer):
 
     def service_actions(self):
         """Called by serve_forever() between accepts (about twice a second): end the
-        connections whose request head is overdue, the slowloris defence."""
+        connections whose request head or body is overdue (slowloris, slow POST)."""
         super().service_actions()
         for connection in self.connections.stalled():
             hang_up(connection)
