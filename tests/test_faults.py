@@ -23,25 +23,24 @@ thread with a timeout, and the kill comes after a count of acknowledged writes.
 import hashlib
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from tests.conftest import PATIENT, TEST_SECRET, ApiClient, drop_mongodb_database, fresh_mongodb_uri
+from tests.processes import launch_meditrack
 from tests.test_http_protocol import RawConnection, http_request
 from tests.test_http_reports import MULTIPART, file_part, multipart
 
-ROOT = Path(__file__).resolve().parent.parent
 KiB, MiB = 1024, 1024 * 1024
 
 WRITERS = 6                  # client threads writing at once
@@ -90,19 +89,11 @@ class Deployment:
         self.processes: list[MediTrackProcess] = []
 
     def start(self, **env: str) -> MediTrackProcess:
-        environment = {**os.environ, "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(self.data_dir),
-                       "MONGODB_URI": self.mongodb_uri or "", "MEDITRACK_BCRYPT_ROUNDS": "4",
-                       "MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0",
-                       "MEDITRACK_JWT_SECRET": TEST_SECRET.decode("ascii"), **env}
-        process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=ROOT, env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        banner = process.stderr.readline()  # blocks until the server listens (or has failed)
-        match = re.search(r"http://(127\.0\.0\.1):(\d+)", banner)
-        if not match:
-            process.kill()
-            process.wait(timeout=PROCESS_EXIT)
-            pytest.fail(f"MediTrack did not start: {banner}{process.stderr.read()}")
-        started = MediTrackProcess(process, match[1], int(match[2]), [banner])
+        process, url = launch_meditrack(self.data_dir, {
+            "MONGODB_URI": self.mongodb_uri or "", "MEDITRACK_BCRYPT_ROUNDS": "4", "MEDITRACK_RATE_LIMIT": "0",
+            "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_JWT_SECRET": TEST_SECRET.decode("ascii"), **env})
+        address = urlsplit(url)
+        started = MediTrackProcess(process, address.hostname, address.port)
         threading.Thread(target=read_lines_into, args=(process.stderr, started.log), daemon=True).start()
         self.processes.append(started)
         return started

@@ -1,28 +1,16 @@
 """`python meditrack.py` as a real process: it starts, serves, and stops cleanly on a signal."""
 
-import os
-import re
 import signal
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import launch_meditrack
 
 
 def start(tmp_path, **env):
-    environment = {**os.environ, "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(tmp_path),
-                   "MEDITRACK_BCRYPT_ROUNDS": "4", **env}
-    process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=ROOT, env=environment,
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    banner = process.stderr.readline()  # blocks until the server is listening (or has failed)
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", banner)
-    assert match, banner
-    return process, f"http://127.0.0.1:{match[1]}"
+    return launch_meditrack(tmp_path, {"MEDITRACK_BCRYPT_ROUNDS": "4", **env})
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

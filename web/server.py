@@ -279,8 +279,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         should; a large one, a broken one, or one the client was told to wait for,
         is cheaper to end by closing the connection."""
         body = request.body
+        if body.remaining == 0:
+            return not body.failed
         if body.failed or body.awaiting_continue or body.remaining > DRAIN_LIMIT:
-            return body.remaining == 0 and not body.failed
+            return False
         try:
             body.read()
         except (OSError, HTTPError):

@@ -1,0 +1,36 @@
+"""`python meditrack.py` as a real process: for the process and fault tests, the soak and the bench.
+
+A process started here listens on a free port (MEDITRACK_PORT=0); the first line it
+writes to stderr names its URL, so reading that line both waits until it listens and
+says where. stderr stays a pipe: the caller reads it, or drains it so that the access
+log never fills the pipe and blocks the server.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BANNER_URL = re.compile(r"http://127\.0\.0\.1:\d+")
+
+
+def launch_meditrack(data_dir: Path, environ: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start MediTrack on `data_dir` with these settings; its process and base URL."""
+    environment = {**os.environ, **(environ or {}), "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(data_dir)}
+    process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=ROOT, env=environment,
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    banner = process.stderr.readline()  # blocks until the server listens (or has failed)
+    found = BANNER_URL.search(banner)
+    if not found:
+        process.kill()
+        process.wait(timeout=30)
+        raise RuntimeError(f"MediTrack did not start: {banner}{process.stderr.read()}")
+    return process, found[0]
+
+
+def process_figures(pid: int) -> tuple[int, int]:
+    """(threads, resident bytes) of a process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["Threads"]), int(fields["VmRSS"].split()[0]) * 1024
