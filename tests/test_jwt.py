@@ -373,3 +373,38 @@ def test_bad_json_header_is_rejected(segment):
 def test_bad_json_payload_is_rejected(segment):
     with pytest.raises(MalformedToken):
         verify(_forge(HS256_HEADER, segment), KEY, now=NOW)
+
+
+# --- audience and claim types (RFC 7519 §4.1, RFC 7515 §4.1.4) ---------------------------
+
+@pytest.mark.parametrize("audience", ["meditrack", ["meditrack"], "", [], None],
+                         ids=["our-name", "list-with-our-name", "empty", "empty-list", "null"])
+def test_rfc7519_4_1_3_a_token_naming_any_audience_is_rejected(audience):
+    # We issue no `aud` and identify with none, so a token carrying one was meant for
+    # another recipient, whatever it names.
+    with pytest.raises(InvalidClaim, match="aud"):
+        verify(_forge(HS256_HEADER, _claims(aud=audience)), KEY, now=NOW)
+
+
+@pytest.mark.parametrize("claim", ["sub", "jti"])
+@pytest.mark.parametrize("value", [42, 1.5, True, None, ["u1"], {"id": "u1"}],
+                         ids=["int", "float", "bool", "null", "list", "object"])
+def test_rfc7519_sub_and_jti_must_be_strings(claim, value):
+    with pytest.raises(InvalidClaim, match=claim):
+        verify(_forge(HS256_HEADER, _claims(**{claim: value})), KEY, now=NOW)
+
+
+def test_string_sub_and_jti_are_accepted():
+    claims = verify(_forge(HS256_HEADER, _claims(jti="a1b2")), KEY, now=NOW)
+    assert claims["sub"] == "u1" and claims["jti"] == "a1b2"
+
+
+@pytest.mark.parametrize("kid", [b"1", b"null", b'["k1"]', b'{"k":1}', b"true"])
+def test_rfc7515_4_1_4_kid_must_be_a_string(kid):
+    header = b'{"alg":"HS256","typ":"JWT","kid":' + kid + b"}"
+    with pytest.raises(MalformedToken, match="kid"):
+        verify(_forge(header, _claims()), KEY, now=NOW)
+
+
+def test_a_string_kid_is_accepted():
+    assert verify(_forge(b'{"alg":"HS256","typ":"JWT","kid":"k1"}', _claims()), KEY, now=NOW)["sub"] == "u1"

@@ -12,8 +12,9 @@ segments and the dot between them, the "JWS Signing Input".
 precise `TokenError` subclass at the first failure:
 
     shape (three strict base64url segments)  ->  header is a JSON object
-    ->  alg is HS256, no `crit`  ->  signature  ->  payload is a JSON object
-    ->  required claims  ->  exp, nbf, iat  ->  iss
+    ->  alg is HS256, no `crit`, `kid` a string  ->  signature
+    ->  payload is a JSON object  ->  required claims  ->  sub and jti are strings
+    ->  exp, nbf, iat  ->  iss  ->  no aud
 
 NOTE: the payload is parsed only after the signature has been checked, so nothing an
 attacker writes there is even read until the key holder is known to have signed it.
@@ -58,7 +59,8 @@ class MissingClaim(TokenError):
 
 
 class InvalidClaim(TokenError):
-    """A claim is present but wrong: not a number, not yet valid, or the wrong issuer."""
+    """A claim is present but wrong: the wrong type, not yet valid, the wrong issuer,
+    or an audience we are not."""
 
 
 _ALGORITHM = "HS256"
@@ -92,13 +94,16 @@ def verify(token: str, key: bytes, *, now: float, issuer: str | None = None,
     header = _parse_json_object(header_bytes, "header")
     _check_algorithm(header)
     _check_no_critical_extensions(header)
+    _check_key_id(header)
     _check_signature(key, signing_input, signature)
     claims = _parse_json_object(payload_bytes, "payload")
     _check_required_claims(claims, require)
+    _check_string_claims(claims)
     _check_expiry(claims, now, leeway)
     _check_not_before(claims, now, leeway)
     _check_issued_at(claims, now, leeway)
     _check_issuer(claims, issuer)
+    _check_no_audience(claims)
     return claims
 
 
@@ -203,6 +208,13 @@ def _check_no_critical_extensions(header: dict) -> None:
         raise UnsupportedAlgorithm("header lists critical extensions (crit), none are supported")
 
 
+def _check_key_id(header: dict) -> None:
+    # RFC 7515 §4.1.4: "kid" is a case-sensitive string. We keep one key and never
+    # look it up by kid, but a kid of another type is a malformed header (PyJWT agrees).
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise MalformedToken("header parameter 'kid' must be a string")
+
+
 def _check_signature(key: bytes, signing_input: str, signature: bytes) -> None:
     # RFC 7518 §3.2: the comparison MUST be constant-time.
     # NOTE: `==` stops at the first differing byte, so its timing would tell an
@@ -214,11 +226,19 @@ def _check_signature(key: bytes, signing_input: str, signature: bytes) -> None:
 # --- claims (RFC 7519 §4.1) --------------------------------------------------------------
 
 def _check_required_claims(claims: dict, require: tuple[str, ...]) -> None:
-    # NOTE: exp is required whatever the caller passes (DESIGN.md): a token without
-    # one, once stolen, would stay valid forever.
+    # NOTE: exp is required whatever the caller passes: a token without one, once
+    # stolen, would stay valid forever.
     for name in dict.fromkeys(("exp", *require)):
         if name not in claims:
             raise MissingClaim(f"claim {name!r} is required")
+
+
+def _check_string_claims(claims: dict) -> None:
+    # RFC 7519 §4.1.2: "sub" is a StringOrURI; §4.1.7: "jti" is a case-sensitive
+    # string. A number or an object there is not a token we issued.
+    for name in ("sub", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidClaim(f"claim {name!r} must be a string")
 
 
 def _numeric_date(claims: dict, name: str) -> float:
@@ -257,3 +277,12 @@ def _check_issuer(claims: dict, issuer: str | None) -> None:
         raise MissingClaim("claim 'iss' is required")
     if claims["iss"] != issuer:
         raise InvalidClaim("token has the wrong issuer (iss)")
+
+
+def _check_no_audience(claims: dict) -> None:
+    # RFC 7519 §4.1.3: if the principal processing the claim does not identify itself
+    # with a value in "aud", the token MUST be rejected. We issue no audience and claim
+    # none, so a token that names any audience, even an empty one, was meant for
+    # someone else.
+    if "aud" in claims:
+        raise InvalidClaim("token names an audience (aud); tokens for this server carry none")
