@@ -115,7 +115,20 @@ class SQLiteStore(Store):
         try:
             yield db
         except sqlite3.IntegrityError as exc:
-            raise Conflict("a record with this key already exists") from exc
+            # Which constraint failed is told by SQLite's extended result code, not by
+            # its message text, which is meant for people and may change.
+            if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+                raise Conflict("a record with this key already exists") from exc
+            if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
+                # The parent row (a report's patient, a patient's owner) is gone, e.g.
+                # deleted while an upload ran; MongoDB's store answers that case alike.
+                raise NotFound("the patient or user this record belongs to does not exist") from exc
+            # NOTE: any other constraint (NOT NULL, CHECK) fails only on a bug, in this
+            # module's SQL or in a caller passing None where the contract wants a value.
+            # Unavailable would tell the client to retry and Conflict to change its
+            # request; neither would help. Re-raised, it becomes a 500 whose logged
+            # traceback names the constraint (SQLite's message names columns, not values).
+            raise
         except sqlite3.Error as exc:
             raise Unavailable("the database cannot complete the request") from exc
         finally:
@@ -225,9 +238,9 @@ class SQLiteStore(Store):
         return self.reports_dir / report_id
 
     def _insert_report(self, patient_id: str, report: dict) -> None:
-        with self._transaction() as db:
-            if db.execute("SELECT 1 FROM patients WHERE id = ?", (patient_id,)).fetchone() is None:
-                raise NotFound("no patient with this id")  # deleted while the upload ran
+        # A patient deleted while the upload ran fails the foreign key: NotFound (see
+        # _connection). One statement, so SQLite makes it atomic without a BEGIN.
+        with self._connection() as db:
             db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (patient_id, *(report[name] for name in REPORT_FIELDS)))
 

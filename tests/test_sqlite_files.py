@@ -1,8 +1,13 @@
-"""The SQLite store's report files on disk: named by id, swept at start-up, never orphaned."""
+"""The SQLite store alone: its report files on disk (named by id, swept at start-up, never
+orphaned), and which store error each failed SQL constraint becomes."""
+
+import sqlite3
 
 import pytest
 
-from storage.errors import NotFound
+from storage import sqlite as sqlite_store
+from storage.errors import Conflict, NotFound
+from storage.ids import new_id
 from storage.sqlite import SQLiteStore
 from tests.test_store_contract import PATIENT, write_report
 
@@ -58,3 +63,30 @@ def test_deleting_a_patient_removes_its_files_after_the_commit(tmp_path):
     kept = write_report(store, other["id"])
     store.delete_patient(patient["id"])
     assert files_in(store.reports_dir) == {kept["id"]}
+
+
+# --- constraint failures: told apart by SQLite's extended result code ---
+
+
+def test_a_missing_parent_row_is_not_found_not_a_duplicate_key(tmp_path):
+    # patients.owner_id references users: no such user fails the foreign key, which
+    # says the parent is gone (NotFound), not that the new row's key is taken (Conflict).
+    store, owner_id = SQLiteStore(tmp_path), new_id()
+    with pytest.raises(NotFound):
+        store.create_patient(owner_id, PATIENT)
+    assert store.list_patients(owner_id, limit=10) == []
+
+
+def test_a_taken_primary_key_is_a_conflict(tmp_path, monkeypatch):
+    store = SQLiteStore(tmp_path)
+    monkeypatch.setattr(sqlite_store, "new_id", lambda clock: "0123456789abcdef01234567")
+    store.create_user("ada", b"h")
+    with pytest.raises(Conflict):
+        store.create_user("grace", b"h")
+
+
+def test_a_not_null_violation_is_a_bug_not_a_store_error(tmp_path):
+    store = SQLiteStore(tmp_path)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.create_user("ada", None)
+    assert store.find_user("ada") is None

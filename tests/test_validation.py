@@ -448,15 +448,93 @@ def test_unknown_schema_name_is_a_schema_error():
         SchemaValidator(DOCUMENT).validate({}, "Missing")
 
 
-def test_refs_are_resolved_only_when_used():
-    document = {"components": {"schemas": {
-        "Good": {"type": "string"},
-        "Broken": {"$ref": "#/components/schemas/Nowhere"},
-    }}}
-    validator = SchemaValidator(document)
-    validator.validate("ok", "Good")
+def test_follow_pointer_resolves_any_local_object_not_only_schemas():
+    request_body = DOCUMENT["paths"]["/patients"]["post"]["requestBody"]
+    assert validation.follow_pointer(DOCUMENT, "#/paths/~1patients/post/requestBody") is request_body
+    assert validation.follow_pointer(DOCUMENT, "#/components/schemas/with%20space") == {"type": "null"}
     with pytest.raises(SchemaError):
-        validator.validate("ok", "Broken")
+        validation.follow_pointer(DOCUMENT, "#/paths/~1patients/get")
+
+
+# --- the document is checked once, when the validator is built ---
+
+def with_schemas(schemas: dict, paths: dict | None = None) -> dict:
+    return {"paths": paths or {}, "components": {"schemas": {"Good": {"type": "string"}, **schemas}}}
+
+
+@pytest.mark.parametrize("schemas", [
+    {"Broken": {"type": "string", "maxLenght": 5}},
+    {"Broken": {"properties": {"a": {"type": ["string", "null"], "nullable": True}}}},
+    {"Broken": {"items": {"items": {"uniqueItems": True}}}},
+    {"Broken": {"additionalProperties": {"type": "integer", "exclusiveMinimum": 0}}},
+    {"Broken": {"properties": {"a": "string"}}},  # a sub-schema that is not an object
+])
+def test_an_unknown_keyword_in_the_document_stops_construction(schemas):
+    with pytest.raises(SchemaError):
+        SchemaValidator(with_schemas(schemas))
+
+
+@pytest.mark.parametrize("broken", [
+    {"type": "float"},
+    {"type": "string", "format": "datetime"},
+    {"type": "string", "pattern": "([a-z]"},
+])
+def test_an_unknown_type_or_format_or_a_bad_pattern_in_the_document_stops_construction(broken):
+    with pytest.raises(SchemaError):
+        SchemaValidator(with_schemas({"Broken": {"properties": {"field": broken}}}))
+
+
+@pytest.mark.parametrize("ref", [
+    "#/components/schemas/Nowhere",
+    "#/components/schemas/Good/properties",
+    "https://example.com/schemas/Good",
+])
+def test_an_unresolvable_ref_in_the_document_stops_construction(ref):
+    with pytest.raises(SchemaError):
+        SchemaValidator(with_schemas({"Broken": {"items": {"$ref": ref}}}))
+
+
+def test_a_bad_schema_behind_a_ref_outside_components_stops_construction():
+    paths = {"/tags": {"post": {"requestBody": {"content": {"application/json": {
+        "schema": {"type": "string", "format": "tag"},
+    }}}}}}
+    ref = "#/paths/~1tags/post/requestBody/content/application~1json/schema"
+    with pytest.raises(SchemaError):
+        SchemaValidator(with_schemas({"Tagged": {"$ref": ref}}, paths))
+
+
+def test_a_recursive_schema_is_checked_without_looping_and_validates_every_level():
+    document = with_schemas({"Node": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "children": {"items": {"$ref": "#/components/schemas/Node"}}},
+    }})
+    validator = SchemaValidator(document)
+    instance = {"children": [{"name": "a"}, {"children": [{"name": 1}]}]}
+    assert list(validator.iter_errors(instance, "Node")) == [("children[1].children[0].name", "must be a string")]
+
+
+def test_validating_by_name_does_not_check_the_schema_again(monkeypatch):
+    validator = SchemaValidator(DOCUMENT)
+
+    def check_during_a_request(schema):
+        raise AssertionError("a named schema was checked again while validating")
+
+    monkeypatch.setattr(validation, "_check_keywords", check_during_a_request)
+    validator.validate({**VALID_PATIENT, "address": {"city": "Paris"}}, "Patient")
+    with pytest.raises(ValidationError):
+        validator.validate({**VALID_PATIENT, "allergies": [""]}, "Patient")
+
+
+def test_an_ad_hoc_schema_is_checked_on_every_call_down_to_its_ref_targets():
+    # Only components are walked at construction, so this path's bad schema passes it.
+    paths = {"/tags": {"post": {"requestBody": {"content": {"application/json": {
+        "schema": {"type": "string", "format": "tag"},
+    }}}}}}
+    validator = SchemaValidator(with_schemas({}, paths))
+    ad_hoc = {"$ref": "#/paths/~1tags/post/requestBody/content/application~1json/schema"}
+    for _ in range(2):  # the first failure must not leave the target trusted
+        with pytest.raises(SchemaError):
+            list(validator.iter_errors("x", ad_hoc))
 
 
 # --- schema keywords ---

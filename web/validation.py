@@ -1,8 +1,10 @@
 """Check JSON request bodies against the JSON Schema subset that OpenAPI 3.1 uses.
 
 Follows JSON Schema 2020-12 (Core and Validation), limited to the keywords the API's
-contract needs. Any other keyword is a `SchemaError`, so a typo in openapi.json fails
-the tests instead of silently allowing everything.
+contract needs. Any other keyword is a `SchemaError`, and so is an unknown format, a
+pattern that does not compile or a $ref that points nowhere. `SchemaValidator` checks
+every schema of its document once, when it is built: a typo in openapi.json stops the
+server at start-up, instead of silently allowing everything or failing a request.
 
 A schema is a dict of keywords. Each keyword is checked by one small function, found
 in the `_KEYWORDS` table, that yields `(field, message)` for every way the instance
@@ -12,6 +14,9 @@ all of them are reported, so a client can fix a whole form in one round trip.
 
 Fields are paths: "body" is the whole document, property names are joined with "."
 and array indices written "[i]", e.g. "address.city" or "allergies[2]".
+
+`follow_pointer` resolves a local $ref (RFC 6901); it is public so that every reader
+of the document follows references the same way.
 
 NOTE: no message ever repeats the submitted value. Request bodies hold patient data,
 and error responses end up in logs, browser consoles and bug reports.
@@ -41,30 +46,70 @@ class SchemaError(Exception):
 
 
 class SchemaValidator:
-    """Validates instances against the schemas of one OpenAPI document."""
+    """Validates instances against the schemas of one OpenAPI document.
+
+    Building one checks every schema in components/schemas and every schema reachable
+    from them, through nested keywords and $refs; a bad document raises `SchemaError`
+    here, so validating a request only ever meets schemas already known to be sound.
+    """
 
     def __init__(self, document: dict):
         self._document = document
-        # NOTE: one validator serves every request thread, without a lock: two threads
-        # resolving the same $ref at once store the same schema object, and a dict
-        # assignment is atomic, so the race is harmless.
+        self._schemas = document.get("components", {}).get("schemas", {})
+        if not isinstance(self._schemas, dict):
+            raise SchemaError("components/schemas must be an object")
+        # Every $ref's target, stored by _check and only read while validating.
+        # NOTE: one validator serves every request thread, without a lock. The document's
+        # $refs are all stored below, before any request; checking an ad-hoc schema (see
+        # iter_errors) may store more, and two threads storing the same $ref store the
+        # same object: a dict assignment is atomic, so the race is harmless.
         self._resolved_refs: dict[str, dict] = {}
+        checked_refs: set[str] = set()
+        for schema in self._schemas.values():
+            self._check(schema, checked_refs)
 
     def validate(self, instance, schema: dict | str) -> None:
         """Raise `ValidationError` with every error; `schema` may name a components/schemas entry."""
-        if isinstance(schema, str):
-            # OpenAPI 3.1 §4.8.7.1: component names match ^[a-zA-Z0-9.\-_]+$, so a
-            # name needs no escaping to become a JSON Pointer.
-            schema = self._resolve(f"#/components/schemas/{schema}")
         errors = list(self.iter_errors(instance, schema))
         if errors:
             raise ValidationError(errors)
 
-    def iter_errors(self, instance, schema: dict) -> Iterator[tuple[str, str]]:
+    def iter_errors(self, instance, schema: dict | str) -> Iterator[tuple[str, str]]:
+        """Every `(field, message)` the instance breaks, in the order of the schema's keywords.
+
+        A name is looked up in components/schemas, checked when the validator was built,
+        so a request pays for validation only. A schema given as a dict is checked on
+        every call: handlers always pass a name, so only tests pay for that.
+        """
+        if isinstance(schema, str):
+            schema = self._named_schema(schema)
+        else:
+            self._check(schema, set())
         yield from self._errors_at(instance, schema, ROOT)
 
-    def _errors_at(self, instance, schema: dict, path: str) -> Iterator[tuple[str, str]]:
+    def _named_schema(self, name: str) -> dict:
+        if name not in self._schemas:
+            raise SchemaError(f"no schema named {name!r} in components/schemas")
+        return self._schemas[name]
+
+    def _check(self, schema, checked_refs: set[str]) -> None:
+        """Refuse `schema` if it, a schema inside it or one behind its $refs is one this
+        validator would misread or silently ignore part of."""
         _check_keywords(schema)
+        for subschema in _subschemas(schema):
+            self._check(subschema, checked_refs)
+        if "$ref" in schema:
+            ref = schema["$ref"]
+            self._resolved_refs[ref] = target = follow_pointer(self._document, ref)
+            # Each target is walked once: a recursive schema (a tree whose children
+            # $ref the tree) must not send the walk round for ever.
+            if ref not in checked_refs:
+                checked_refs.add(ref)
+                self._check(target, checked_refs)
+
+    def _errors_at(self, instance, schema: dict, path: str) -> Iterator[tuple[str, str]]:
+        # `schema` has passed _check: every keyword, type, format, pattern and $ref in
+        # it is usable, so nothing below needs to doubt it.
         # `type` goes first, and alone when it fails: after "must be a string",
         # "must be at least 1 character long" would only be noise.
         if "type" in schema:
@@ -76,13 +121,6 @@ class SchemaValidator:
             check = _KEYWORDS.get(keyword)
             if check is not None:
                 yield from check(self, value, instance, schema, path)
-
-    def _resolve(self, ref) -> dict:
-        if not isinstance(ref, str) or not ref.startswith("#/"):
-            raise SchemaError(f"only local $refs (#/...) are supported, got {ref!r}")
-        if ref not in self._resolved_refs:
-            self._resolved_refs[ref] = _follow_pointer(self._document, ref)
-        return self._resolved_refs[ref]
 
 
 # --- types: JSON Schema 2020-12 validation §6.1.1 ---
@@ -111,10 +149,8 @@ _TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
 
 
 def _type_names(type_value) -> list[str]:
-    names = type_value if isinstance(type_value, list) else [type_value]
-    if not names or not all(isinstance(name, str) and name in _TYPES for name in names):
-        raise SchemaError(f"unknown type {type_value!r}")
-    return names
+    # Validation §6.1.1: the value of "type" is one name or an array of them.
+    return type_value if isinstance(type_value, list) else [type_value]
 
 
 def _type_message(type_names: list[str]) -> str:
@@ -132,7 +168,7 @@ def _type_message(type_names: list[str]) -> str:
 def _ref(validator, ref, instance, schema, path):
     # JSON Schema 2020-12 core §8.2.3.1: $ref is an applicator like any other, so its
     # sibling keywords apply too (draft-07 and OpenAPI 3.0 ignored them).
-    yield from validator._errors_at(instance, validator._resolve(ref), path)
+    yield from validator._errors_at(instance, validator._resolved_refs[ref], path)
 
 
 def _required(validator, names, instance, schema, path):
@@ -236,8 +272,29 @@ def _check_keywords(schema) -> None:
     unknown = schema.keys() - _KEYWORDS.keys() - _ANNOTATIONS - {"type"}
     if unknown:
         raise SchemaError(f"unsupported schema keyword(s): {', '.join(sorted(unknown))}")
+    if "type" in schema:
+        names = _type_names(schema["type"])
+        if not names or not all(isinstance(name, str) and name in _TYPES for name in names):
+            raise SchemaError(f"unknown type {schema['type']!r}")
     if "format" in schema and schema["format"] not in _FORMATS:
         raise SchemaError(f"unknown format {schema['format']!r}")
+    if "pattern" in schema:
+        _compile_pattern(schema["pattern"])  # SchemaError if it does not compile
+    if not isinstance(schema.get("properties", {}), dict):
+        raise SchemaError("properties must be an object of schemas")
+
+
+def _subschemas(schema: dict) -> Iterator:
+    """The schemas written inside a schema node: what properties, items and
+    additionalProperties hold ($ref points elsewhere, and is followed apart)."""
+    yield from schema.get("properties", {}).values()
+    if "items" in schema:
+        yield schema["items"]
+    # additionalProperties is true, false or a schema, as _additional_properties reads
+    # it; isinstance, not `in (True, False)`, which 1 and 0 would pass.
+    additional = schema.get("additionalProperties", True)
+    if not isinstance(additional, bool):
+        yield additional
 
 
 def _json_equal(left, right) -> bool:
@@ -331,24 +388,34 @@ def _end_anchors_to_python(pattern: str) -> str:
     return "".join(rewritten)
 
 
-# --- paths and messages ---
+# --- $ref: JSON Pointer, RFC 6901 ---
 
 
-def _follow_pointer(document: dict, ref: str) -> dict:
-    """The schema a local $ref such as "#/components/schemas/Patient" points to."""
+def follow_pointer(document: dict, ref: str) -> dict:
+    """The object a local $ref such as "#/components/schemas/Patient" points to.
+
+    `ref` is a URI fragment holding a JSON Pointer. Raises `SchemaError` unless it is
+    local ("#/..."), every step names a member, and the last one names an object.
+    """
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        raise SchemaError(f"only local $refs (#/...) are supported, got {ref!r}")
     # RFC 6901 §6: in a URI fragment the pointer is percent-encoded.
     pointer = urllib.parse.unquote(ref[1:])
     target = document
     for token in pointer.split("/")[1:]:
         # RFC 6901 §4: "~1" before "~0", so that "~01" becomes "~1" and not "/".
         token = token.replace("~1", "/").replace("~0", "~")
-        # No supported keyword keeps schemas in an array, so only objects are walked.
+        # What a $ref names in OpenAPI (schemas, parameters, responses) sits in objects,
+        # so only objects are walked; an array index names nothing here.
         if not isinstance(target, dict) or token not in target:
             raise SchemaError(f"cannot resolve $ref {ref!r}")
         target = target[token]
     if not isinstance(target, dict):
-        raise SchemaError(f"$ref {ref!r} does not point to a schema")
+        raise SchemaError(f"$ref {ref!r} does not point to an object")
     return target
+
+
+# --- paths and messages ---
 
 
 def _child_path(path: str, name: str) -> str:
