@@ -3,21 +3,28 @@
 Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
 (`web/jwt.py`) that the client sends back as `Authorization: Bearer <token>`
 (RFC 6750 §2.1).
+
+`Accounts` holds what these handlers depend on; each handler takes it as its first
+argument (bound when the route table is built), so its dependencies are in plain sight.
 """
 
 import os
 import threading
+import time
 import unicodedata
 
 import bcrypt
 
 from handlers.inputs import read_json
+from storage.base import Store
 from storage.ids import is_object_id
 from web import jwt
-from web.messages import json_response
+from web.backoff import FailureBackoff
+from web.http11 import Headers
+from web.messages import Request, Response, json_response
 from web.problems import TooManyRequests, Unauthorized
 from web.ratelimit import retry_after_header
-from web.validation import ValidationError
+from web.validation import SchemaValidator, ValidationError
 
 ISSUER = "meditrack"
 BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password and ignores the rest
@@ -25,74 +32,12 @@ BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password and ignores
 
 # NOTE: bcrypt releases the GIL, so N hashes at once keep N cores busy for a quarter of
 # a second each. Letting at most half the cores hash at any moment keeps the other half
-# for everyone else during a login storm; logins queue here instead.
+# for everyone else during a login storm; logins queue for a slot instead.
 HASHING_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
-HASHING_SLOTS = threading.BoundedSemaphore(HASHING_CONCURRENCY)
-
-
-def hash_password(password: bytes, rounds: int) -> bytes:
-    with HASHING_SLOTS:
-        return bcrypt.hashpw(password, bcrypt.gensalt(rounds=rounds))
-
-
-def password_matches(password: bytes, password_hash: bytes) -> bool:
-    with HASHING_SLOTS:
-        return bcrypt.checkpw(password, password_hash)
 
 
 def public_user(user: dict) -> dict:
     return {"id": user["id"], "username": user["username"], "createdAt": user["createdAt"]}
-
-
-def read_credentials(request) -> tuple[str, bytes]:
-    body = read_json(request)
-    if isinstance(body, dict) and isinstance(body.get("username"), str):
-        # NFKC folds look-alikes ("ａｌｉｃｅ" in full-width letters is "alice") before the
-        # pattern and the uniqueness check see the name, so no one can register a
-        # second "alice" that reads the same on screen.
-        body["username"] = unicodedata.normalize("NFKC", body["username"])
-    request.app.validator.validate(body, "Credentials")
-    password = body["password"].encode("utf-8")
-    if len(password) > BCRYPT_MAX_BYTES:
-        # Refused rather than cut: two passwords that differ only after byte 72 would
-        # otherwise be the same password.
-        raise ValidationError([("password", f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")])
-    return body["username"], password
-
-
-def register(request):
-    username, password = read_credentials(request)
-    password_hash = hash_password(password, request.app.settings.bcrypt_rounds)
-    user = request.app.store.create_user(username, password_hash)  # Conflict → 409
-    return json_response(public_user(user), 201)
-
-
-def login(request):
-    username, password = read_credentials(request)
-    backoff, key = request.app.login_backoff, username.lower()
-    # Checked before bcrypt, and for unknown usernames too: a locked name costs no
-    # hashing, and whether a name is locked says nothing about whether it exists.
-    wait = backoff.wait(key)
-    if wait > 0:
-        raise TooManyRequests("too many failed logins for this username; try again later",
-                              headers=(("Retry-After", retry_after_header(wait)),))
-    user = request.app.store.find_user(username)
-    # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
-    # of the same cost, so the response time does not reveal which usernames exist;
-    # and both failures get the same message.
-    stored_hash = user["passwordHash"] if user else request.app.dummy_password_hash
-    if not password_matches(password, stored_hash) or user is None:
-        backoff.failed(key)
-        raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
-    backoff.succeeded(key)
-    now = int(request.app.clock())
-    ttl = request.app.settings.token_ttl
-    token = jwt.sign({"sub": user["id"], "iat": now, "exp": now + ttl, "iss": ISSUER}, request.app.jwt_key)
-    return json_response({"accessToken": token, "tokenType": "Bearer", "expiresIn": ttl})
-
-
-def me(request):
-    return json_response(public_user(request.user))
 
 
 class VerifiedTokens:
@@ -124,17 +69,96 @@ class VerifiedTokens:
         return claims
 
 
-def authenticate(request) -> dict:
-    """The user a request's bearer token names; 401 for no token, a bad one, or a
-    token whose user no longer exists."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    # RFC 9110 §11.1: the auth scheme is case-insensitive.
-    if scheme.lower() != "bearer" or not token.strip():
-        # RFC 6750 §3.1: a request without credentials gets a bare challenge.
-        raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
-    claims = request.app.verified_tokens.claims(token.strip(), request.app.clock())
-    user = request.app.store.get_user(claims["sub"]) if is_object_id(claims["sub"]) else None
-    if user is None:
-        raise Unauthorized("the token's user no longer exists",
-                           headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
-    return user
+class Accounts:
+    """Everything accounts need, in one place: the store, the key that signs tokens and
+    the tokens already verified, the per-username back-off, and the dummy hash an
+    unknown username is checked against."""
+
+    def __init__(self, store: Store, validator: SchemaValidator, *, jwt_key: bytes, token_ttl: int,
+                 bcrypt_rounds: int, clock=time.time, backoff: FailureBackoff | None = None):
+        self.store = store
+        self.validator = validator
+        self.jwt_key = jwt_key
+        self.token_ttl = token_ttl
+        self.bcrypt_rounds = bcrypt_rounds
+        self.clock = clock
+        self.backoff = backoff or FailureBackoff()
+        self.verified_tokens = VerifiedTokens(jwt_key)
+        self.hashing_slots = threading.BoundedSemaphore(HASHING_CONCURRENCY)
+        # What a login for an unknown username is checked against (see `login`).
+        self.dummy_password_hash = bcrypt.hashpw(b"not a real password", bcrypt.gensalt(bcrypt_rounds))
+
+    def hash_password(self, password: bytes) -> bytes:
+        with self.hashing_slots:
+            return bcrypt.hashpw(password, bcrypt.gensalt(rounds=self.bcrypt_rounds))
+
+    def password_matches(self, password: bytes, password_hash: bytes) -> bool:
+        with self.hashing_slots:
+            return bcrypt.checkpw(password, password_hash)
+
+    def read_credentials(self, request) -> tuple[str, bytes]:
+        body = read_json(request)
+        if isinstance(body, dict) and isinstance(body.get("username"), str):
+            # NFKC folds look-alikes ("ａｌｉｃｅ" in full-width letters is "alice") before the
+            # pattern and the uniqueness check see the name, so no one can register a
+            # second "alice" that reads the same on screen.
+            body["username"] = unicodedata.normalize("NFKC", body["username"])
+        self.validator.validate(body, "Credentials")
+        password = body["password"].encode("utf-8")
+        if len(password) > BCRYPT_MAX_BYTES:
+            # Refused rather than cut: two passwords that differ only after byte 72 would
+            # otherwise be the same password.
+            raise ValidationError([("password", f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")])
+        return body["username"], password
+
+    def issue_token(self, user: dict) -> str:
+        now = int(self.clock())
+        return jwt.sign({"sub": user["id"], "iat": now, "exp": now + self.token_ttl, "iss": ISSUER}, self.jwt_key)
+
+    def authenticate(self, headers: Headers) -> dict:
+        """The user a request's bearer token names; 401 for no token, a bad one, or a
+        token whose user no longer exists."""
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        # RFC 9110 §11.1: the auth scheme is case-insensitive.
+        if scheme.lower() != "bearer" or not token.strip():
+            # RFC 6750 §3.1: a request without credentials gets a bare challenge.
+            raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
+        claims = self.verified_tokens.claims(token.strip(), self.clock())
+        user = self.store.get_user(claims["sub"]) if is_object_id(claims["sub"]) else None
+        if user is None:
+            raise Unauthorized("the token's user no longer exists",
+                               headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
+        return user
+
+
+def register(accounts: Accounts, request: Request) -> Response:
+    username, password = accounts.read_credentials(request)
+    password_hash = accounts.hash_password(password)
+    user = accounts.store.create_user(username, password_hash)  # Conflict → 409
+    return json_response(public_user(user), 201)
+
+
+def login(accounts: Accounts, request: Request) -> Response:
+    username, password = accounts.read_credentials(request)
+    backoff, key = accounts.backoff, username.lower()
+    # Checked before bcrypt, and for unknown usernames too: a locked name costs no
+    # hashing, and whether a name is locked says nothing about whether it exists.
+    wait = backoff.wait(key)
+    if wait > 0:
+        raise TooManyRequests("too many failed logins for this username; try again later",
+                              headers=(("Retry-After", retry_after_header(wait)),))
+    user = accounts.store.find_user(username)
+    # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
+    # of the same cost, so the response time does not reveal which usernames exist;
+    # and both failures get the same message.
+    stored_hash = user["passwordHash"] if user else accounts.dummy_password_hash
+    if not accounts.password_matches(password, stored_hash) or user is None:
+        backoff.failed(key)
+        raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
+    backoff.succeeded(key)
+    return json_response({"accessToken": accounts.issue_token(user), "tokenType": "Bearer",
+                          "expiresIn": accounts.token_ttl})
+
+
+def me(request: Request) -> Response:
+    return json_response(public_user(request.user))

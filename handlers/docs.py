@@ -6,17 +6,18 @@ reader sees can never drift from the rules the server enforces. The page has an 
 stylesheet, a table of contents and, for every operation, its parameters, request body
 and responses; it has no JavaScript and loads nothing.
 
-Rendering is pure (a dict in, a string out) and happens once at start-up; the server
-keeps the results on the application object (`app.openapi_bytes`, `app.docs_html`) and
-the two handlers here only hand those bytes out.
+Rendering is pure (a dict in, a string out) and happens once at start-up, when
+`Documents.load` reads the file; the two handlers here only hand those bytes out.
 """
 
 import html
 import json
 import re
+from pathlib import Path
 from typing import NamedTuple
 
-from web.messages import JSON_TYPE, Response
+from web.messages import JSON_TYPE, Request, Response
+from web.validation import follow_pointer
 
 HTML_TYPE = "text/html; charset=utf-8"
 
@@ -60,11 +61,7 @@ def prose(value) -> str:
 def resolve(spec: dict, node: dict) -> dict:
     """Follow local "$ref" pointers such as "#/components/schemas/Patient" (RFC 6901)."""
     while "$ref" in node:
-        target = spec
-        for token in node["$ref"].removeprefix("#/").split("/"):
-            # RFC 6901 §4: "~1" stands for "/" and "~0" for "~", decoded in that order.
-            target = target[token.replace("~1", "/").replace("~0", "~")]
-        node = target
+        node = follow_pointer(spec, node["$ref"])
     return node
 
 
@@ -240,12 +237,26 @@ def render_reference(spec: dict) -> str:
         f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>", *body, "</body>", "</html>", ""])
 
 
-def get_openapi(request) -> Response:
+class Documents(NamedTuple):
+    """The contract as served: the file's exact bytes, its parsed form (the validator
+    reads its schemas), and the reference page rendered from it."""
+    spec: dict
+    openapi_json: bytes
+    reference_html: bytes
+
+    @classmethod
+    def load(cls, path: Path) -> "Documents":
+        raw = path.read_bytes()
+        spec = json.loads(raw)
+        return cls(spec, raw, render_reference(spec).encode("utf-8"))
+
+
+def get_openapi(documents: Documents, request: Request) -> Response:
     """GET /openapi.json: the contract, byte for byte as loaded at start-up."""
-    return Response(200, request.app.openapi_bytes, [("Content-Type", JSON_TYPE)])
+    return Response(200, documents.openapi_json, [("Content-Type", JSON_TYPE)])
 
 
-def get_docs(request) -> Response:
+def get_docs(documents: Documents, request: Request) -> Response:
     """GET /docs: the reference page rendered once at start-up from the same document."""
-    return Response(200, request.app.docs_html,
+    return Response(200, documents.reference_html,
                     [("Content-Type", HTML_TYPE), ("Content-Security-Policy", DOCS_CONTENT_SECURITY_POLICY)])

@@ -5,30 +5,27 @@ a body with the wrong Content-Type is refused the same way on every route.
 """
 
 from storage.ids import is_object_id
+from web.grammar import MalformedParameters, parse_parameters
 from web.jsonbody import parse_json
 from web.problems import BadRequest, UnsupportedMediaType
 
 
-def media_type(request) -> str:
-    """The media type of the body, lower-cased, without parameters ("application/json")."""
-    return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-
-
-def charset(request) -> str | None:
-    """The `charset` parameter of the Content-Type, lower-cased and unquoted, if given."""
-    for parameter in request.headers.get("Content-Type", "").split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
+def content_type(request) -> tuple[str, dict[str, str]]:
+    """The body's media type, lower-cased ("application/json"), and its parameters."""
+    try:
+        return parse_parameters(request.headers.get("Content-Type", ""))
+    except MalformedParameters:
+        raise BadRequest("the Content-Type header is malformed") from None
 
 
 def read_json(request):
     """The request body as JSON; 415 unless it is declared application/json."""
+    media_type, parameters = content_type(request)
     # RFC 9110 §15.5.16: 415 when the content is in a format the resource does not take.
-    if media_type(request) != "application/json":
+    if media_type != "application/json":
         raise UnsupportedMediaType("the body must be application/json")
-    if charset(request) not in (None, "utf-8"):
+    # RFC 9110 §8.3.2: the charset value is case-insensitive.
+    if parameters.get("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("JSON bodies must be UTF-8 (RFC 8259 §8.1)")
     raw = request.body.read()
     if not raw:

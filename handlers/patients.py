@@ -5,12 +5,14 @@ shape the response. Ownership is checked here, not in the store: another user's
 record is 403 Forbidden, a record that does not exist 404 Not Found.
 """
 
+import time
 from datetime import datetime, timedelta, timezone
 
 from handlers.inputs import object_id, path_id, query_int, query_value, read_json
-from web.messages import Response, json_response
+from storage.base import Store
+from web.messages import Request, Response, json_response
 from web.problems import Forbidden
-from web.validation import ValidationError
+from web.validation import SchemaValidator, ValidationError
 
 # The optional fields a stored patient always has, and what they are when not given.
 OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address": None,
@@ -21,20 +23,36 @@ OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address":
 LATEST_UTC_OFFSET = timedelta(hours=14)
 
 
-def read_patient_fields(request) -> dict:
-    """The request body as the complete set of a patient's editable fields."""
-    body = read_json(request)
-    for name in ("firstName", "lastName"):
-        if isinstance(body, dict) and isinstance(body.get(name), str):
-            body[name] = body[name].strip()  # the 1–100 character rule applies after trimming
-    request.app.validator.validate(body, "PatientInput")
-    latest_today = (datetime.fromtimestamp(request.app.clock(), timezone.utc) + LATEST_UTC_OFFSET).date()
-    if body["dateOfBirth"] > latest_today.isoformat():  # YYYY-MM-DD strings sort as dates
-        raise ValidationError([("dateOfBirth", "must not be in the future")])
-    fields = {name: body.get(name) for name in ("firstName", "lastName", "dateOfBirth")}
-    for name, default in OPTIONAL_FIELDS.items():
-        fields[name] = default if body.get(name) is None else body[name]
-    return fields
+class PatientRecords:
+    """What the patient and report handlers depend on: the store, the validator for
+    request bodies, and the clock that says what "today" is."""
+
+    def __init__(self, store: Store, validator: SchemaValidator, *, clock=time.time):
+        self.store = store
+        self.validator = validator
+        self.clock = clock
+
+    def read_fields(self, request: Request) -> dict:
+        """The request body as the complete set of a patient's editable fields."""
+        body = read_json(request)
+        for name in ("firstName", "lastName"):
+            if isinstance(body, dict) and isinstance(body.get(name), str):
+                body[name] = body[name].strip()  # the 1–100 character rule applies after trimming
+        self.validator.validate(body, "PatientInput")
+        latest_today = (datetime.fromtimestamp(self.clock(), timezone.utc) + LATEST_UTC_OFFSET).date()
+        if body["dateOfBirth"] > latest_today.isoformat():  # YYYY-MM-DD strings sort as dates
+            raise ValidationError([("dateOfBirth", "must not be in the future")])
+        fields = {name: body.get(name) for name in ("firstName", "lastName", "dateOfBirth")}
+        for name, default in OPTIONAL_FIELDS.items():
+            fields[name] = default if body.get(name) is None else body[name]
+        return fields
+
+    def owned_patient(self, request: Request) -> dict:
+        """The patient named in the path, if the requesting user owns it."""
+        patient = self.store.get_patient(path_id(request, "patientId"))  # NotFound → 404
+        if patient["ownerId"] != request.user["id"]:
+            raise Forbidden("this patient belongs to another user")
+        return patient
 
 
 def public_patient(patient: dict) -> dict:
@@ -42,45 +60,37 @@ def public_patient(patient: dict) -> dict:
     return {name: value for name, value in patient.items() if name != "ownerId"}
 
 
-def owned_patient(request) -> dict:
-    """The patient named in the path, if the requesting user owns it."""
-    patient = request.app.store.get_patient(path_id(request, "patientId"))  # NotFound → 404
-    if patient["ownerId"] != request.user["id"]:
-        raise Forbidden("this patient belongs to another user")
-    return patient
-
-
-def list_patients(request):
+def list_patients(records: PatientRecords, request: Request) -> Response:
     limit = query_int(request, "limit", default=20, minimum=1, maximum=100)
     cursor = query_value(request, "cursor")
     if cursor is not None:
         cursor = object_id(cursor, "cursor")  # the cursor is the last id of the previous page
     search = query_value(request, "q")
     # One more than asked for: if it comes back, there is a next page.
-    patients = request.app.store.list_patients(request.user["id"], limit=limit + 1, after=cursor,
-                                               name_contains=search.casefold() if search else None)
+    patients = records.store.list_patients(request.user["id"], limit=limit + 1, after=cursor,
+                                           name_contains=search.casefold() if search else None)
     page = patients[:limit]
     next_cursor = page[-1]["id"] if len(patients) > limit else None
     return json_response({"items": [public_patient(p) for p in page], "nextCursor": next_cursor})
 
 
-def create_patient(request):
-    fields = read_patient_fields(request)
-    patient = request.app.store.create_patient(request.user["id"], fields)
+def create_patient(records: PatientRecords, request: Request) -> Response:
+    fields = records.read_fields(request)
+    patient = records.store.create_patient(request.user["id"], fields)
     return json_response(public_patient(patient), 201, [("Location", f"/patients/{patient['id']}")])
 
 
-def get_patient(request):
-    return json_response(public_patient(owned_patient(request)))
+def get_patient(records: PatientRecords, request: Request) -> Response:
+    return json_response(public_patient(records.owned_patient(request)))
 
 
-def replace_patient(request):
-    patient = owned_patient(request)
-    fields = read_patient_fields(request)
-    return json_response(public_patient(request.app.store.replace_patient(patient["id"], fields)))
+def replace_patient(records: PatientRecords, request: Request) -> Response:
+    patient = records.owned_patient(request)
+    fields = records.read_fields(request)
+    return json_response(public_patient(records.store.replace_patient(patient["id"], fields)))
 
 
-def delete_patient(request):
-    patient = owned_patient(request)
-    request.app.store.delete_patient(patient["id"])
+def delete_patient(records: PatientRecords, request: Request) -> Response:
+    patient = records.owned_patient(request)
+    records.store.delete_patient(patient["id"])
     return Response(204)

@@ -10,9 +10,9 @@ import hashlib
 import unicodedata
 from urllib.parse import quote
 
-from handlers.inputs import media_type, path_id
-from handlers.patients import owned_patient
-from web.messages import Response, json_response
+from handlers.inputs import content_type, path_id
+from handlers.patients import PatientRecords
+from web.messages import Request, Response, json_response
 from web.multipart import PartData, PartEnd, PartStart, boundary_from_content_type, iter_parts
 from web.problems import BadRequest, UnsupportedMediaType
 from web.validation import ValidationError
@@ -79,16 +79,16 @@ class IncomingFile:
             raise UnsupportedMediaType("the file is not a PDF, PNG or JPEG")
 
 
-def read_upload(request, writer) -> tuple[IncomingFile, str | None]:
+def read_upload(request: Request, writer, max_file_bytes: int) -> tuple[IncomingFile, str | None]:
     """Stream the multipart body into `writer`; return the file and the description."""
-    if media_type(request) != "multipart/form-data":
+    if content_type(request)[0] != "multipart/form-data":
         raise UnsupportedMediaType("uploads must be multipart/form-data")
     boundary = boundary_from_content_type(request.headers.get("Content-Type"))
     file, description, current = None, None, None
     # The parser's field limit (64 KiB) only bounds memory; the 500-character rule
     # for the description is checked after decoding, as a field error (400).
     for event in iter_parts(request.body, boundary, max_parts=4,
-                            max_file_bytes=request.app.settings.max_upload_bytes):
+                            max_file_bytes=max_file_bytes):
         if isinstance(event, PartStart):
             current = event.name
             if event.name == "file" and event.filename is not None and file is None:
@@ -123,11 +123,11 @@ def checked_description(raw: bytes) -> str:
     return text
 
 
-def upload_report(request):
-    patient = owned_patient(request)
+def upload_report(records: PatientRecords, max_file_bytes: int, request: Request) -> Response:
+    patient = records.owned_patient(request)
     # Leaving this block without commit() — any error above — discards the bytes.
-    with request.app.store.report_writer() as writer:
-        file, description = read_upload(request, writer)
+    with records.store.report_writer() as writer:
+        file, description = read_upload(request, writer, max_file_bytes)
         report = writer.commit(patient["id"], {
             "filename": file.filename, "contentType": file.content_type, "size": file.size,
             "sha256": file.sha256.hexdigest(), "description": description})
@@ -135,22 +135,22 @@ def upload_report(request):
     return json_response(report, 201, [("Location", location)])
 
 
-def list_reports(request):
-    return json_response(owned_patient(request)["reports"])
+def list_reports(records: PatientRecords, request: Request) -> Response:
+    return json_response(records.owned_patient(request)["reports"])
 
 
-def download_report(request):
-    patient = owned_patient(request)
-    report, chunks = request.app.store.open_report(patient["id"], path_id(request, "reportId"))
+def download_report(records: PatientRecords, request: Request) -> Response:
+    patient = records.owned_patient(request)
+    report, chunks = records.store.open_report(patient["id"], path_id(request, "reportId"))
+    # The server adds nosniff and no-store to every response: the browser must not
+    # re-guess the type, and patient data stays out of caches.
     headers = [("Content-Type", report["contentType"]),
                ("Content-Disposition", content_disposition(report["filename"])),
-               ("ETag", f"\"{report['sha256']}\""),
-               ("X-Content-Type-Options", "nosniff"),  # the browser must not re-guess the type
-               ("Cache-Control", "no-store")]           # patient data stays out of caches
+               ("ETag", f"\"{report['sha256']}\"")]
     return Response(200, chunks, headers, content_length=report["size"])
 
 
-def delete_report(request):
-    patient = owned_patient(request)
-    request.app.store.delete_report(patient["id"], path_id(request, "reportId"))
+def delete_report(records: PatientRecords, request: Request) -> Response:
+    patient = records.owned_patient(request)
+    records.store.delete_report(patient["id"], path_id(request, "reportId"))
     return Response(204)

@@ -1,7 +1,7 @@
 """Tests for web/dispatch.py: which address a client is counted as, and the request pipeline.
 
-The Dispatcher is driven directly with a tiny Router and hand-built `Request` objects:
-no socket, no server. Rate limiters run on a fake clock that never moves, so a bucket
+The Dispatcher is driven directly with a tiny Router and hand-built `IncomingRequest`
+values: no socket, no server. Rate limiters run on a fake clock that never moves, so a bucket
 that is empty stays empty.
 """
 
@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import FakeClock
 from web import jwt
 from web.dispatch import Dispatcher, client_address
-from web.messages import Headers, Request, Response
+from web.http11 import Headers
+from web.messages import IncomingRequest, Request, Response
 from web.ratelimit import RateLimiter
 from web.router import Router
 
@@ -87,12 +88,12 @@ def test_empty_or_missing_header_gives_the_peer(header):
 
 
 def make_request(method: str = "GET", path: str = "/things", *, client: str = PEER,
-                 content_length: int = 0, headers: dict | None = None) -> Request:
+                 content_length: int = 0, headers: dict | None = None) -> IncomingRequest:
     message = Headers()
     for name, value in (headers or {}).items():
         message.add(name, value)
-    return Request(method=method, path=path, query={}, headers=message, body=io.BytesIO(b""),
-                   content_length=content_length, client=client)
+    return IncomingRequest(method=method, path=path, query={}, headers=message, body=io.BytesIO(b""),
+                           content_length=content_length, peer=client)
 
 
 class Calls:
@@ -141,19 +142,21 @@ def authenticated():
     """An authenticate function that records the requests it was asked about."""
     asked = []
 
-    def authenticate(request):
-        asked.append(request)
+    def authenticate(headers):
+        asked.append(headers)
         return USER
     authenticate.asked = asked
     return authenticate
 
 
-def dispatcher(routes, authenticate=None, **options) -> Dispatcher:
+def dispatcher(routes, authenticate=None, **options):
+    """A Dispatcher, called the way the server calls it; returns only the response
+    (the route template it also returns has a test of its own)."""
     options.setdefault("max_body", 1024)
     options.setdefault("sleep", lambda seconds: None)  # refusals are answered at once here
-    return Dispatcher(routes, context="the app",
-                      authenticate=authenticate or (lambda request: pytest.fail("authenticate was called")),
-                      **options)
+    pipeline = Dispatcher(routes, authenticate=authenticate or (lambda headers: pytest.fail("authenticate was called")),
+                          **options)
+    return lambda incoming: pipeline(incoming)[0]
 
 
 def header(response: Response, name: str) -> str | None:
@@ -172,7 +175,40 @@ def test_request_is_routed_to_its_handler_with_params(routes, calls):
     (name, request), = calls.seen
     assert request.params == {"thingId": "café"}
     assert request.route == "/things/{thingId}"
-    assert request.app == "the app"
+    assert request.client == PEER and request.user is None
+
+
+def test_the_request_a_handler_gets_is_built_once_and_cannot_be_changed(routes, calls):
+    dispatcher(routes)(make_request("GET", "/things/1"))
+    (name, request), = calls.seen
+    with pytest.raises(AttributeError):
+        request.user = USER
+
+
+def test_the_dispatcher_names_the_route_that_answered_for_the_access_log(routes):
+    pipeline = Dispatcher(routes, max_body=1024, authenticate=lambda headers: USER)
+    assert pipeline(make_request("GET", "/things/7"))[1] == "/things/{thingId}"
+    assert pipeline(make_request("GET", "/nothing"))[1] == "-"
+    assert pipeline(make_request("POST", "/things/7"))[1] == "-"  # 405: no route answered
+
+
+def test_the_applications_exceptions_get_the_status_it_gives_them(calls):
+    class RecordMissing(Exception):
+        pass
+
+    def missing(request):
+        raise RecordMissing("no such thing")
+
+    router = Router()
+    router.add("GET", "/things/{thingId}", missing)
+    assert dispatcher(router)(make_request("GET", "/things/1")).status == 500
+    response = dispatcher(router, exception_statuses={RecordMissing: 404})(make_request("GET", "/things/1"))
+    assert response.status == 404 and problem(response)["detail"] == "no such thing"
+
+
+def test_routes_that_require_authentication_need_an_authenticate_function(routes):
+    with pytest.raises(ValueError):
+        Dispatcher(routes, max_body=1024)
 
 
 def test_unknown_path_is_a_404_problem(routes, calls):
@@ -214,7 +250,7 @@ def test_auth_route_calls_authenticate_and_sets_the_user(routes, calls, authenti
     assert response.status == 200
     (name, request), = calls.seen
     assert request.user == USER
-    assert authenticated.asked == [request]
+    assert authenticated.asked == [request.headers]
 
 
 def test_routes_without_auth_never_call_authenticate(routes, calls):
@@ -224,7 +260,7 @@ def test_routes_without_auth_never_call_authenticate(routes, calls):
 
 
 def test_a_refused_token_is_401_and_the_handler_never_runs(routes, calls):
-    def authenticate(request):
+    def authenticate(headers):
         raise jwt.TokenExpired("the token has expired")
 
     response = dispatcher(routes, authenticate)(make_request("GET", "/me"))
@@ -311,7 +347,7 @@ def test_unexpected_exception_is_a_500_problem_without_its_text(routes, caplog):
 
 
 def test_unexpected_exception_in_authenticate_is_a_500_problem(routes, calls):
-    def authenticate(request):
+    def authenticate(headers):
         raise ValueError("/srv/meditrack/data/jwt-secret is unreadable")
 
     response = dispatcher(routes, authenticate)(make_request("GET", "/me"))

@@ -1,15 +1,16 @@
-"""openapi.json is the contract: it must be well formed, match DESIGN.md's route table,
+"""openapi.json is the contract: it must be well formed, list exactly the routes the server has,
 stay inside the schema subset the validator understands, and render to a safe /docs page."""
 
 import copy
 import html
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from handlers.docs import get_docs, get_openapi, render_reference
+import meditrack
+from handlers.docs import Documents, get_docs, get_openapi, render_reference
+from settings import Settings
 from web.messages import JSON_TYPE
 from web.validation import SchemaValidator
 
@@ -79,10 +80,6 @@ def keywords_outside_subset(schema, where):
             yield from keywords_outside_subset(schema[keyword], f"{where}.{keyword}")
 
 
-def fake_request(**app_attributes):
-    return SimpleNamespace(app=SimpleNamespace(**app_attributes))
-
-
 def test_document_is_openapi_3_1_json(spec):
     assert spec["openapi"] == "3.1.0"
     assert spec["info"]["title"] == "MediTrack"
@@ -143,6 +140,13 @@ def test_patient_input_refuses_unknown_fields_and_requires_name_and_birth_date(s
 
 def test_paths_and_methods_are_exactly_the_contract(spec):
     assert {(method, path) for method, path, _ in operations(spec)} == CONTRACT_ROUTES
+
+
+def test_the_spec_lists_exactly_the_routes_the_server_has(spec):
+    # The route table needs its services only when a request arrives, so none are given.
+    router = meditrack.build_router(Settings(), store=None, accounts=None, records=None, documents=None)
+    assert {(route.method.lower(), route.template) for route in router.routes} == \
+        {(method, path) for method, path, _ in operations(spec)}
 
 
 def test_every_operation_has_an_id_a_summary_and_a_tag(spec):
@@ -208,9 +212,16 @@ def test_reference_page_shows_request_field_rules(spec):
     assert "at most 50 items" in page
 
 
+def test_documents_load_keeps_the_files_exact_bytes_and_renders_the_page_once():
+    documents = Documents.load(SPEC_PATH)
+    assert documents.openapi_json == SPEC_PATH.read_bytes()
+    assert documents.spec == json.loads(documents.openapi_json)
+    assert documents.reference_html == render_reference(documents.spec).encode("utf-8")
+
+
 def test_get_openapi_serves_the_document_as_json():
     document = SPEC_PATH.read_bytes()
-    response = get_openapi(fake_request(openapi_bytes=document))
+    response = get_openapi(Documents({}, document, b""), request=None)
     assert response.status == 200
     assert ("Content-Type", JSON_TYPE) in response.headers
     assert response.body == document
@@ -218,7 +229,7 @@ def test_get_openapi_serves_the_document_as_json():
 
 def test_get_docs_serves_html_under_a_strict_content_security_policy():
     page = b"<!DOCTYPE html><title>x</title>"
-    response = get_docs(fake_request(docs_html=page))
+    response = get_docs(Documents({}, b"", page), request=None)
     assert response.status == 200
     assert ("Content-Type", "text/html; charset=utf-8") in response.headers
     assert ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'") in response.headers

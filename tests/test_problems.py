@@ -1,13 +1,23 @@
-"""Tests for web/problems.py: the one table from exception to status, and problem+json (RFC 9457)."""
+"""Tests for web/problems.py: the one table from exception to status, and problem+json (RFC 9457).
 
+The web layer's own table is tested as it is; the application's (`handlers.ERROR_STATUSES`,
+the store's errors) is handed in as the dispatcher does, merged over it.
+"""
+
+import ast
 import json
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
+from handlers import ERROR_STATUSES
 from storage import errors as store_errors
-from web import jsonbody, jwt, multipart, problems, router, validation
+from web import http11, jsonbody, jwt, multipart, problems, router, validation
 from web.problems import INTERNAL_DETAIL, PROBLEM_TYPE, STATUS_BY_EXCEPTION, problem_response, status_for
+
+APPLICATION_STATUSES = {**STATUS_BY_EXCEPTION, **ERROR_STATUSES}
+WEB = Path(__file__).resolve().parent.parent / "web"
 
 
 def make(cls: type[BaseException]) -> BaseException:
@@ -34,17 +44,45 @@ def header(response, name: str) -> str | None:
 # --- status_for ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, status", STATUS_BY_EXCEPTION.items(),
-                         ids=[cls.__name__ for cls in STATUS_BY_EXCEPTION])
+@pytest.mark.parametrize("cls, status", APPLICATION_STATUSES.items(),
+                         ids=[cls.__name__ for cls in APPLICATION_STATUSES])
 def test_every_table_entry_gives_its_status(cls, status):
-    assert status_for(make(cls)) == status
+    assert status_for(make(cls), APPLICATION_STATUSES) == status
 
 
-@pytest.mark.parametrize("cls, status", STATUS_BY_EXCEPTION.items(),
-                         ids=[cls.__name__ for cls in STATUS_BY_EXCEPTION])
+@pytest.mark.parametrize("cls, status", APPLICATION_STATUSES.items(),
+                         ids=[cls.__name__ for cls in APPLICATION_STATUSES])
 def test_an_unlisted_subclass_inherits_its_bases_status(cls, status):
     subclass = type(f"Special{cls.__name__}", (cls,), {})
-    assert status_for(make(subclass)) == status
+    assert status_for(make(subclass), APPLICATION_STATUSES) == status
+
+
+@pytest.mark.parametrize("cls, status", [
+    (http11.ProtocolError, 400),
+    (http11.IncompleteMessage, 400),
+    (http11.ChunkedBodyRefused, 411),
+    (http11.RequestLineTooLong, 414),
+    (http11.HeaderSectionTooLarge, 431),
+    (http11.VersionNotSupported, 505),
+])
+def test_protocol_errors_get_their_status_without_any_application_table(cls, status):
+    assert status_for(cls("x")) == status
+
+
+def test_the_store_errors_are_500_until_the_application_maps_them():
+    # The web layer knows nothing of the store: without the application's table a
+    # store error is just an unexpected exception.
+    assert status_for(store_errors.NotFound("x")) == 500
+    assert status_for(store_errors.NotFound("x"), APPLICATION_STATUSES) == 404
+
+
+def test_no_module_in_web_imports_storage_or_handlers():
+    for path in WEB.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        outside = {name for name in imported if name.split(".")[0] in ("storage", "handlers", "meditrack")}
+        assert not outside, f"{path.name} imports {sorted(outside)}"
 
 
 @pytest.mark.parametrize("cls, status", [
@@ -75,13 +113,10 @@ def test_listed_subclass_beats_its_listed_base():
     (problems.BadRequest, 400),
     (problems.Unauthorized, 401),
     (problems.Forbidden, 403),
-    (problems.NotFound, 404),
-    (problems.LengthRequired, 411),
     (problems.PayloadTooLarge, 413),
-    (problems.URITooLong, 414),
     (problems.UnsupportedMediaType, 415),
     (problems.TooManyRequests, 429),
-    (problems.HeaderFieldsTooLarge, 431),
+    (problems.ServiceUnavailable, 503),
 ])
 def test_http_errors_carry_their_own_status(cls, status):
     assert status_for(cls("detail")) == status
@@ -111,7 +146,7 @@ def test_unknown_exceptions_are_500(exc):
 
 
 @pytest.mark.parametrize("exc, status, title", [
-    (problems.NotFound("no patient with this id"), 404, "Not Found"),
+    (store_errors.NotFound("no patient with this id"), 404, "Not Found"),
     (problems.Unauthorized("a bearer token is required"), 401, "Unauthorized"),
     (problems.TooManyRequests("slow down"), 429, "Too Many Requests"),
     (store_errors.Conflict("the username is taken"), 409, "Conflict"),
@@ -120,7 +155,7 @@ def test_unknown_exceptions_are_500(exc):
     (RuntimeError("boom"), 500, "Internal Server Error"),
 ])
 def test_problem_has_type_title_status_and_detail(exc, status, title):
-    response = problem_response(exc)
+    response = problem_response(exc, APPLICATION_STATUSES)
     assert response.status == status
     assert header(response, "Content-Type") == PROBLEM_TYPE == "application/problem+json"
     body = body_of(response)
@@ -130,10 +165,10 @@ def test_problem_has_type_title_status_and_detail(exc, status, title):
     assert isinstance(body["detail"], str) and body["detail"]
 
 
-@pytest.mark.parametrize("cls", [*STATUS_BY_EXCEPTION, problems.PayloadTooLarge, problems.URITooLong],
+@pytest.mark.parametrize("cls", [*APPLICATION_STATUSES, problems.PayloadTooLarge, problems.ServiceUnavailable],
                          ids=lambda cls: cls.__name__)
 def test_title_is_the_reason_phrase_for_every_status(cls):
-    response = problem_response(make(cls))
+    response = problem_response(make(cls), APPLICATION_STATUSES)
     assert body_of(response)["title"] == HTTPStatus(response.status).phrase
 
 
@@ -154,7 +189,7 @@ def test_problem_body_has_no_other_members_than_rfc9457_ones():
     problems.HTTPError("SELECT * FROM users"),
 ])
 def test_500_never_carries_the_exceptions_text(exc):
-    response = problem_response(exc)
+    response = problem_response(exc, APPLICATION_STATUSES)
     assert response.status == 500
     assert body_of(response)["detail"] == INTERNAL_DETAIL
     everything = response.body.decode() + repr(response.headers)
@@ -207,6 +242,6 @@ def test_http_error_can_pass_several_headers():
     assert header(response, "Cache-Control") == "no-store"
 
 
-@pytest.mark.parametrize("exc", [problems.NotFound("x"), store_errors.NotFound("x"), RuntimeError("x")])
+@pytest.mark.parametrize("exc", [problems.Forbidden("x"), store_errors.NotFound("x"), RuntimeError("x")])
 def test_other_problems_add_no_headers_beyond_content_type(exc):
-    assert [name for name, _ in problem_response(exc).headers] == ["Content-Type"]
+    assert [name for name, _ in problem_response(exc, APPLICATION_STATUSES).headers] == ["Content-Type"]

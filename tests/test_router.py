@@ -68,8 +68,15 @@ def test_compile_template_names_each_parameter_group():
 
 def test_route_keeps_its_options(router):
     route, _ = router.match("GET", "/patients/abc")
-    assert route.options == {"auth": True}
+    assert (route.auth, route.credentials, route.max_body) == (True, False, None)
     assert route.template == "/patients/{patientId}"
+
+
+def test_a_misspelt_route_option_is_an_error_when_the_table_is_built(router):
+    # A typo must never leave a route silently open: `auht=True` is not `auth=True`.
+    with pytest.raises(TypeError):
+        router.add("GET", "/secrets", get_patient, auht=True)
+    assert all(route.template != "/secrets" for route in router.routes)
 
 
 # --- literal parts ------------------------------------------------------------------

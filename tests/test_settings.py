@@ -1,4 +1,4 @@
-"""Tests for meditrack.py's settings: defaults, environment variables, flags, refusals, the JWT key file.
+"""Tests for settings.py: defaults, environment variables, flags, refusals, the JWT key file.
 
 `load_settings(argv, environ)` takes both inputs as arguments, so no test touches the
 real environment; the one subprocess test gives the child a cleaned copy of it.
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import meditrack
-from meditrack import Settings, SettingError, load_or_create_secret, load_settings
+import settings as settings_module
+from settings import Settings, SettingError, load_or_create_secret, load_settings
 
 REPOSITORY = Path(meditrack.__file__).resolve().parent
 SECRET_32 = "s" * 32
@@ -47,7 +48,7 @@ def test_unrelated_environment_variables_are_ignored():
 
 # --- environment variables ------------------------------------------------------------
 
-# Every variable in meditrack.ENVIRONMENT, with a valid value and what it becomes.
+# Every variable in settings_module.ENVIRONMENT, with a valid value and what it becomes.
 VALID_ENVIRONMENT = [
     ("MEDITRACK_HOST", "0.0.0.0", "host", "0.0.0.0"),
     ("MEDITRACK_PORT", "8080", "port", 8080),
@@ -71,7 +72,7 @@ VALID_ENVIRONMENT = [
 
 
 def test_every_environment_variable_has_a_parsing_test():
-    assert {variable for variable, *_ in VALID_ENVIRONMENT} == set(meditrack.ENVIRONMENT)
+    assert {variable for variable, *_ in VALID_ENVIRONMENT} == set(settings_module.ENVIRONMENT)
 
 
 @pytest.mark.parametrize("variable, text, field, expected", VALID_ENVIRONMENT,
@@ -86,7 +87,7 @@ def test_environment_variable_is_parsed(variable, text, field, expected):
 
 @pytest.mark.parametrize("variable", ["MEDITRACK_RATE_LIMIT", "MEDITRACK_AUTH_RATE_LIMIT"])
 def test_a_rate_limit_of_zero_disables_it(variable):
-    field = meditrack.ENVIRONMENT[variable][0]
+    field = settings_module.ENVIRONMENT[variable][0]
     assert getattr(load_settings([], {variable: "0"}), field) is None
 
 
@@ -114,7 +115,7 @@ def test_jwt_secret_length_is_counted_in_utf8_bytes():
     ("MEDITRACK_MIN_BODY_RATE", 1, 2**30),
 ])
 def test_integer_settings_accept_both_ends_of_their_range(variable, lowest, highest):
-    field = meditrack.ENVIRONMENT[variable][0]
+    field = settings_module.ENVIRONMENT[variable][0]
     assert getattr(load_settings([], {variable: str(lowest)}), field) == lowest
     assert getattr(load_settings([], {variable: str(highest)}), field) == highest
 
@@ -235,7 +236,7 @@ def test_a_secret_file_with_too_few_bytes_is_refused(tmp_path, content):
 
 def run_meditrack(tmp_path, **variables) -> subprocess.CompletedProcess:
     environ = {name: value for name, value in os.environ.items()
-               if name not in meditrack.ENVIRONMENT}
+               if name not in settings_module.ENVIRONMENT}
     environ.update(variables, MEDITRACK_DATA_DIR=str(tmp_path / "data"))
     return subprocess.run([sys.executable, str(REPOSITORY / "meditrack.py")], cwd=tmp_path, env=environ,
                           capture_output=True, text=True, timeout=60)

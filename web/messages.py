@@ -1,55 +1,44 @@
-"""The two values every handler deals in: a parsed `Request` and the `Response` it returns.
+"""The values a request and its answer travel as: `IncomingRequest`, `Request`, `Response`.
 
-Handlers are plain functions `handler(request) -> Response`. They never touch the
-socket: the server adapter (`web/server.py`) turns bytes into a `Request`, calls the
-handler, and writes the `Response` back, so a handler can be tested without a network.
+The server (`web/server.py`) turns bytes into an `IncomingRequest`; the dispatcher
+(`web/dispatch.py`) routes it, authenticates it and builds the `Request` a handler
+gets; the handler returns a `Response`, which the server writes back. Handlers never
+touch the socket, so a handler can be tested without a network.
 """
 
 import json
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
-
-class Headers:
-    """Request header fields: names compared without case (RFC 9110 §5.1), each name
-    with its values in the order they came.
-
-    A plain dict of lists: the standard library's `http.client.HTTPMessage` would do,
-    but it parses with the email package and costs more than everything else a
-    request needs to read its headers.
-    """
-
-    def __init__(self):
-        self._fields: dict[str, list[str]] = {}
-        self.count = 0
-
-    def add(self, name: str, value: str) -> None:
-        self._fields.setdefault(name.lower(), []).append(value)
-        self.count += 1
-
-    def get(self, name: str, default=None):
-        """The first value of a field, or `default` when there is none."""
-        values = self._fields.get(name.lower())
-        return values[0] if values else default
-
-    def get_all(self, name: str) -> list[str] | None:
-        """Every value of a field, or None when there is none."""
-        return self._fields.get(name.lower())
+from web.http11 import Headers
 
 
-@dataclass
-class Request:
+@dataclass(frozen=True)
+class IncomingRequest:
+    """A request as the server read it: the head's values, the body as a stream, the peer."""
     method: str
-    path: str                       # the decoded path, without the query string
-    query: dict[str, list[str]]     # from urllib.parse.parse_qs: every name maps to a list
+    path: str                       # the path, still percent-encoded, without the query
+    query: dict[str, list[str]]     # as urllib.parse.parse_qs gives it: every name maps to a list
     headers: Headers                # case-insensitive look-ups
     body: BinaryIO                  # reads at most the declared body, never past it
     content_length: int             # the declared body size (0 when there is none)
-    client: str                     # the peer address the rate limiter keys on
-    app: Any = None                 # the application: store, settings, validator, keys
-    params: dict[str, str] = field(default_factory=dict)  # path parameters from the route
-    route: str = ""                 # the matched path template, e.g. /patients/{patientId}
-    user: dict | None = None        # the authenticated user, set by the auth step
+    peer: str                       # the address of the other end of the connection
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as a handler sees it: what arrived, and what the pipeline learned about
+    it on the way (`web/dispatch.py`). Built once, when all of that is known."""
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Headers
+    body: BinaryIO
+    content_length: int
+    client: str                     # the address rate limits count: the peer, or the client behind a trusted proxy
+    route: str                      # the matched path template, e.g. /patients/{patientId}
+    params: dict[str, str]          # path parameters, percent-decoded
+    user: dict | None               # the authenticated user on routes that require one, else None
 
 
 @dataclass

@@ -21,7 +21,8 @@ ended with its closing delimiter. Data is released as soon as it cannot be the s
 of a delimiter, so the parser holds at most one header block or a delimiter's length,
 never a whole part. `iter_parts` is the short loop that reads a stream and drives it.
 
-Header lines follow RFC 5322 §2.2, parameters RFC 9110 §5.6.6, `filename*` RFC 8187.
+Header lines follow RFC 5322 §2.2, parameters RFC 9110 §5.6.6 (read by `web/grammar.py`,
+the one parser of that grammar), `filename*` RFC 8187.
 Every error is a `MultipartError`; this module knows nothing of HTTP statuses. After
 an error the parser's state is undefined: discard it.
 """
@@ -30,6 +31,8 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
+
+from web.grammar import TOKEN, MalformedParameters, parse_parameters
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,6 @@ class FileTooLarge(MultipartError):
 # RFC 2046 §5.1.1: boundary := 0*69<bchars> bcharsnospace
 _BCHARS_NO_SPACE = r"0-9A-Za-z'()+_,\-./:=?"
 _BOUNDARY = re.compile(rf"[{_BCHARS_NO_SPACE} ]{{0,69}}[{_BCHARS_NO_SPACE}]")
-# RFC 9110 §5.6.2: token = 1*tchar
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# RFC 9110 §5.6.4: quoted-string, where a backslash escapes the next character
-_QUOTED_STRING = r'"(?:[^"\\]|\\.)*"'
-# RFC 9110 §5.6.6: parameters = *( OWS ";" OWS [ name "=" ( token / quoted-string ) ] )
-_PARAMETER = re.compile(rf"[ \t]*;[ \t]*(?:({_TOKEN})=({_TOKEN}|{_QUOTED_STRING}))?[ \t]*")
 # RFC 8187 §3.2.1: ext-value = charset "'" [ language ] "'" value-chars; UTF-8 only
 _ATTR_CHAR = r"[0-9A-Za-z!#$&+\-.^_`|~]"
 _UTF8_EXT_VALUE = re.compile(rf"(?i:utf-8)'[A-Za-z0-9\-]*'((?:%[0-9A-Fa-f]{{2}}|{_ATTR_CHAR})*)")
@@ -133,32 +130,11 @@ def _checked_boundary(boundary: str) -> bytes:
 
 
 def _parse_parameters(value: str, error: type[MultipartError]) -> tuple[str, dict[str, str]]:
-    """Split 'Type; a=1; B="x y"' into ('type', {'a': '1', 'b': 'x y'}) or raise `error`.
-
-    The leading value and parameter names are case-insensitive, so they come back lowered
-    (RFC 9110 §5.6.6, §8.3.1; RFC 6266 §4.1).
-    """
-    main_value = value.partition(";")[0]
-    parameters: dict[str, str] = {}
-    position = len(main_value)
-    while position < len(value):
-        match = _PARAMETER.match(value, position)
-        if match is None:
-            raise error("a header has malformed parameters")
-        name, raw_value = match.groups()
-        if name is not None:
-            # NOTE: a repeated parameter is refused, not resolved: if we took the last `name=`
-            # and a proxy or scanner the first, the two would disagree about the same part.
-            if name.lower() in parameters:
-                raise error("a header repeats a parameter")
-            if raw_value.startswith('"'):
-                # RFC 9110 §5.6.4 lets "\x" stand for any "x", but browsers never escape
-                # a backslash (the HTML standard percent-encodes only CR, LF and '"'),
-                # so a Windows path would lose its separators. Only \" and \\ are escapes.
-                raw_value = re.sub(r'\\(["\\])', r"\1", raw_value[1:-1])
-            parameters[name.lower()] = raw_value
-        position = match.end()
-    return main_value.strip(" \t").lower(), parameters
+    """`grammar.parse_parameters`, its failure reported as this module's `error`."""
+    try:
+        return parse_parameters(value)
+    except MalformedParameters as exc:
+        raise error(str(exc)) from None
 
 
 def _parse_header_block(block: bytes, max_headers: int) -> tuple[tuple[str, str], ...]:
@@ -177,7 +153,7 @@ def _parse_header_block(block: bytes, max_headers: int) -> tuple[tuple[str, str]
         # RFC 5322 §2.2: a header is "name:" with no space, so a line that starts with
         # whitespace fails here too: obsolete folding (RFC 5322 §4.2) is refused, as
         # RFC 9112 §5.2 allows, and one line stays one header.
-        if not colon or not re.fullmatch(_TOKEN, name):
+        if not colon or not TOKEN.fullmatch(name):
             raise MalformedBody("a part header line is not 'Name: value'")
         value = value.strip(" \t")
         _refuse_control_characters(value)

@@ -3,14 +3,18 @@
 Handlers and mechanisms raise; nothing but `problem_response` turns an exception into
 an HTTP response. Every mechanism keeps its own exceptions free of HTTP (the JWT
 module does not know what a 401 is), and `STATUS_BY_EXCEPTION` below is the one place
-that decides which status each failure deserves. A reader can check the whole API's
-error behaviour on one screen.
+that decides which status each of the web layer's failures deserves.
+
+The web layer knows nothing of the application built on it: an application whose own
+exceptions deserve a status (a store's "not found" is a 404) hands its table to the
+dispatcher, which merges it with this one (`statuses` below). A reader can check the
+whole API's error behaviour on two screens: this one and the application's.
 """
 
 from http import HTTPStatus
+from typing import Mapping
 
-from storage import errors as store_errors
-from web import jsonbody, jwt, multipart, router, validation
+from web import http11, jsonbody, jwt, multipart, router, validation
 from web.messages import Response, encode_json
 
 PROBLEM_TYPE = "application/problem+json"
@@ -37,20 +41,8 @@ class Forbidden(HTTPError):
     status = 403
 
 
-class NotFound(HTTPError):
-    status = 404
-
-
-class LengthRequired(HTTPError):
-    status = 411
-
-
 class PayloadTooLarge(HTTPError):
     status = 413
-
-
-class URITooLong(HTTPError):
-    status = 414
 
 
 class UnsupportedMediaType(HTTPError):
@@ -61,18 +53,19 @@ class TooManyRequests(HTTPError):
     status = 429
 
 
-class HeaderFieldsTooLarge(HTTPError):
-    status = 431
-
-
 class ServiceUnavailable(HTTPError):
     status = 503
 
 
-# The mechanisms' and stores' exceptions, each with the one status it deserves.
-# Looked up along the exception's class hierarchy, so a subclass listed here
-# (FileTooLarge) wins over its base (MultipartError).
+# The mechanisms' exceptions, each with the one status it deserves. Looked up along
+# the exception's class hierarchy, so a subclass listed here (FileTooLarge) wins over
+# its base (MultipartError).
 STATUS_BY_EXCEPTION = {
+    http11.ProtocolError: 400,
+    http11.ChunkedBodyRefused: 411,
+    http11.RequestLineTooLong: 414,
+    http11.HeaderSectionTooLarge: 431,
+    http11.VersionNotSupported: 505,
     router.RouteNotFound: 404,
     router.MethodNotAllowed: 405,
     jsonbody.InvalidJSON: 400,
@@ -81,9 +74,6 @@ STATUS_BY_EXCEPTION = {
     multipart.MultipartError: 400,
     multipart.FileTooLarge: 413,
     multipart.FieldTooLarge: 413,
-    store_errors.NotFound: 404,
-    store_errors.Conflict: 409,
-    store_errors.Unavailable: 503,
 }
 
 # What a client is told for anything unexpected: never the exception's own text,
@@ -91,12 +81,14 @@ STATUS_BY_EXCEPTION = {
 INTERNAL_DETAIL = "The server could not complete the request."
 
 
-def status_for(exc: BaseException) -> int:
+def status_for(exc: BaseException, statuses: Mapping[type, int] = STATUS_BY_EXCEPTION) -> int:
+    """The status for an exception: its own if it is an HTTPError, else the first of its
+    classes that `statuses` lists, else 500."""
     if isinstance(exc, HTTPError):
         return exc.status
     for cls in type(exc).__mro__:
-        if cls in STATUS_BY_EXCEPTION:
-            return STATUS_BY_EXCEPTION[cls]
+        if cls in statuses:
+            return statuses[cls]
     return 500
 
 
@@ -112,9 +104,9 @@ def _headers_for(exc: BaseException) -> list[tuple[str, str]]:
     return []
 
 
-def problem_response(exc: BaseException) -> Response:
+def problem_response(exc: BaseException, statuses: Mapping[type, int] = STATUS_BY_EXCEPTION) -> Response:
     """The problem+json response for an exception (RFC 9457 §3)."""
-    status = status_for(exc)
+    status = status_for(exc, statuses)
     detail = INTERNAL_DETAIL if status == 500 else str(exc)
     # RFC 9457 §4.2.1: with type "about:blank" the title is the status's reason phrase.
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}

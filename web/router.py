@@ -28,13 +28,15 @@ class MethodNotAllowed(Exception):
         self.allowed = allowed
 
 
-@dataclass
+@dataclass(frozen=True)
 class Route:
     method: str
     template: str
     handler: Callable
     pattern: re.Pattern = field(repr=False)
-    options: dict = field(default_factory=dict)  # e.g. auth=True, max_body=1024
+    auth: bool = False              # the request must carry a valid bearer token
+    credentials: bool = False       # passwords are checked here: the stricter rate limit applies
+    max_body: int | None = None     # the largest body accepted; None: the dispatcher's default
 
 
 def compile_template(template: str) -> re.Pattern:
@@ -50,8 +52,12 @@ class Router:
     def __init__(self):
         self.routes: list[Route] = []
 
-    def add(self, method: str, template: str, handler: Callable, **options) -> None:
-        self.routes.append(Route(method, template, handler, compile_template(template), options))
+    def add(self, method: str, template: str, handler: Callable, *, auth: bool = False,
+            credentials: bool = False, max_body: int | None = None) -> None:
+        """Add a route. Its options are keyword parameters, so a misspelt one (`auht=True`)
+        is a TypeError when the route table is built, never a route silently left open."""
+        self.routes.append(Route(method, template, handler, compile_template(template),
+                                 auth=auth, credentials=credentials, max_body=max_body))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for this request and its path parameters (percent-decoded)."""

@@ -1,43 +1,36 @@
-"""The HTTP/1.1 server adapter: bytes from a socket in, a `Request`; a `Response` out, bytes.
+"""The socket loop: bytes from a connection into the HTTP/1.1 codec, responses back out.
 
-Built on the standard library's `ThreadingHTTPServer` (one thread per connection) and
-the connection loop of `BaseHTTPRequestHandler`, which calls `handle_one_request` until
-the connection is to be closed. We read the request line, headers and body ourselves,
-because each needs a limit a public server cannot do without (RFC 9112 §2.3, §5,
-§6), and we write each response with `Content-Length`, so keep-alive connections never
-lose track of where one message ends and the next begins.
+Built on the standard library's `ThreadingHTTPServer` (one thread per connection).
+Everything HTTP/1.1 says about the bytes — the request line, header fields, limits,
+framing, the response head — is decided in `web/http11.py`, which never sees a
+socket. What is left here is the I/O: read until the codec has a head, hand the
+request to the dispatcher, stream the body to whoever reads it, write the response,
+and repeat while the connection stays open (RFC 9112 §9.3).
 
+It also owns what only the I/O side can know: socket timeouts, the connection cap,
+closing connections that are overdue (`web/connections.py`), and a graceful drain.
 This is the only module that touches sockets; everything it hands on is a plain value.
 """
 
 import logging
-import re
 import socket
 import time
 from email.utils import formatdate
 from functools import partial
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
-from urllib.parse import parse_qs, urlsplit
+from http.server import ThreadingHTTPServer
+from socketserver import StreamRequestHandler, TCPServer
 
 from web.connections import ConnectionRegistry
-from web.messages import Headers, Request, Response
-from web.problems import (BadRequest, HeaderFieldsTooLarge, HTTPError, LengthRequired,
-                          ServiceUnavailable, URITooLong, problem_response)
+from web.http11 import (CONTINUE, IncompleteMessage, ProtocolError, RequestHead, RequestHeadReader,
+                        response_has_body, response_head)
+from web.messages import IncomingRequest, Response
+from web.problems import ServiceUnavailable, problem_response
 
 SERVER_NAME = "MediTrack"       # the Server header: no version of Python or of us
-MAX_REQUEST_LINE = 8192          # bytes, CRLF included; longer → 414 (RFC 9112 §3)
-MAX_HEADER_COUNT = 100           # more header fields → 431 (RFC 6585 §5)
-MAX_HEADER_BYTES = 16 * 1024     # the whole header section → 431
-MAX_QUERY_FIELDS = 50
 DRAIN_LIMIT = 64 * 1024          # unread body bytes we will read and discard to keep a connection
-
-TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")     # RFC 9110 §5.6.2
-CONTENT_LENGTH = re.compile(rb"[0-9]{1,18}")           # RFC 9110 §8.6: 1*DIGIT, and no sign or spaces
-HTTP_VERSION = re.compile(rb"HTTP/1\.[01]")
-VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")           # a request target, as sent: no spaces, no 8-bit
-FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\x00]")
+# Every response gets these unless it sets its own: no MIME sniffing, and nothing kept
+# in shared caches (the responses hold patient data).
+DEFAULT_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 
 access_log = logging.getLogger("meditrack.access")
 
@@ -54,29 +47,32 @@ def http_date() -> str:
     return _date[1]
 
 
-def response_head(response: Response, keep_alive: bool) -> bytes:
-    """The status line and headers of a response, as the bytes that go on the wire."""
-    status = HTTPStatus(response.status)
-    lines = [f"HTTP/1.1 {status.value} {status.phrase}", f"Server: {SERVER_NAME}",
-             f"Date: {http_date()}"]
-    names = set()
-    for name, value in response.headers:
-        if "\r" in value or "\n" in value:  # NOTE: never let a value start a new header
-            raise ValueError(f"header {name} contains a line break")
-        lines.append(f"{name}: {value}")
-        names.add(name.lower())
-    # Every response: no MIME sniffing, and nothing kept in shared caches (patient data).
-    if "x-content-type-options" not in names:
-        lines.append("X-Content-Type-Options: nosniff")
-    if "cache-control" not in names:
-        lines.append("Cache-Control: no-store")
-    # RFC 9110 §8.6: a 204 carries no Content-Length (and no body).
-    if status != HTTPStatus.NO_CONTENT:
-        length = len(response.body) if isinstance(response.body, bytes) else response.content_length
-        lines.append(f"Content-Length: {length}")
-    if not keep_alive:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def encode_head(response: Response, keep_alive: bool) -> bytes:
+    """The response's head with the headers every response carries."""
+    headers = [("Server", SERVER_NAME), ("Date", http_date()), *response.headers]
+    present = {name.lower() for name, _ in response.headers}
+    headers += [(name, value) for name, value in DEFAULT_HEADERS if name.lower() not in present]
+    length = len(response.body) if isinstance(response.body, bytes) else response.content_length
+    return response_head(response.status, headers, content_length=length, keep_alive=keep_alive)
+
+
+def read_head(rfile) -> RequestHead | None:
+    """Read one request head from a buffered stream; None if the peer closed first.
+
+    `peek` shows what is buffered (making one `recv` when nothing is) without taking
+    it; the codec says how much of that was the head, and only that much is taken,
+    so the body and any pipelined request stay in the buffer for whoever reads next.
+    """
+    reader = RequestHeadReader()
+    while True:
+        data = rfile.peek(1)
+        if not data:
+            reader.end_of_stream()
+            return None
+        head, used = reader.feed(data)
+        rfile.read(used)
+        if head is not None:
+            return head
 
 
 def hang_up(connection) -> None:
@@ -87,8 +83,10 @@ def hang_up(connection) -> None:
         pass  # already closed by the client
 
 
-class IncompleteBody(BadRequest):
-    """The client closed the connection before sending Content-Length bytes."""
+def close_body(body) -> None:
+    close = getattr(body, "close", None)
+    if close:
+        close()
 
 
 class BodyReader:
@@ -124,18 +122,31 @@ class BodyReader:
             data = self._rfile.read(size)  # blocks until `size` bytes or end of stream
         except OSError as exc:  # a timeout or a reset: the stream's position is lost
             self.failed = True
-            raise IncompleteBody("the connection failed while the body was being read") from exc
+            raise IncompleteMessage("the connection failed while the body was being read") from exc
         if len(data) < size:
             self.failed = True
-            raise IncompleteBody("the body ended before its Content-Length")
+            raise IncompleteMessage("the body ended before its Content-Length")
         self.remaining -= len(data)
         return data
 
+    def finish(self) -> bool:
+        """Read and discard a small unread body so the next request starts where it
+        should; True when the connection is still in step. A large body, a broken one,
+        or one the client was told to wait for, is cheaper to end by closing."""
+        if self.remaining == 0:
+            return not self.failed
+        if self.failed or self.awaiting_continue or self.remaining > DRAIN_LIMIT:
+            return False
+        try:
+            self.read()
+        except ProtocolError:
+            return False
+        return True
 
-class RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = SERVER_NAME
-    sys_version = ""                # the Server header must not advertise the Python version
+
+class ConnectionHandler(StreamRequestHandler):
+    """One connection: its requests read and answered in turn until one side ends it."""
+
     disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle/delayed-ACK stall on small writes
 
     def setup(self):
@@ -144,161 +155,64 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.timeout = self.server.socket_timeout
         super().setup()
 
-    def handle_one_request(self):
-        started = time.perf_counter()
-        self.close_connection, self.command = True, None
+    def handle(self):
+        # RFC 9112 §9.3: a persistent connection carries one request after another.
+        while self.serve_one_request():
+            pass
+
+    def serve_one_request(self) -> bool:
+        """Read, dispatch and answer one request; True if the connection stays open."""
         connections = self.server.connections
         connections.waiting(self.connection)
         try:
-            request = self._read_request()
-            if request is None:
-                return
-            connections.working(self.connection)
-            response = self.server.dispatch(request)
-            # A 413 was refused for its size: reading the body now would defeat that.
-            keep_alive = (self._wants_keep_alive(request) and response.status != 413
-                          and not self.server.stopping and self._body_consumed(request))
-        except HTTPError as exc:  # refused while reading the request itself
-            request, response, keep_alive = None, problem_response(exc), False
-        except OSError:  # timeout, reset, broken pipe: nothing more can be said
-            return
+            head = read_head(self.rfile)
+        except ProtocolError as exc:  # refused while reading the head: answer, then close
+            self._answer_refusal(exc)
+            return False
+        except OSError:  # timeout, reset: nothing more can be said
+            return False
+        if head is None:
+            return False  # the client closed the connection between requests
+        started = time.perf_counter()
+        connections.working(self.connection)
+        body = BodyReader(self.rfile, head.content_length,
+                          send_continue=self._send_continue if head.expects_continue else None,
+                          # The body has its own deadline: a slow POST must not hold the thread.
+                          on_start=partial(connections.reading_body, self.connection))
+        response, route = self.server.dispatch(IncomingRequest(
+            method=head.method, path=head.path, query=head.query, headers=head.headers, body=body,
+            content_length=head.content_length, peer=self.client_address[0]))
+        # A 413 was refused for its size: reading the body now would defeat that.
+        keep_alive = (head.keep_alive and response.status != 413 and not self.server.stopping
+                      and body.finish())
         try:
-            self._send(response, keep_alive)
+            self._send(response, head.method, keep_alive)
+        except OSError:
+            return False
+        connections.working(self.connection, False)
+        access_log.info("%s %s %d %.1fms", head.method, route, response.status,
+                        (time.perf_counter() - started) * 1000)
+        # A server that is shutting down answers this request, then ends the connection.
+        return keep_alive and not self.server.stopping
+
+    def _answer_refusal(self, error: ProtocolError) -> None:
+        response = problem_response(error)
+        try:
+            self._send(response, "-", keep_alive=False)
         except OSError:
             return
-        connections.working(self.connection, False)
-        # A server that is shutting down answers this request, then ends the connection.
-        self.close_connection = not keep_alive or self.server.stopping
-        route = request.route if request and request.route else "-"
-        access_log.info("%s %s %d %.1fms", self.command or "-", route, response.status,
-                        (time.perf_counter() - started) * 1000)
-
-    # -- reading ---------------------------------------------------------------
-    def _read_request(self) -> Request | None:
-        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
-        if line in (b"\r\n", b"\n"):  # RFC 9112 §2.2: ignore one empty line before a request
-            line = self.rfile.readline(MAX_REQUEST_LINE + 1)
-        if not line:
-            return None  # the client closed the connection between requests
-        if len(line) > MAX_REQUEST_LINE:
-            raise URITooLong(f"the request line is longer than {MAX_REQUEST_LINE} bytes")
-        method, target, version = self._parse_request_line(line)
-        self.command, self.path, self.request_version = method, target, version
-        headers = self._read_headers()
-        # RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host field is a 400.
-        if version == "HTTP/1.1" and len(headers.get_all("Host") or []) != 1:
-            raise BadRequest("an HTTP/1.1 request must have exactly one Host header")
-        length = self._body_length(headers)
-        send_continue = None
-        if version == "HTTP/1.1" and headers.get("Expect", "").lower() == "100-continue":
-            send_continue = self._send_continue
-        parts = urlsplit(target)
-        try:
-            # strict errors: a query that is not UTF-8 is refused, not silently mangled.
-            query = parse_qs(parts.query, keep_blank_values=True, errors="strict",
-                             max_num_fields=MAX_QUERY_FIELDS)
-        except ValueError:
-            raise BadRequest("the query string is malformed") from None
-        # The body has its own deadline: a slow POST must not hold the thread either.
-        on_start = partial(self.server.connections.reading_body, self.connection)
-        return Request(method=method, path=parts.path, query=query, headers=headers,
-                       body=BodyReader(self.rfile, length, send_continue, on_start), content_length=length,
-                       client=self.client_address[0])
-
-    @staticmethod
-    def _parse_request_line(line: bytes) -> tuple[str, str, str]:
-        # RFC 9112 §3: request-line = method SP request-target SP HTTP-version CRLF
-        parts = line.rstrip(b"\r\n").split(b" ")
-        if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[1].startswith(b"/"):
-            raise BadRequest("the request line is malformed")
-        if not HTTP_VERSION.fullmatch(parts[2]):
-            raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
-        if not VISIBLE_ASCII.fullmatch(parts[1]):
-            raise BadRequest("the request target contains characters that must be percent-encoded")
-        return parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2].decode("ascii")
-
-    def _read_headers(self) -> Headers:
-        headers, total = Headers(), 0
-        while True:
-            line = self.rfile.readline(MAX_HEADER_BYTES + 1)
-            total += len(line)
-            if total > MAX_HEADER_BYTES:
-                raise HeaderFieldsTooLarge(f"the header section is larger than {MAX_HEADER_BYTES} bytes")
-            if line in (b"\r\n", b"\n"):
-                return headers
-            if not line.endswith(b"\n"):
-                raise BadRequest("the header section ended early")
-            if headers.count >= MAX_HEADER_COUNT:
-                raise HeaderFieldsTooLarge(f"more than {MAX_HEADER_COUNT} header fields")
-            name, value = self._parse_header_line(line.rstrip(b"\r\n"))
-            headers.add(name, value)
-
-    @staticmethod
-    def _parse_header_line(line: bytes) -> tuple[str, str]:
-        # RFC 9112 §5.2: obsolete line folding is refused with 400.
-        if line[:1] in (b" ", b"\t"):
-            raise BadRequest("folded header lines are not accepted")
-        name, colon, value = line.partition(b":")
-        # RFC 9112 §5.1: no whitespace is allowed between the field name and colon.
-        if not colon or not TOKEN.fullmatch(name):
-            raise BadRequest("a header line is malformed")
-        value = value.strip(b" \t")
-        # RFC 9110 §5.5: CR, LF and NUL are never valid inside a field value.
-        if FORBIDDEN_IN_VALUE.search(value):
-            raise BadRequest("a header value contains a forbidden character")
-        return name.decode("ascii"), value.decode("latin-1")
-
-    def _body_length(self, headers: Headers) -> int:
-        lengths = headers.get_all("Content-Length") or []
-        if headers.get("Transfer-Encoding") is not None:
-            # RFC 9112 §6.1: a message with both is a request-smuggling attempt or a
-            # broken intermediary; either way we cannot know where the body ends.
-            if lengths:
-                raise BadRequest("a request must not have both Transfer-Encoding and Content-Length")
-            # RFC 9110 §15.5.12: we require a declared length rather than decode chunks.
-            raise LengthRequired("chunked request bodies are not accepted; send Content-Length")
-        if not lengths:
-            return 0
-        if len(lengths) > 1 or not CONTENT_LENGTH.fullmatch(lengths[0].encode("latin-1")):
-            raise BadRequest("Content-Length must be a single number of ASCII digits")
-        return int(lengths[0])
+        access_log.info("- - %d", response.status)
 
     def _send_continue(self):
-        self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.wfile.write(CONTINUE)
 
-    # -- connection management ----------------------------------------------------
-    def _wants_keep_alive(self, request: Request) -> bool:
-        tokens = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
-        # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 closes (we do not
-        # implement the old keep-alive extension).
-        return self.request_version == "HTTP/1.1" and "close" not in tokens
-
-    @staticmethod
-    def _body_consumed(request: Request) -> bool:
-        """Read and discard a small unread body so the next request starts where it
-        should; a large one, a broken one, or one the client was told to wait for,
-        is cheaper to end by closing the connection."""
-        body = request.body
-        if body.remaining == 0:
-            return not body.failed
-        if body.failed or body.awaiting_continue or body.remaining > DRAIN_LIMIT:
-            return False
-        try:
-            body.read()
-        except (OSError, HTTPError):
-            return False
-        return True
-
-    # -- writing ---------------------------------------------------------------
-    def _send(self, response: Response, keep_alive: bool) -> None:
-        head = response_head(response, keep_alive)
-        body = response.body
-        if self.command == "HEAD":
+    def _send(self, response: Response, method: str, keep_alive: bool) -> None:
+        head, body = encode_head(response, keep_alive), response.body
+        if not response_has_body(method, response.status):
             # RFC 9110 §9.3.2: HEAD gets GET's headers (Content-Length included) and no
             # body; sending one would be read as the start of the next response.
-            body, close = b"", getattr(body, "close", None)
-            if close:
-                close()
+            close_body(body)
+            body = b""
         if isinstance(body, bytes):
             self.wfile.write(head + body)  # one write, one syscall, for the usual small response
             return
@@ -307,18 +221,15 @@ class RequestHandler(BaseHTTPRequestHandler):
             for chunk in body:
                 self.wfile.write(chunk)
         finally:
-            close = getattr(body, "close", None)
-            if close:
-                close()
-
-    def log_message(self, format, *args):
-        """Silence http.server's own log lines: they quote the request line, and a
-        query string can hold a patient's name. We log one line per request above."""
+            close_body(body)
 
 
 class MediTrackServer(ThreadingHTTPServer):
     """A thread per connection, never more than `max_connections` of them, a deep listen
-    backlog, the dispatch function to call, and a shutdown that lets requests finish."""
+    backlog, the dispatch function to call, and a shutdown that lets requests finish.
+
+    `dispatch(IncomingRequest)` returns the response and the route template that
+    answered it (for the access log)."""
 
     request_queue_size = 128  # socketserver's default of 5 drops connections in a burst
     daemon_threads = True
@@ -331,7 +242,7 @@ class MediTrackServer(ThreadingHTTPServer):
         self.connections = ConnectionRegistry(max_connections=max_connections, header_timeout=header_timeout,
                                               min_body_rate=min_body_rate, clock=clock)
         self.stopping = False
-        super().__init__(address, RequestHandler)
+        super().__init__(address, ConnectionHandler)
 
     def process_request(self, request, client_address):
         # NOTE: the cap is checked before a thread is started, so a flood of connections
@@ -348,7 +259,7 @@ class MediTrackServer(ThreadingHTTPServer):
                                                        headers=(("Retry-After", "1"),)))
         try:
             connection.setblocking(False)
-            connection.send(response_head(response, keep_alive=False) + response.body)
+            connection.send(encode_head(response, keep_alive=False) + response.body)
         except OSError:
             pass
         super().shutdown_request(connection)

@@ -1,0 +1,139 @@
+"""MediTrack's settings: what can be configured, its defaults, and how it is read.
+
+    flags  >  environment variables  >  the defaults in `Settings`
+
+Every environment variable is in `ENVIRONMENT` with the parser that checks it, so a
+bad value stops start-up with one line that names the setting (`SettingError`)
+instead of surfacing later as a strange failure. The JWT key, when none is given,
+is made once and kept in DATA_DIR/jwt-secret.
+"""
+
+import argparse
+import ipaddress
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from web.ratelimit import parse_rate
+
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key MUST be at least 256 bits
+
+
+class SettingError(Exception):
+    """A setting has a value MediTrack cannot start with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    mongodb_uri: str | None = None
+    jwt_secret: bytes | None = None          # None: generated once, kept in DATA_DIR/jwt-secret
+    token_ttl: int = 3600
+    bcrypt_rounds: int = 12
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024
+    rate_limit: tuple[int, float] | None = (120, 60.0)
+    auth_rate_limit: tuple[int, float] | None = (10, 60.0)
+    trusted_proxies: frozenset[str] = frozenset()
+    socket_timeout: float = 30.0
+    header_timeout: float = 10.0
+    max_connections: int = 200
+    shutdown_grace: float = 10.0
+    refusal_delay: float = 1.0
+    min_body_rate: int = 16 * 1024
+
+
+def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
+    # ASCII digits only: int() alone would also take " 12", "+12", "1_2" and "١٢".
+    if not re.fullmatch(r"[0-9]{1,15}", text) or not minimum <= int(text) <= maximum:
+        raise SettingError(f"{name} must be a whole number from {minimum} to {maximum}, not {text!r}")
+    return int(text)
+
+
+def _rate(name: str, text: str) -> tuple[int, float] | None:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise SettingError(f"{name}: {exc}") from None
+
+
+def _secret(name: str, text: str) -> bytes:
+    if len(text.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise SettingError(f"{name} must be at least {MIN_SECRET_BYTES} bytes long")
+    return text.encode("utf-8")
+
+
+def _addresses(name: str, text: str) -> frozenset[str]:
+    addresses = frozenset(part.strip() for part in text.split(",") if part.strip())
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)  # a host name or a range would never match a peer
+        except ValueError:
+            raise SettingError(f"{name} must list IP addresses, not {address!r}") from None
+    return addresses
+
+
+# Environment variable → (Settings field, parser). Each parser gets the variable's name
+# so its error message can name the setting.
+ENVIRONMENT = {
+    "MEDITRACK_HOST": ("host", lambda name, text: text),
+    "MEDITRACK_PORT": ("port", lambda name, text: _integer(name, text, 0, 65535)),
+    "MEDITRACK_DATA_DIR": ("data_dir", lambda name, text: Path(text)),
+    "MONGODB_URI": ("mongodb_uri", lambda name, text: text or None),
+    "MEDITRACK_JWT_SECRET": ("jwt_secret", _secret),
+    "MEDITRACK_TOKEN_TTL": ("token_ttl", lambda name, text: _integer(name, text, 60, 30 * 24 * 3600)),
+    "MEDITRACK_BCRYPT_ROUNDS": ("bcrypt_rounds", lambda name, text: _integer(name, text, 4, 31)),
+    "MEDITRACK_MAX_UPLOAD_BYTES": ("max_upload_bytes", lambda name, text: _integer(name, text, 1, 2**40)),
+    "MEDITRACK_MAX_JSON_BYTES": ("max_json_bytes", lambda name, text: _integer(name, text, 1024, 2**30)),
+    "MEDITRACK_RATE_LIMIT": ("rate_limit", _rate),
+    "MEDITRACK_AUTH_RATE_LIMIT": ("auth_rate_limit", _rate),
+    "MEDITRACK_TRUSTED_PROXIES": ("trusted_proxies", _addresses),
+    "MEDITRACK_SOCKET_TIMEOUT": ("socket_timeout", lambda name, text: _integer(name, text, 1, 3600)),
+    "MEDITRACK_HEADER_TIMEOUT": ("header_timeout", lambda name, text: _integer(name, text, 1, 3600)),
+    "MEDITRACK_MAX_CONNECTIONS": ("max_connections", lambda name, text: _integer(name, text, 1, 100_000)),
+    "MEDITRACK_SHUTDOWN_GRACE": ("shutdown_grace", lambda name, text: _integer(name, text, 0, 3600)),
+    "MEDITRACK_REFUSAL_DELAY": ("refusal_delay", lambda name, text: _integer(name, text, 0, 60)),
+    "MEDITRACK_MIN_BODY_RATE": ("min_body_rate", lambda name, text: _integer(name, text, 1, 2**30)),
+}
+
+
+def load_settings(argv: list[str], environ: dict[str, str]) -> Settings:
+    values = {}
+    for variable, (field, parse) in ENVIRONMENT.items():
+        if variable in environ:
+            values[field] = parse(variable, environ[variable])
+    parser = argparse.ArgumentParser(prog="meditrack", description="MediTrack patient-record API")
+    parser.add_argument("--host")
+    parser.add_argument("--port")
+    parser.add_argument("--data-dir")
+    flags = parser.parse_args(argv)
+    if flags.host is not None:
+        values["host"] = flags.host
+    if flags.port is not None:
+        values["port"] = _integer("--port", flags.port, 0, 65535)
+    if flags.data_dir is not None:
+        values["data_dir"] = Path(flags.data_dir)
+    return Settings(**values)
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The JWT key kept in DATA_DIR/jwt-secret, made on first start (mode 0600)."""
+    path = data_dir / "jwt-secret"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # NOTE: O_EXCL so two processes starting at once cannot both write a key,
+        # and mode 0600 from the first byte: the key is never readable by others.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_bytes().strip()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise SettingError(f"{path} holds fewer than {MIN_SECRET_BYTES} bytes") from None
+        return secret
+    with os.fdopen(descriptor, "wb") as file:
+        secret = secrets.token_hex(32).encode("ascii")  # 32 random bytes, written as hex
+        file.write(secret)
+    return secret
