@@ -22,8 +22,8 @@ test-mongo: $(VENV)/.dev
 
 # Sustained mixed load, DURATION seconds on each store, then a check that nothing was lost.
 soak: $(VENV)/.dev
-	$(PY) tests/soak.py --duration $(DURATION)
-	$(PY) tests/ferretdb.py -- $(PY) tests/soak.py --duration $(DURATION)
+	$(PY) bench/soak.py --duration $(DURATION)
+	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION)
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

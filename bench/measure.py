@@ -16,7 +16,7 @@ from pathlib import Path
 
 import bcrypt
 
-from tests.processes import process_figures
+from bench.processes import process_figures
 
 BENCH = Path(__file__).resolve().parent
 MiB = 1024 * 1024

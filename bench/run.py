@@ -32,7 +32,7 @@ from bench.measure import (MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  
                            loopback_copy_mb_per_second, multipart_body, rss_during_uploads, wait_for_port, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
-from tests.soak import start_server  # noqa: E402
+from bench.soak import start_server  # noqa: E402
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results.json"

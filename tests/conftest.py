@@ -9,74 +9,34 @@ MongoDB too when MEDITRACK_TEST_MONGODB_URI names a server (`make test-mongo` st
 one). Each MongoDB-backed server gets a database of its own, dropped afterwards.
 """
 
-import itertools
 import os
-import secrets
 import threading
 from dataclasses import replace
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import requests
 
 import meditrack
+from settings import Settings
 from storage import open_store
+from tests.support.api import TEST_SECRET, ApiClient
+from tests.support.clock import FakeClock  # noqa: F401  re-exported: tests/test_dispatch.py imports it from here
+from tests.support.mongodb import MONGODB_URI, drop_mongodb_database, fresh_mongodb_uri
+from tests.support.records import PATIENT
 
 # The outage test needs a FerretDB binary it can stop and start; only `make test-mongo`
 # provides one, so only then is that file collected (the SQLite suite has no MongoDB).
 collect_ignore = [] if os.environ.get("MEDITRACK_FERRETDB_BIN") else ["test_mongo_outage.py"]
 
-TEST_SECRET = b"test-secret-that-is-at-least-32-bytes-long"
-MONGODB_URI = os.environ.get("MEDITRACK_TEST_MONGODB_URI")
 STORES = ["sqlite", "mongodb"] if MONGODB_URI else ["sqlite"]
-_usernames = itertools.count()
-
-
-def fresh_mongodb_uri() -> str:
-    """MEDITRACK_TEST_MONGODB_URI with a new database name of its own as the path."""
-    parts = urlsplit(MONGODB_URI)
-    return urlunsplit(parts._replace(path=f"/meditrack_test_{secrets.token_hex(6)}"))
-
-
-def drop_mongodb_database(uri: str) -> None:
-    import pymongo
-    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
-        client.drop_database(client.get_default_database())
-
-
-class FakeClock:
-    """A clock that moves only when a test says so: `advance(seconds)`, or set `now`.
-    Safe to read and advance from many threads (the concurrency tests do)."""
-
-    def __init__(self, start: float = 1000.0):
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    @property
-    def now(self) -> float:
-        return self()
-
-    @now.setter
-    def now(self, value: float) -> None:
-        with self._lock:
-            self._now = value
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
 
 
 class LiveServer:
     """A running server: its base URL, settings and store, and a way to stop it."""
 
     def __init__(self, data_dir, store_kind: str = "sqlite", **overrides):
-        base = meditrack.Settings(port=0, data_dir=data_dir, bcrypt_rounds=4, jwt_secret=TEST_SECRET,
-                                  rate_limit=None, auth_rate_limit=None, socket_timeout=5,
-                                  refusal_delay=0)  # 429s at once: the delay has its own test
+        base = Settings(port=0, data_dir=data_dir, bcrypt_rounds=4, jwt_secret=TEST_SECRET,
+                        rate_limit=None, auth_rate_limit=None, socket_timeout=5,
+                        refusal_delay=0)  # 429s at once: the delay has its own test
         if store_kind == "mongodb":
             overrides.setdefault("mongodb_uri", fresh_mongodb_uri())
         self.settings = replace(base, **overrides)
@@ -93,41 +53,6 @@ class LiveServer:
         self.store.close()
         if self.settings.mongodb_uri:
             drop_mongodb_database(self.settings.mongodb_uri)
-
-
-class ApiClient:
-    """A requests.Session bound to one server, optionally logged in as one user."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.session = requests.Session()
-        self.user = None
-
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        kwargs.setdefault("timeout", 10)
-        return self.session.request(method, self.url + path, **kwargs)
-
-    def get(self, path, **kwargs):
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path, **kwargs):
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path, **kwargs):
-        return self.request("PUT", path, **kwargs)
-
-    def delete(self, path, **kwargs):
-        return self.request("DELETE", path, **kwargs)
-
-    def register_and_login(self, username: str | None = None, password: str = "correct horse battery"):
-        username = username or f"user{next(_usernames)}"
-        registered = self.post("/auth/register", json={"username": username, "password": password})
-        assert registered.status_code == 201, registered.text
-        login = self.post("/auth/login", json={"username": username, "password": password})
-        assert login.status_code == 200, login.text
-        self.session.headers["Authorization"] = f"Bearer {login.json()['accessToken']}"
-        self.user = registered.json()
-        return self
 
 
 @pytest.fixture(scope="session", params=STORES)
@@ -172,9 +97,6 @@ def client(live_server) -> ApiClient:
 def other_client(live_server) -> ApiClient:
     """A second user, to prove that users cannot see each other's records."""
     return ApiClient(live_server.url).register_and_login()
-
-
-PATIENT = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10"}
 
 
 @pytest.fixture

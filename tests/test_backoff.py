@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 from web.backoff import FailureBackoff
 
 

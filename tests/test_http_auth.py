@@ -6,18 +6,11 @@ import time
 import pytest
 
 from storage.ids import new_id
-from tests.conftest import TEST_SECRET, ApiClient
+from tests.support.api import TEST_SECRET, ApiClient
+from tests.support.problems import assert_problem
 from web import jwt
 
 PASSWORD = "correct horse battery"
-
-
-def problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status and body["type"] == "about:blank" and body["title"] and body["detail"]
-    return body
 
 
 def test_register_answers_201_with_the_public_user(anonymous):
@@ -30,7 +23,7 @@ def test_register_answers_201_with_the_public_user(anonymous):
 
 def test_username_taken_ignoring_case_is_409(anonymous):
     assert anonymous.post("/auth/register", json={"username": "CaseUser", "password": PASSWORD}).status_code == 201
-    problem(anonymous.post("/auth/register", json={"username": "caseuser", "password": PASSWORD}), 409)
+    assert_problem(anonymous.post("/auth/register", json={"username": "caseuser", "password": PASSWORD}), 409)
 
 
 @pytest.mark.parametrize("body, field", [
@@ -48,7 +41,7 @@ def test_username_taken_ignoring_case_is_409(anonymous):
     ({"username": 12345, "password": PASSWORD}, "username"),
 ])
 def test_invalid_credentials_are_400_with_field_errors(anonymous, body, field):
-    details = problem(anonymous.post("/auth/register", json=body), 400)
+    details = assert_problem(anonymous.post("/auth/register", json=body), 400)
     assert field in [error["field"] for error in details["errors"]]
 
 
@@ -56,7 +49,7 @@ def test_invalid_credentials_are_400_with_field_errors(anonymous, body, field):
                                  b'{"username": "nul\\u0000user", "password": "correct horse"}'])
 def test_malformed_json_bodies_are_400(anonymous, raw):
     response = anonymous.post("/auth/register", data=raw, headers={"Content-Type": "application/json"})
-    problem(response, 400)
+    assert_problem(response, 400)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "",
@@ -64,7 +57,7 @@ def test_malformed_json_bodies_are_400(anonymous, raw):
 def test_a_body_that_is_not_utf8_json_is_415(anonymous, content_type):
     response = anonymous.post("/auth/register", data=b'{"username":"x","password":"y"}',
                               headers={"Content-Type": content_type})
-    problem(response, 415)
+    assert_problem(response, 415)
 
 
 def test_login_returns_a_bearer_token_that_authenticates(anonymous):
@@ -83,7 +76,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(anonymous):
     anonymous.post("/auth/register", json={"username": "knownuser", "password": PASSWORD})
     wrong_password = anonymous.post("/auth/login", json={"username": "knownuser", "password": "wrong password"})
     unknown_user = anonymous.post("/auth/login", json={"username": "nobodyhere", "password": PASSWORD})
-    assert problem(wrong_password, 401) == problem(unknown_user, 401)
+    assert assert_problem(wrong_password, 401) == assert_problem(unknown_user, 401)
     assert wrong_password.headers["WWW-Authenticate"] == unknown_user.headers["WWW-Authenticate"]
 
 
@@ -94,7 +87,7 @@ def test_me_returns_the_logged_in_user(client):
 
 def test_no_token_is_401_with_a_bearer_challenge(anonymous):
     response = anonymous.get("/auth/me")
-    problem(response, 401)
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
@@ -116,31 +109,31 @@ def valid_claims(**changes):
 ])
 def test_bad_authorization_headers_are_401(anonymous, authorization):
     response = anonymous.get("/auth/me", headers={"Authorization": authorization})
-    problem(response, 401)
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_a_token_signed_with_another_key_is_401(client):
     claims = valid_claims(sub=client.user["id"])
     response = client.get("/auth/me", headers={"Authorization": "Bearer " + forged(claims, b"k" * 32)})
-    problem(response, 401)
+    assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
 
 def test_an_expired_token_is_401(client):
     claims = valid_claims(sub=client.user["id"], iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
-    problem(client.get("/auth/me", headers={"Authorization": "Bearer " + forged(claims)}), 401)
+    assert_problem(client.get("/auth/me", headers={"Authorization": "Bearer " + forged(claims)}), 401)
 
 
 def test_a_token_from_another_issuer_is_401(client):
     claims = valid_claims(sub=client.user["id"], iss="someone-else")
-    problem(client.get("/auth/me", headers={"Authorization": "Bearer " + forged(claims)}), 401)
+    assert_problem(client.get("/auth/me", headers={"Authorization": "Bearer " + forged(claims)}), 401)
 
 
 def test_a_token_whose_user_no_longer_exists_is_401(anonymous):
     # A correctly signed token for a user id that is not (or no longer) in the store.
     response = anonymous.get("/auth/me", headers={"Authorization": "Bearer " + forged(valid_claims())})
-    problem(response, 401)
+    assert_problem(response, 401)
 
 
 def test_the_scheme_name_is_case_insensitive(client):
@@ -151,15 +144,16 @@ def test_the_scheme_name_is_case_insensitive(client):
 
 def test_no_more_password_hashes_run_at_once_than_there_are_hashing_slots(monkeypatch):
     from handlers import auth
-    running, peak, lock = [0], [0], threading.Lock()
+    running, peak, changed = [0], [0], threading.Condition()
     release = threading.Event()
 
     def slow_checkpw(password, password_hash):
-        with lock:
+        with changed:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        release.wait(5)
-        with lock:
+            changed.notify_all()
+        release.wait(30)
+        with changed:
             running[0] -= 1
         return False
 
@@ -167,10 +161,11 @@ def test_no_more_password_hashes_run_at_once_than_there_are_hashing_slots(monkey
     threads = [threading.Thread(target=auth.password_matches, args=(b"pw", b"hash")) for _ in range(8)]
     for thread in threads:
         thread.start()
-    # Every thread is now either inside checkpw or queued for a slot; let them all through.
-    deadline = time.monotonic() + 5
-    while running[0] < auth.HASHING_CONCURRENCY and time.monotonic() < deadline:
-        pass
+    # Every thread is now either inside checkpw or queued for a slot; once every slot is
+    # taken, let them all through. The wait is woken by each entry, not polled, and is
+    # long (30 s) only so that a loaded machine cannot end it before the slots fill.
+    with changed:
+        changed.wait_for(lambda: running[0] >= auth.HASHING_CONCURRENCY, timeout=30)
     release.set()
     for thread in threads:
         thread.join(timeout=10)

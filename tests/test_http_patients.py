@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from tests.conftest import PATIENT
-from tests.test_http_auth import problem
+from tests.support.problems import assert_problem
+from tests.support.records import PATIENT
 
 FULL_PATIENT = {
     "firstName": "Émilie", "lastName": "du Châtelet", "dateOfBirth": "1706-12-17", "gender": "female",
@@ -68,14 +68,14 @@ TODAY = datetime.date.today()
     ({"createdAt": "2020-01-01T00:00:00Z"}, "createdAt"),
 ])
 def test_invalid_patient_fields_are_400_naming_the_field(client, changes, field):
-    details = problem(client.post("/patients", json={**PATIENT, **changes}), 400)
+    details = assert_problem(client.post("/patients", json={**PATIENT, **changes}), 400)
     assert field in [error["field"] for error in details["errors"]]
 
 
 @pytest.mark.parametrize("missing", ["firstName", "lastName", "dateOfBirth"])
 def test_required_fields_are_required(client, missing):
     body = {name: value for name, value in PATIENT.items() if name != missing}
-    details = problem(client.post("/patients", json=body), 400)
+    details = assert_problem(client.post("/patients", json=body), 400)
     assert details["errors"] == [{"field": missing, "message": "is required"}]
 
 
@@ -84,37 +84,37 @@ def test_a_date_of_birth_of_today_is_accepted(client):
 
 
 def test_a_body_that_is_not_an_object_is_400(client):
-    problem(client.post("/patients", json=[PATIENT]), 400)
+    assert_problem(client.post("/patients", json=[PATIENT]), 400)
 
 
 def test_a_nul_character_anywhere_is_400(client):
-    problem(client.post("/patients", json={**PATIENT, "notes": "a\x00b"}), 400)
-    problem(client.post("/patients", json={**PATIENT, "allergies": ["\x00"]}), 400)
+    assert_problem(client.post("/patients", json={**PATIENT, "notes": "a\x00b"}), 400)
+    assert_problem(client.post("/patients", json={**PATIENT, "allergies": ["\x00"]}), 400)
 
 
 def test_get_put_delete_need_a_token(anonymous, patient):
     for method in ("GET", "PUT", "DELETE"):
-        problem(anonymous.request(method, f"/patients/{patient['id']}", json=PATIENT), 401)
-    problem(anonymous.get("/patients"), 401)
-    problem(anonymous.post("/patients", json=PATIENT), 401)
+        assert_problem(anonymous.request(method, f"/patients/{patient['id']}", json=PATIENT), 401)
+    assert_problem(anonymous.get("/patients"), 401)
+    assert_problem(anonymous.post("/patients", json=PATIENT), 401)
 
 
 @pytest.mark.parametrize("bad_id", ["123", "Z" * 24, "0" * 23 + "G", "0" * 25, "%00" * 8, "0" * 23 + "A"])
 def test_a_malformed_id_is_400(client, bad_id):
     for method in ("GET", "PUT", "DELETE"):
-        problem(client.request(method, f"/patients/{bad_id}", json=PATIENT), 400)
+        assert_problem(client.request(method, f"/patients/{bad_id}", json=PATIENT), 400)
 
 
 def test_a_missing_patient_is_404(client):
     for method in ("GET", "PUT", "DELETE"):
-        problem(client.request(method, f"/patients/{MISSING}", json=PATIENT), 404)
+        assert_problem(client.request(method, f"/patients/{MISSING}", json=PATIENT), 404)
 
 
 def test_another_users_patient_is_403_and_stays_unchanged(client, other_client, patient):
     path = f"/patients/{patient['id']}"
-    problem(other_client.get(path), 403)
-    problem(other_client.put(path, json={**PATIENT, "firstName": "Mallory"}), 403)
-    problem(other_client.delete(path), 403)
+    assert_problem(other_client.get(path), 403)
+    assert_problem(other_client.put(path, json={**PATIENT, "firstName": "Mallory"}), 403)
+    assert_problem(other_client.delete(path), 403)
     assert client.get(path).json() == patient
 
 
@@ -130,15 +130,15 @@ def test_put_replaces_every_editable_field(client):
 
 
 def test_an_invalid_put_changes_nothing(client, patient):
-    problem(client.put(f"/patients/{patient['id']}", json={**PATIENT, "gender": "robot"}), 400)
+    assert_problem(client.put(f"/patients/{patient['id']}", json={**PATIENT, "gender": "robot"}), 400)
     assert client.get(f"/patients/{patient['id']}").json() == patient
 
 
 def test_delete_is_204_then_404(client, patient):
     response = client.delete(f"/patients/{patient['id']}")
     assert response.status_code == 204 and response.content == b""
-    problem(client.get(f"/patients/{patient['id']}"), 404)
-    problem(client.delete(f"/patients/{patient['id']}"), 404)
+    assert_problem(client.get(f"/patients/{patient['id']}"), 404)
+    assert_problem(client.delete(f"/patients/{patient['id']}"), 404)
 
 
 def test_list_pages_through_every_patient_once_with_a_cursor(client):
@@ -193,7 +193,7 @@ def test_name_search_is_case_insensitive_and_literal(client):
     {"limit": ["1", "2"]},
 ])
 def test_malformed_list_parameters_are_400(client, params):
-    problem(client.get("/patients", params=params), 400)
+    assert_problem(client.get("/patients", params=params), 400)
 
 
 def test_concurrent_creates_all_succeed_with_unique_ids(client):

@@ -6,11 +6,13 @@ client's label or the filename; it is stored under a generated id, and the clien
 filename survives only as cleaned metadata, shown back in an RFC 6266
 Content-Disposition. Every refusal (400, 413, 415) must leave nothing on disk.
 
-Most multipart bodies here are built by hand, byte by byte, so a test says exactly
-what went over the wire instead of what some client library chose to send. Raw
-sockets (from `test_http_protocol`) show what `requests` would hide: a 413 answered
-before the body is sent. The last test streams a 20 MiB upload while `tracemalloc`
-watches the server, which runs in this same process.
+Most multipart bodies here are built by hand, byte by byte (tests/support/uploads.py),
+so a test says exactly what went over the wire instead of what some client library
+chose to send. Raw sockets (tests/support/raw_http.py) show what `requests` would
+hide: a 413 answered before the body is sent. The last test streams a 20 MiB upload
+while `tracemalloc` watches the server, which runs in this same process. The limits
+tested (description and filename length, multipart overhead, part headers) are
+imported from the code that enforces them.
 """
 
 import hashlib
@@ -19,79 +21,31 @@ import json
 import os
 import re
 import socket
-import struct
 import tracemalloc
 import unicodedata
-import zlib
 from contextlib import closing
 from urllib.parse import unquote
 
 import pytest
 
+from handlers.reports import MAX_DESCRIPTION, MAX_FILENAME, MULTIPART_OVERHEAD
 from storage.ids import new_id
-from tests.conftest import PATIENT, ApiClient
-from tests.test_http_auth import problem
-from tests.test_http_protocol import RawConnection, assert_problem, assert_still_serving, http_request
+from tests.support.api import ApiClient
+from tests.support.defaults import default_of
+from tests.support.problems import assert_problem
+from tests.support.raw_http import RawConnection, assert_still_serving, http_request
+from tests.support.records import PATIENT
+from tests.support.uploads import BOUNDARY, JPEG, MULTIPART, PDF, PNG, file_part, multipart, part, pdf_of_size
+from web.multipart import MultipartParser
 
-BOUNDARY = "meditrack-test-boundary-7f3a9c"
-MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 REPORT_FIELDS = {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}
 UPLOADED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
-MULTIPART_OVERHEAD = 64 * 1024  # what the upload route allows beyond max_upload_bytes
+MAX_PART_HEADER_BYTES = default_of(MultipartParser, "max_header_bytes")
+MAX_PART_HEADERS = default_of(MultipartParser, "max_headers")
 MiB = 1024 * 1024
 
 
-# -- files that look like the real thing ------------------------------------------------
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    # PNG (RFC 2083 §3.2): length, type, data, and a CRC-32 of type and data
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-PDF = (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
-       b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")
-PNG = (b"\x89PNG\r\n\x1a\n"                                      # a 1x1 grey pixel
-       + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-       + png_chunk(b"IDAT", zlib.compress(b"\x00\x80"))
-       + png_chunk(b"IEND", b""))
-JPEG = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"   # SOI, APP0 (JFIF)
-        b"\xff\xdb\x00\x43\x00" + bytes(range(1, 65)) + b"\xff\xd9")               # a DQT, EOI
-
-
-def pdf_of_size(size: int) -> bytes:
-    """A file the server sniffs as PDF, exactly `size` bytes long."""
-    return (b"%PDF-1.4\n" + b"0" * size)[:size]
-
-
-# -- multipart bodies, by hand ------------------------------------------------------------
-
-def quoted(text: str) -> str:
-    # RFC 9110 §5.6.4: inside a quoted-string, a backslash escapes " and \ itself
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def part(name: str, data: bytes, *, filename: str | None = None, content_type: str | None = None,
-         disposition: str | None = None) -> bytes:
-    """One part: its header block, the blank line, its data (without the delimiter)."""
-    if disposition is None:
-        disposition = f"form-data; name={quoted(name)}"
-        if filename is not None:
-            disposition += f"; filename={quoted(filename)}"
-    headers = [f"Content-Disposition: {disposition}"]
-    if content_type is not None:
-        headers.append(f"Content-Type: {content_type}")
-    return ("\r\n".join(headers) + "\r\n\r\n").encode("utf-8") + data
-
-
-def file_part(data: bytes, filename: str = "scan.pdf", content_type: str = "application/pdf") -> bytes:
-    return part("file", data, filename=filename, content_type=content_type)
-
-
-def multipart(*parts: bytes, boundary: str = BOUNDARY) -> bytes:
-    """RFC 2046 §5.1.1: each part after "--boundary" CRLF, then the closing "--boundary--"."""
-    delimiter = b"--" + boundary.encode("ascii")
-    return b"".join(delimiter + b"\r\n" + each + b"\r\n" for each in parts) + delimiter + b"--\r\n"
-
+# -- requests to the report routes ---------------------------------------------------------
 
 def reports_path(patient_id: str) -> str:
     return f"/patients/{patient_id}/reports"
@@ -204,8 +158,9 @@ def test_upload_without_description_stores_null(client, patient):
 
 
 def test_a_description_of_500_characters_in_utf8_round_trips(client, patient):
-    description = "Bluttest – März 🩸" + "é" * 483
-    assert len(description) == 500
+    prefix = "Bluttest – März 🩸"
+    description = prefix + "é" * (MAX_DESCRIPTION - len(prefix))
+    assert len(description) == MAX_DESCRIPTION
     report = uploaded(client, patient["id"], description=description)
     assert report["description"] == description
     assert client.get(reports_path(patient["id"])).json()[0]["description"] == description
@@ -244,7 +199,7 @@ def test_the_stored_bytes_are_named_by_the_report_id(client, patient, live_serve
 ])
 def test_a_file_that_is_not_pdf_png_or_jpeg_is_415_and_not_stored(client, patient, live_server, stored_before,
                                                                    data, filename, content_type):
-    problem(upload(client, patient["id"], data, filename, content_type), 415)
+    assert_problem(upload(client, patient["id"], data, filename, content_type), 415)
     assert client.get(reports_path(patient["id"])).json() == []
     assert stored_ids(live_server) == stored_before
 
@@ -252,17 +207,17 @@ def test_a_file_that_is_not_pdf_png_or_jpeg_is_415_and_not_stored(client, patien
 @pytest.mark.parametrize("content_type", ["application/json", "application/pdf", "text/plain",
                                           "application/x-www-form-urlencoded", "multipart/mixed; boundary=x"])
 def test_a_request_that_is_not_multipart_form_data_is_415(client, patient, content_type):
-    problem(upload_body(client, patient["id"], multipart(file_part(PDF)), content_type), 415)
+    assert_problem(upload_body(client, patient["id"], multipart(file_part(PDF)), content_type), 415)
 
 
 def test_a_json_body_instead_of_multipart_is_415(client, patient):
-    problem(client.post(reports_path(patient["id"]), json={"file": "JVBERi0xLjQK"}), 415)
+    assert_problem(client.post(reports_path(patient["id"]), json={"file": "JVBERi0xLjQK"}), 415)
 
 
 # -- 400: the form is not what the route takes ------------------------------------------
 
 def test_an_empty_file_is_400_and_not_stored(client, patient, live_server, stored_before):
-    problem(upload_body(client, patient["id"], multipart(file_part(b""))), 400)
+    assert_problem(upload_body(client, patient["id"], multipart(file_part(b""))), 400)
     assert client.get(reports_path(patient["id"])).json() == []
     assert stored_ids(live_server) == stored_before
 
@@ -279,26 +234,26 @@ def test_an_empty_file_is_400_and_not_stored(client, patient, live_server, store
     pytest.param([part("description", b"a")] * 5 + [file_part(PDF)], id="more-parts-than-allowed"),
 ])
 def test_a_form_without_exactly_one_file_and_an_optional_description_is_400(client, patient, live_server, stored_before, parts):
-    problem(upload_body(client, patient["id"], multipart(*parts)), 400)
+    assert_problem(upload_body(client, patient["id"], multipart(*parts)), 400)
     assert client.get(reports_path(patient["id"])).json() == []
     assert stored_ids(live_server) == stored_before
 
 
 @pytest.mark.parametrize("description", [
-    pytest.param("x" * 501, id="501-ascii"),
-    pytest.param("é" * 501, id="501-two-byte"),
-    pytest.param("🩺" * 501, id="501-four-byte"),
-    pytest.param("x" * 5000, id="5000-ascii"),
+    pytest.param("x" * (MAX_DESCRIPTION + 1), id="one-over-ascii"),
+    pytest.param("é" * (MAX_DESCRIPTION + 1), id="one-over-two-byte"),
+    pytest.param("🩺" * (MAX_DESCRIPTION + 1), id="one-over-four-byte"),
+    pytest.param("x" * (10 * MAX_DESCRIPTION), id="ten-times-ascii"),
 ])
 def test_a_description_over_500_characters_is_400_naming_the_field(client, patient, description):
-    body = problem(upload(client, patient["id"], PDF, description=description), 400)
+    body = assert_problem(upload(client, patient["id"], PDF, description=description), 400)
     assert [error["field"] for error in body.get("errors", [])] == ["description"]
     assert client.get(reports_path(patient["id"])).json() == []
 
 
 @pytest.mark.parametrize("raw", [b"\xff\xfe not utf-8", b"nul\x00inside"])
 def test_a_description_that_is_not_text_is_400(client, patient, raw):
-    problem(upload_body(client, patient["id"], multipart(file_part(PDF), part("description", raw))), 400)
+    assert_problem(upload_body(client, patient["id"], multipart(file_part(PDF), part("description", raw))), 400)
 
 
 @pytest.mark.parametrize("content_type", [
@@ -311,18 +266,18 @@ def test_a_description_that_is_not_text_is_400(client, patient, raw):
     pytest.param('multipart/form-data; boundary="unterminated', id="unterminated-quoted-boundary"),
 ])
 def test_a_missing_or_malformed_boundary_is_400(client, patient, content_type):
-    problem(upload_body(client, patient["id"], multipart(file_part(PDF)), content_type), 400)
+    assert_problem(upload_body(client, patient["id"], multipart(file_part(PDF)), content_type), 400)
 
 
 def test_a_boundary_that_the_body_does_not_use_is_400(client, patient):
     body = multipart(file_part(PDF), boundary="a-different-boundary")
-    problem(upload_body(client, patient["id"], body), 400)
+    assert_problem(upload_body(client, patient["id"], body), 400)
 
 
 def test_a_body_that_ends_before_the_closing_boundary_is_400_and_not_stored(client, patient, live_server, stored_before):
     body = multipart(file_part(PDF))
     truncated = body[:body.rindex(b"\r\n--")]  # the whole file, but no closing delimiter
-    problem(upload_body(client, patient["id"], truncated), 400)
+    assert_problem(upload_body(client, patient["id"], truncated), 400)
     assert client.get(reports_path(patient["id"])).json() == []
     assert stored_ids(live_server) == stored_before
 
@@ -365,8 +320,9 @@ MALFORMED_BODIES = {
     "header-not-utf8": with_headers(b'Content-Disposition: form-data; name="file"; filename="\xff\xfe.pdf"'),
     "nul-in-a-header": with_headers(b'Content-Disposition: form-data; name="fi\x00le"; filename="a.pdf"'),
     "bare-cr-in-a-header": with_headers(b'Content-Disposition: form-data; name="file"; filename="a\r.pdf"'),
-    "part-headers-over-8-kib": with_headers(FILE_DISPOSITION, b"X-Padding: " + b"p" * 9000),
-    "more-than-16-header-lines": with_headers(FILE_DISPOSITION, *[b"X-Extra-%d: x" % i for i in range(16)]),
+    "part-headers-over-the-limit": with_headers(FILE_DISPOSITION, b"X-Padding: " + b"p" * MAX_PART_HEADER_BYTES),
+    "more-header-lines-than-the-limit": with_headers(FILE_DISPOSITION,
+                                                     *[b"X-Extra-%d: x" % i for i in range(MAX_PART_HEADERS)]),
     "ends-inside-the-headers": DELIMITER + b"\r\n" + FILE_DISPOSITION,
     "ends-inside-the-data": DELIMITER + b"\r\n" + FILE_DISPOSITION + b"\r\n\r\n" + PDF,
     "ends-after-a-delimiter-line": DELIMITER + b"\r\n" + FILE_DISPOSITION + b"\r\n\r\n" + PDF + b"\r\n" + DELIMITER,
@@ -378,7 +334,7 @@ MALFORMED_BODIES = {
 @pytest.mark.parametrize("body", MALFORMED_BODIES.values(), ids=MALFORMED_BODIES.keys())
 def test_a_malformed_multipart_body_is_400_stores_nothing_and_the_server_keeps_serving(
         client, patient, live_server, stored_before, body):
-    problem(upload_body(client, patient["id"], body), 400)
+    assert_problem(upload_body(client, patient["id"], body), 400)
     assert client.get(reports_path(patient["id"])).json() == []
     assert stored_ids(live_server) == stored_before
     assert_still_serving(live_server)
@@ -422,7 +378,7 @@ def test_a_file_one_byte_over_the_limit_is_413_and_nothing_is_stored(small_serve
     client, patient_id = small_server.client, small_server.patient["id"]
     before = uploaded(client, patient_id, pdf_of_size(10))
     assert stored_ids(small_server) == {before["id"]}
-    problem(upload(client, patient_id, pdf_of_size(1001)), 413)
+    assert_problem(upload(client, patient_id, pdf_of_size(1001)), 413)
     assert stored_ids(small_server) == {before["id"]}
     assert client.get(reports_path(patient_id)).json() == [before]
 
@@ -433,7 +389,7 @@ def test_a_file_over_the_limit_inside_an_acceptable_content_length_is_413_from_t
     client, patient_id = small_server.client, small_server.patient["id"]
     body = multipart(file_part(pdf_of_size(5000)))
     assert len(body) <= 1000 + MULTIPART_OVERHEAD
-    problem(upload_body(client, patient_id, body), 413)
+    assert_problem(upload_body(client, patient_id, body), 413)
     assert stored_ids(small_server) == set()
     assert client.get(reports_path(patient_id)).json() == []
 
@@ -515,7 +471,7 @@ def test_an_rfc_8187_filename_star_in_the_upload_wins_over_filename(client, pati
     (".hidden.pdf", "hidden.pdf"),
     ("..", "report"),
     ("", "report"),
-    ("x" * 300 + ".pdf", "x" * 255),
+    ("x" * 2 * MAX_FILENAME + ".pdf", "x" * MAX_FILENAME),
 ])
 def test_a_dangerous_filename_is_stored_cleaned(client, patient, filename, stored):
     response = upload_body(client, patient["id"], multipart(file_part(PDF, filename)))
@@ -551,7 +507,7 @@ def test_a_filename_with_crlf_in_filename_star_is_refused_rather_than_stored(cli
     # The parser refuses a decoded CR or LF (web/multipart.py, NOTE in
     # _refuse_control_characters): such a name is never stored, cleaned or not.
     disposition = "form-data; name=\"file\"; filename*=UTF-8''..%2F..%2Fetc%2Fpasswd%0D%0A.pdf"
-    problem(upload_body(client, patient["id"], multipart(part("file", PDF, disposition=disposition))), 400)
+    assert_problem(upload_body(client, patient["id"], multipart(part("file", PDF, disposition=disposition))), 400)
     assert client.get(reports_path(patient["id"])).json() == []
 
 
@@ -572,8 +528,8 @@ def test_delete_is_204_then_the_report_is_404_and_its_file_is_gone(client, patie
     assert report["id"] in stored_ids(live_server)
     response = client.delete(path)
     assert response.status_code == 204 and response.content == b""
-    problem(client.get(path), 404)
-    problem(client.delete(path), 404)
+    assert_problem(client.get(path), 404)
+    assert_problem(client.delete(path), 404)
     assert report["id"] not in stored_ids(live_server)
     assert client.get(reports_path(patient["id"])).json() == []
 
@@ -592,8 +548,8 @@ def test_deleting_the_patient_deletes_all_its_report_files(client, patient, live
     assert ids <= stored_ids(live_server)
     assert client.delete(f"/patients/{patient['id']}").status_code == 204
     assert ids & stored_ids(live_server) == set()
-    problem(client.get(reports_path(patient["id"])), 404)
-    problem(client.get(f"{reports_path(patient['id'])}/{reports[0]['id']}"), 404)
+    assert_problem(client.get(reports_path(patient["id"])), 404)
+    assert_problem(client.get(f"{reports_path(patient['id'])}/{reports[0]['id']}"), 404)
 
 
 # -- owners, ids, tokens ----------------------------------------------------------------
@@ -610,7 +566,7 @@ def test_another_users_patient_is_403_on_every_report_route_and_nothing_changes(
     theirs = new_patient(other_client)
     their_report = uploaded(other_client, theirs["id"])
     for method, path, options in every_report_request(theirs["id"], their_report["id"]):
-        problem(client.request(method, path, **options), 403)
+        assert_problem(client.request(method, path, **options), 403)
     assert other_client.get(reports_path(theirs["id"])).json() == [their_report]
     assert other_client.get(f"{reports_path(theirs['id'])}/{their_report['id']}").content == PDF
 
@@ -618,8 +574,8 @@ def test_another_users_patient_is_403_on_every_report_route_and_nothing_changes(
 def test_a_report_of_another_patient_of_the_same_user_is_404(client, live_server):
     owner, other = new_patient(client), new_patient(client)
     report = uploaded(client, owner["id"])
-    problem(client.get(f"{reports_path(other['id'])}/{report['id']}"), 404)
-    problem(client.delete(f"{reports_path(other['id'])}/{report['id']}"), 404)
+    assert_problem(client.get(f"{reports_path(other['id'])}/{report['id']}"), 404)
+    assert_problem(client.delete(f"{reports_path(other['id'])}/{report['id']}"), 404)
     assert client.get(reports_path(owner["id"])).json() == [report]
     assert report["id"] in stored_ids(live_server)
 
@@ -627,13 +583,13 @@ def test_a_report_of_another_patient_of_the_same_user_is_404(client, live_server
 def test_a_missing_report_is_404(client, patient):
     uploaded(client, patient["id"])
     missing = f"{reports_path(patient['id'])}/{new_id()}"
-    problem(client.get(missing), 404)
-    problem(client.delete(missing), 404)
+    assert_problem(client.get(missing), 404)
+    assert_problem(client.delete(missing), 404)
 
 
 def test_every_report_route_of_a_missing_patient_is_404(client):
     for method, path, options in every_report_request(new_id(), new_id()):
-        problem(client.request(method, path, **options), 404)
+        assert_problem(client.request(method, path, **options), 404)
 
 
 BAD_IDS = ["abc", "0" * 23, "0" * 25, "A" * 24, "g" * 24, "%20" + "0" * 21, "0" * 24 + "%0A"]
@@ -641,21 +597,21 @@ BAD_IDS = ["abc", "0" * 23, "0" * 25, "A" * 24, "g" * 24, "%20" + "0" * 21, "0" 
 
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 def test_a_malformed_report_id_is_400(client, patient, bad_id):
-    problem(client.get(f"{reports_path(patient['id'])}/{bad_id}"), 400)
-    problem(client.delete(f"{reports_path(patient['id'])}/{bad_id}"), 400)
+    assert_problem(client.get(f"{reports_path(patient['id'])}/{bad_id}"), 400)
+    assert_problem(client.delete(f"{reports_path(patient['id'])}/{bad_id}"), 400)
 
 
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 def test_a_malformed_patient_id_is_400_on_every_report_route(client, bad_id):
     for method, path, options in every_report_request(bad_id, new_id()):
-        problem(client.request(method, path, **options), 400)
+        assert_problem(client.request(method, path, **options), 400)
 
 
 def test_every_report_route_without_a_token_is_401_with_www_authenticate(anonymous, client, patient):
     report = uploaded(client, patient["id"])
     for method, path, options in every_report_request(patient["id"], report["id"]):
         response = anonymous.request(method, path, **options)
-        problem(response, 401)
+        assert_problem(response, 401)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert client.get(reports_path(patient["id"])).json() == [report]
 

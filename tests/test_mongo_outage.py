@@ -9,9 +9,11 @@ import os
 import time
 from pathlib import Path
 
-from tests.conftest import PATIENT, ApiClient, LiveServer
+from tests.conftest import LiveServer
 from tests.ferretdb import FerretDB
-from tests.test_http_auth import problem
+from tests.support.api import ApiClient
+from tests.support.problems import assert_problem
+from tests.support.records import PATIENT
 
 FAST_ANSWER = 10.0   # seconds: "a few seconds, never a hang" (server selection waits 3 s)
 RECOVERY = 60.0      # seconds the driver may take to find the server again
@@ -29,7 +31,7 @@ def test_an_outage_gives_503s_and_service_resumes_without_a_restart(tmp_path):
                                       ("POST", "/patients", {"json": PATIENT}),
                                       ("POST", "/auth/login", {"json": {"username": "x" * 8, "password": "y" * 8}})]:
             started = time.monotonic()
-            details = problem(client.request(method, path, timeout=30, **options), 503)
+            details = assert_problem(client.request(method, path, timeout=30, **options), 503)
             assert time.monotonic() - started < FAST_ANSWER, f"{method} {path} took too long"
             assert "pymongo" not in details["detail"] and "Traceback" not in details["detail"]
 

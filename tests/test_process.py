@@ -6,7 +6,7 @@ import stat
 import pytest
 import requests
 
-from tests.processes import launch_meditrack
+from bench.processes import launch_meditrack
 
 
 def start(tmp_path, **env):

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 from web.ratelimit import RateLimiter, TokenBucket, parse_rate, retry_after_header
 
 

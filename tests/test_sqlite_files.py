@@ -9,7 +9,7 @@ from storage import sqlite as sqlite_store
 from storage.errors import Conflict, NotFound
 from storage.ids import new_id
 from storage.sqlite import SQLiteStore
-from tests.test_store_contract import PATIENT, write_report
+from tests.support.records import PATIENT, write_report
 
 
 def files_in(directory) -> set[str]:

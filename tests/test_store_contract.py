@@ -12,11 +12,11 @@ import pytest
 from storage.base import Store, utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
-from tests.conftest import FakeClock, drop_mongodb_database, fresh_mongodb_uri
+from tests.support.clock import FakeClock
+from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
+from tests.support.records import PATIENT, REPORT_METADATA, write_report
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-
-PATIENT = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10"}
 
 FULL_PATIENT = {
     "firstName": "Zoë",
@@ -467,17 +467,6 @@ def test_concurrent_creates_all_succeed_with_unique_ids(store, owner):
 
 
 # --- reports --------------------------------------------------------------------------
-
-REPORT_METADATA = {"filename": "scan.pdf", "contentType": "application/pdf", "size": 11,
-                   "sha256": "0" * 64, "description": "a scan"}
-
-
-def write_report(store, patient_id, data=b"%PDF-1.7 hi", **metadata):
-    with store.report_writer() as writer:
-        writer.write(data[:4])
-        writer.write(data[4:])
-        return writer.commit(patient_id, {**REPORT_METADATA, "size": len(data), **metadata})
-
 
 def read_back(store, patient_id, report_id) -> tuple[dict, bytes]:
     report, chunks = store.open_report(patient_id, report_id)

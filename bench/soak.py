@@ -1,6 +1,6 @@
 """Sustained mixed load against a real MediTrack process, then a check that nothing was lost.
 
-    python tests/soak.py --duration 60
+    python bench/soak.py --duration 60
 
 starts `python meditrack.py` (on MongoDB when MEDITRACK_TEST_MONGODB_URI is set, else
 on SQLite in a temporary directory), and for the given number of seconds drives it
@@ -36,7 +36,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 
-from tests.processes import launch_meditrack, process_figures  # noqa: E402
+from bench.processes import launch_meditrack, process_figures  # noqa: E402
 
 WORKERS = 8
 RSS_GROWTH_LIMIT = 24 * 1024 * 1024

@@ -1,5 +1,8 @@
 """`python meditrack.py` as a real process: for the process and fault tests, the soak and the bench.
 
+It lives in bench/ because the bench and the soak, which must not import from tests/,
+use it too; the tests import it from here.
+
 A process started here listens on a free port (MEDITRACK_PORT=0); the first line it
 writes to stderr names its URL, so reading that line both waits until it listens and
 says where. stderr stays a pipe: the caller reads it, or drains it so that the access
