@@ -71,8 +71,9 @@ class VerifiedTokens:
 
 class Accounts:
     """Everything accounts need, in one place: the store, the key that signs tokens and
-    the tokens already verified, the per-username back-off, and the dummy hash an
-    unknown username is checked against."""
+    the tokens already verified, the per-username back-off, the slots that bound how
+    many passwords are hashed at once, and the dummy hash an unknown username is
+    checked against."""
 
     def __init__(self, store: Store, validator: SchemaValidator, *, jwt_key: bytes, token_ttl: int,
                  bcrypt_rounds: int, clock=time.time, backoff: FailureBackoff | None = None):

@@ -1,7 +1,7 @@
 """Patient records: list, create, read, replace, delete — each user sees only their own.
 
-Every handler reads the same way: parse the input → authorize → call the store →
-shape the response. Ownership is checked here, not in the store: another user's
+Every handler takes `PatientRecords` (the store, the validator, the clock) first and
+reads the same way: parse the input → authorize → call the store → shape the response. Ownership is checked here, not in the store: another user's
 record is 403 Forbidden, a record that does not exist 404 Not Found.
 """
 
@@ -17,6 +17,9 @@ from web.validation import SchemaValidator, ValidationError
 # The optional fields a stored patient always has, and what they are when not given.
 OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address": None,
                    "bloodType": None, "allergies": [], "notes": None}
+
+MAX_PAGE_SIZE = 100  # patients per page of GET /patients (openapi.json: limit maximum)
+DEFAULT_PAGE_SIZE = 20
 
 # The latest time zone is UTC+14 (Kiribati): a date of birth that is "today" there is
 # not in the future, even though it is still yesterday in UTC.
@@ -61,7 +64,7 @@ def public_patient(patient: dict) -> dict:
 
 
 def list_patients(records: PatientRecords, request: Request) -> Response:
-    limit = query_int(request, "limit", default=20, minimum=1, maximum=100)
+    limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
     cursor = query_value(request, "cursor")
     if cursor is not None:
         cursor = object_id(cursor, "cursor")  # the cursor is the last id of the previous page

@@ -26,6 +26,7 @@ SIGNATURES = (
 SNIFF_BYTES = max(len(signature) for signature, _ in SIGNATURES)
 MAX_DESCRIPTION = 500
 MAX_FILENAME = 255
+MAX_PARTS = 4  # an upload holds two parts; past four the parser stops before any more is read
 # A multipart body is the file plus part headers, boundaries and a short description.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -87,7 +88,7 @@ def read_upload(request: Request, writer, max_file_bytes: int) -> tuple[Incoming
     file, description, current = None, None, None
     # The parser's field limit (64 KiB) only bounds memory; the 500-character rule
     # for the description is checked after decoding, as a field error (400).
-    for event in iter_parts(request.body, boundary, max_parts=4,
+    for event in iter_parts(request.body, boundary, max_parts=MAX_PARTS,
                             max_file_bytes=max_file_bytes):
         if isinstance(event, PartStart):
             current = event.name

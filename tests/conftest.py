@@ -19,7 +19,6 @@ import meditrack
 from settings import Settings
 from storage import open_store
 from tests.support.api import TEST_SECRET, ApiClient
-from tests.support.clock import FakeClock  # noqa: F401  re-exported: tests/test_dispatch.py imports it from here
 from tests.support.mongodb import MONGODB_URI, drop_mongodb_database, fresh_mongodb_uri
 from tests.support.records import PATIENT
 

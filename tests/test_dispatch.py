@@ -6,11 +6,11 @@ that is empty stays empty.
 """
 
 import io
-import json
 
 import pytest
 
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
+from tests.support.problems import assert_problem
 from web import jwt
 from web.dispatch import Dispatcher, client_address
 from web.http11 import Headers
@@ -164,11 +164,6 @@ def header(response: Response, name: str) -> str | None:
     return values[0] if values else None
 
 
-def problem(response: Response) -> dict:
-    assert header(response, "Content-Type") == "application/problem+json"
-    return json.loads(response.body)
-
-
 def test_request_is_routed_to_its_handler_with_params(routes, calls):
     response = dispatcher(routes)(make_request("GET", "/things/caf%C3%A9"))
     assert response.status == 200 and response.body == b"get_thing"
@@ -203,7 +198,7 @@ def test_the_applications_exceptions_get_the_status_it_gives_them(calls):
     router.add("GET", "/things/{thingId}", missing)
     assert dispatcher(router)(make_request("GET", "/things/1")).status == 500
     response = dispatcher(router, exception_statuses={RecordMissing: 404})(make_request("GET", "/things/1"))
-    assert response.status == 404 and problem(response)["detail"] == "no such thing"
+    assert assert_problem(response, 404)["detail"] == "no such thing"
 
 
 def test_routes_that_require_authentication_need_an_authenticate_function(routes):
@@ -214,14 +209,14 @@ def test_routes_that_require_authentication_need_an_authenticate_function(routes
 def test_unknown_path_is_a_404_problem(routes, calls):
     response = dispatcher(routes)(make_request("GET", "/nothing"))
     assert response.status == 404
-    assert problem(response)["status"] == 404
+    assert_problem(response, 404)
     assert calls.seen == []
 
 
 def test_known_path_with_wrong_method_is_a_405_problem_with_allow(routes, calls):
     response = dispatcher(routes)(make_request("POST", "/things/1"))
     assert response.status == 405
-    assert problem(response)["status"] == 405
+    assert_problem(response, 405)
     assert header(response, "Allow") == "DELETE, GET, HEAD, PUT"
     assert calls.seen == []
 
@@ -229,7 +224,7 @@ def test_known_path_with_wrong_method_is_a_405_problem_with_allow(routes, calls)
 def test_body_over_the_routes_max_body_is_413_and_the_handler_never_runs(routes, calls):
     response = dispatcher(routes, max_body=1_000_000)(make_request("PUT", "/things/1", content_length=11))
     assert response.status == 413
-    assert problem(response)["status"] == 413
+    assert_problem(response, 413)
     assert calls.seen == []
 
 
@@ -283,7 +278,7 @@ def test_general_limiter_answers_429_with_retry_after(routes, calls):
     assert [handle(make_request()).status for _ in range(2)] == [200, 200]
     response = handle(make_request())
     assert response.status == 429
-    assert problem(response)["status"] == 429
+    assert_problem(response, 429)
     assert header(response, "Retry-After") == "4"
     assert calls.names() == ["list_things", "list_things"]
 
@@ -339,8 +334,7 @@ def test_no_limiters_means_no_limit(routes):
 def test_unexpected_exception_is_a_500_problem_without_its_text(routes, caplog):
     response = dispatcher(routes)(make_request("GET", "/boom"))
     assert response.status == 500
-    body = problem(response)
-    assert body["status"] == 500
+    assert_problem(response, 500)
     assert "SELECT" not in response.body.decode() and "secret" not in response.body.decode()
     # It is logged for the operator, with the route template rather than any data.
     assert any(record.name == "meditrack.errors" and record.exc_info for record in caplog.records)

@@ -144,6 +144,7 @@ def test_the_scheme_name_is_case_insensitive(client):
 
 def test_no_more_password_hashes_run_at_once_than_there_are_hashing_slots(monkeypatch):
     from handlers import auth
+    accounts = auth.Accounts(store=None, validator=None, jwt_key=TEST_SECRET, token_ttl=60, bcrypt_rounds=4)
     running, peak, changed = [0], [0], threading.Condition()
     release = threading.Event()
 
@@ -158,7 +159,7 @@ def test_no_more_password_hashes_run_at_once_than_there_are_hashing_slots(monkey
         return False
 
     monkeypatch.setattr(auth.bcrypt, "checkpw", slow_checkpw)
-    threads = [threading.Thread(target=auth.password_matches, args=(b"pw", b"hash")) for _ in range(8)]
+    threads = [threading.Thread(target=accounts.password_matches, args=(b"pw", b"hash")) for _ in range(8)]
     for thread in threads:
         thread.start()
     # Every thread is now either inside checkpw or queued for a slot; once every slot is

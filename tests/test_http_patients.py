@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from handlers.patients import MAX_PAGE_SIZE
 from tests.support.problems import assert_problem
 from tests.support.records import PATIENT
 
@@ -188,7 +189,7 @@ def test_name_search_is_case_insensitive_and_literal(client):
 
 
 @pytest.mark.parametrize("params", [
-    {"limit": "0"}, {"limit": "101"}, {"limit": "abc"}, {"limit": "-1"}, {"limit": "1.5"}, {"limit": "+5"},
+    {"limit": "0"}, {"limit": str(MAX_PAGE_SIZE + 1)}, {"limit": "abc"}, {"limit": "-1"}, {"limit": "1.5"}, {"limit": "+5"},
     {"limit": ""}, {"cursor": "not-an-id"}, {"cursor": "0" * 23}, {"q": "x" * 101},
     {"limit": ["1", "2"]},
 ])
@@ -212,5 +213,5 @@ def test_concurrent_creates_all_succeed_with_unique_ids(client):
     for thread in threads:
         thread.join(timeout=60)
     assert statuses == [201] * 80 and len(set(ids)) == 80
-    listed = client.get("/patients", params={"limit": 100}).json()["items"]
+    listed = client.get("/patients", params={"limit": MAX_PAGE_SIZE}).json()["items"]
     assert {p["id"] for p in listed} == set(ids)

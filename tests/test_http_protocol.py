@@ -255,7 +255,7 @@ MALFORMED_REQUEST_LINES = {
     "lower-case garbage": b"hello there\r\nHost: 127.0.0.1\r\n\r\n",
     "lower-case version": b"get /health http/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "target without slash": b"GET health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-    "HTTP/2.0": b"GET /health HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n",
+    "two-digit minor version": b"GET /health HTTP/1.10\r\nHost: 127.0.0.1\r\n\r\n",
     "non-ASCII target": b"GET /h\xc3\xa9alth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "space in target": b"GET /he alth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "two spaces": b"GET  /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
@@ -267,6 +267,57 @@ MALFORMED_REQUEST_LINES = {
 def test_malformed_request_line_is_400_and_the_server_keeps_serving(live_server, request_bytes):
     assert_problem(exchange(live_server, request_bytes), 400)
     assert_still_serving(live_server)
+
+
+# -- the rules a differential test against h11 found us breaking ---------------------------
+
+
+def test_rfc9112_3_2_2_an_absolute_form_target_is_accepted_and_routed_by_its_path(live_server):
+    target = f"http://{live_server.host}:{live_server.port}/health"
+    with RawConnection(live_server) as connection:
+        response = connection.request(http_request("GET", target))
+        assert response.status == 200 and response.body == health_body(live_server)
+        # The connection stays in step: a second request on it is answered too.
+        assert connection.request(http_request("GET", "/health")).status == 200
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_rfc9112_3_2_more_than_one_host_is_400_in_every_version(live_server, version):
+    data = f"GET /health {version}\r\nHost: a.example\r\nHost: b.example\r\n\r\n".encode()
+    with RawConnection(live_server) as connection:
+        assert_problem(connection.request(data), 400)
+        assert connection.server_closed()
+    assert_still_serving(live_server)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /health HTTP/1.1\rHost: 127.0.0.1\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r2\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\r\n",
+], ids=["as-a-line-end", "in-a-value", "in-the-empty-line"])
+def test_rfc9112_2_2_a_bare_cr_in_the_head_is_400_and_the_connection_closed(live_server, request_bytes):
+    with RawConnection(live_server) as connection:
+        assert_problem(connection.request(request_bytes), 400)
+        assert connection.server_closed()
+    assert_still_serving(live_server)
+
+
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/3.0", "HTTP/0.9"])
+def test_rfc9110_2_5_an_unsupported_major_version_is_505_and_the_connection_closed(live_server, version):
+    with RawConnection(live_server) as connection:
+        response = connection.request(f"GET /health {version}\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert_problem(response, 505)
+        assert response.version == "HTTP/1.1"
+        assert connection.server_closed()
+
+
+def test_rfc9110_2_5_http_1_2_is_answered_as_http_1_1_on_a_kept_connection(live_server):
+    data = b"GET /health HTTP/1.2\r\nHost: 127.0.0.1\r\n\r\n"
+    with RawConnection(live_server) as connection:
+        for _ in range(2):
+            response = connection.request(data)
+            assert response.status == 200 and response.version == "HTTP/1.1"
+            assert response.header("Connection") is None
 
 
 MALFORMED_HEADER_SECTIONS = {
