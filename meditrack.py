@@ -19,7 +19,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from handlers import ERROR_STATUSES, auth, docs, patients, reports, service
+from handlers import ERROR_STATUSES, auth, docs, patients, reports, service, sessions
 from handlers.auth import Accounts
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
@@ -43,6 +43,13 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router.add("POST", "/auth/register", partial(auth.register, accounts), credentials=True)
     router.add("POST", "/auth/login", partial(auth.login, accounts), credentials=True)
     router.add("GET", "/auth/me", auth.me, auth=True)
+    router.add("DELETE", "/auth/me", partial(auth.erase_account, accounts), auth=True, credentials=True)
+    router.add("PUT", "/auth/password", partial(auth.change_password, accounts), auth=True, credentials=True)
+    router.add("POST", "/auth/refresh", partial(sessions.refresh, accounts), credentials=True)
+    router.add("POST", "/auth/logout", partial(sessions.logout, accounts), auth=True)
+    router.add("GET", "/auth/sessions", partial(sessions.list_sessions, accounts), auth=True)
+    router.add("DELETE", "/auth/sessions", partial(sessions.end_all_sessions, accounts), auth=True)
+    router.add("DELETE", "/auth/sessions/{sessionId}", partial(sessions.end_session, accounts), auth=True)
     router.add("GET", "/patients", partial(patients.list_patients, records), auth=True)
     router.add("POST", "/patients", partial(patients.create_patient, records), auth=True)
     router.add("GET", "/patients/{patientId}", partial(patients.get_patient, records), auth=True)
@@ -72,7 +79,8 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
     documents = Documents.load(OPENAPI_PATH)
     validator = SchemaValidator(documents.spec)  # a mistake in the schemas stops start-up here
     accounts = Accounts(store, validator, jwt_key=settings.jwt_secret or load_or_create_secret(settings.data_dir),
-                        token_ttl=settings.token_ttl, bcrypt_rounds=settings.bcrypt_rounds, clock=clock)
+                        token_ttl=settings.token_ttl, refresh_ttl=settings.refresh_ttl,
+                        bcrypt_rounds=settings.bcrypt_rounds, clock=clock)
     records = PatientRecords(store, validator, clock=clock)
     return Dispatcher(build_router(settings, store, accounts, records, documents),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,

@@ -32,7 +32,8 @@ class Settings:
     data_dir: Path = Path("./data")
     mongodb_uri: str | None = None
     jwt_secret: bytes | None = None          # None: generated once, kept in DATA_DIR/jwt-secret
-    token_ttl: int = 3600
+    token_ttl: int = 900                     # seconds an access token lives
+    refresh_ttl: int = 14 * 24 * 3600        # seconds a refresh token (and so an idle session) lives
     bcrypt_rounds: int = 12
     max_upload_bytes: int = 10 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024
@@ -86,6 +87,7 @@ ENVIRONMENT = {
     "MONGODB_URI": ("mongodb_uri", lambda name, text: text or None),
     "MEDITRACK_JWT_SECRET": ("jwt_secret", _secret),
     "MEDITRACK_TOKEN_TTL": ("token_ttl", lambda name, text: _integer(name, text, 60, 30 * 24 * 3600)),
+    "MEDITRACK_REFRESH_TTL": ("refresh_ttl", lambda name, text: _integer(name, text, 60, 365 * 24 * 3600)),
     "MEDITRACK_BCRYPT_ROUNDS": ("bcrypt_rounds", lambda name, text: _integer(name, text, 4, 31)),
     "MEDITRACK_MAX_UPLOAD_BYTES": ("max_upload_bytes", lambda name, text: _integer(name, text, 1, 2**40)),
     "MEDITRACK_MAX_JSON_BYTES": ("max_json_bytes", lambda name, text: _integer(name, text, 1024, 2**30)),

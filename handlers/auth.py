@@ -1,14 +1,18 @@
-"""Accounts and tokens: register, log in, who am I; and `authenticate` for protected routes.
+"""Accounts: register, log in, who am I, change the password, erase the account; and
+`authenticate` for protected routes.
 
-Passwords are stored only as bcrypt hashes. A login answers with an HS256 JWT
-(`web/jwt.py`) that the client sends back as `Authorization: Bearer <token>`
-(RFC 6750 §2.1).
+Passwords are stored only as bcrypt hashes. A login starts a *session* and answers
+with a pair of tokens: a short-lived HS256 JWT (`web/jwt.py`) that the client sends
+back as `Authorization: Bearer <token>` (RFC 6750 §2.1), and an opaque refresh token
+that buys the next pair (`handlers/sessions.py`). Every request checks that its
+token's session is still alive, so ending a session ends its tokens at once.
 
 `Accounts` holds what these handlers depend on; each handler takes it as its first
 argument (bound when the route table is built), so its dependencies are in plain sight.
 """
 
 import os
+import secrets
 import threading
 import time
 import unicodedata
@@ -16,18 +20,21 @@ import unicodedata
 import bcrypt
 
 from handlers.inputs import read_json
-from storage.base import Store
+from handlers.tokens import (ISSUER, VerifiedTokens, new_refresh_secret, parse_refresh_token,
+                             refresh_digest)
+from storage.base import Store, utc_timestamp
 from storage.ids import is_object_id
 from web import jwt
 from web.backoff import FailureBackoff
 from web.http11 import Headers
 from web.messages import Request, Response, json_response
-from web.problems import TooManyRequests, Unauthorized
+from web.problems import Forbidden, TooManyRequests, Unauthorized
 from web.ratelimit import retry_after_header
 from web.validation import SchemaValidator, ValidationError
 
-ISSUER = "meditrack"
 BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password and ignores the rest
+PASSWORD_FIELDS = {"password", "currentPassword", "newPassword"}
+LAST_USED_PRECISION = 60  # seconds: a session's lastUsedAt is written at most this often
 
 
 # NOTE: bcrypt releases the GIL, so N hashes at once keep N cores busy for a quarter of
@@ -40,55 +47,28 @@ def public_user(user: dict) -> dict:
     return {"id": user["id"], "username": user["username"], "createdAt": user["createdAt"]}
 
 
-class VerifiedTokens:
-    """Tokens that have passed `jwt.verify`, so a client's token is checked once, not on
-    every request it makes.
-
-    NOTE: the key is the whole token — header, claims and signature — so a hit means
-    these exact bytes were verified with our key before; `exp` is still compared with
-    the clock on every hit, so a cached token expires exactly when it would have. Only
-    verified tokens are stored, at most `max_size` of them (the oldest go first), so a
-    flood of forged tokens neither fills the cache nor skips a check.
-    """
-
-    def __init__(self, key: bytes, *, max_size: int = 10_000):
-        self._key = key
-        self._max_size = max_size
-        self._claims: dict[str, dict] = {}  # insertion-ordered: the first is the oldest
-        self._lock = threading.Lock()
-
-    def claims(self, token: str, now: float) -> dict:
-        claims = self._claims.get(token)
-        if claims is not None and now < claims["exp"]:
-            return claims
-        claims = jwt.verify(token, self._key, now=now, issuer=ISSUER, require=("exp", "iat", "sub"))
-        with self._lock:
-            if len(self._claims) >= self._max_size:
-                del self._claims[next(iter(self._claims))]
-            self._claims[token] = claims
-        return claims
-
-
 class Accounts:
-    """Everything accounts need, in one place: the store, the key that signs tokens and
-    the tokens already verified, the per-username back-off, the slots that bound how
-    many passwords are hashed at once, and the dummy hash an unknown username is
-    checked against."""
+    """Everything accounts and sessions need, in one place: the store, the key that
+    signs tokens and the tokens already verified, the per-username back-off, the slots
+    that bound how many passwords are hashed at once, and the dummy hash an unknown
+    username is checked against."""
 
     def __init__(self, store: Store, validator: SchemaValidator, *, jwt_key: bytes, token_ttl: int,
-                 bcrypt_rounds: int, clock=time.time, backoff: FailureBackoff | None = None):
+                 refresh_ttl: int, bcrypt_rounds: int, clock=time.time, backoff: FailureBackoff | None = None):
         self.store = store
         self.validator = validator
         self.jwt_key = jwt_key
         self.token_ttl = token_ttl
+        self.refresh_ttl = refresh_ttl
         self.bcrypt_rounds = bcrypt_rounds
         self.clock = clock
         self.backoff = backoff or FailureBackoff()
         self.verified_tokens = VerifiedTokens(jwt_key)
         self.hashing_slots = threading.BoundedSemaphore(HASHING_CONCURRENCY)
-        # What a login for an unknown username is checked against (see `login`).
+        # What a login for an unknown username is checked against (see `verify_password`).
         self.dummy_password_hash = bcrypt.hashpw(b"not a real password", bcrypt.gensalt(bcrypt_rounds))
 
+    # -- passwords -----------------------------------------------------------------
     def hash_password(self, password: bytes) -> bytes:
         with self.hashing_slots:
             return bcrypt.hashpw(password, bcrypt.gensalt(rounds=self.bcrypt_rounds))
@@ -97,69 +77,132 @@ class Accounts:
         with self.hashing_slots:
             return bcrypt.checkpw(password, password_hash)
 
-    def read_credentials(self, request) -> tuple[str, bytes]:
+    def verify_password(self, username: str, password: bytes) -> dict | None:
+        """The user, if `password` is theirs; None if not (a failed login, counted
+        against the username); 429 while the username is locked by the back-off."""
+        key = username.lower()
+        # Checked before bcrypt, and for unknown usernames too: a locked name costs no
+        # hashing, and whether a name is locked says nothing about whether it exists.
+        wait = self.backoff.wait(key)
+        if wait > 0:
+            raise TooManyRequests("too many failed logins for this username; try again later",
+                                  headers=(("Retry-After", retry_after_header(wait)),))
+        user = self.store.find_user(username)
+        # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
+        # of the same cost, so the response time does not reveal which usernames exist.
+        stored_hash = user["passwordHash"] if user else self.dummy_password_hash
+        if not self.password_matches(password, stored_hash) or user is None:
+            self.backoff.failed(key)
+            return None
+        self.backoff.succeeded(key)
+        return user
+
+    def read_body(self, request: Request, schema: str) -> dict:
+        """A JSON body valid against `schema`, each password field within bcrypt's 72 bytes."""
         body = read_json(request)
         if isinstance(body, dict) and isinstance(body.get("username"), str):
             # NFKC folds look-alikes ("ａｌｉｃｅ" in full-width letters is "alice") before the
             # pattern and the uniqueness check see the name, so no one can register a
             # second "alice" that reads the same on screen.
             body["username"] = unicodedata.normalize("NFKC", body["username"])
-        self.validator.validate(body, "Credentials")
-        password = body["password"].encode("utf-8")
-        if len(password) > BCRYPT_MAX_BYTES:
-            # Refused rather than cut: two passwords that differ only after byte 72 would
-            # otherwise be the same password.
-            raise ValidationError([("password", f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")])
-        return body["username"], password
+        self.validator.validate(body, schema)
+        for name in PASSWORD_FIELDS & body.keys():
+            if len(body[name].encode("utf-8")) > BCRYPT_MAX_BYTES:
+                # Refused rather than cut: two passwords that differ only after byte 72
+                # would otherwise be the same password.
+                raise ValidationError([(name, f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")])
+        return body
 
-    def issue_token(self, user: dict) -> str:
+    # -- sessions and tokens ----------------------------------------------------------
+    def start_session(self, user: dict) -> dict:
+        """A new session for a user who has just proved who they are: the token pair."""
+        secret = new_refresh_secret()
+        session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl)
+        return self._token_pair(user["id"], session["id"], secret)
+
+    def refresh(self, refresh_token: str) -> dict:
+        """A new token pair for a refresh token, which is retired; 401 if it is not the
+        session's current one (and then the session ends: RFC 9700 §4.14.2)."""
+        session_id, secret = parse_refresh_token(refresh_token)  # 401 if malformed
+        new_secret = new_refresh_secret()
+        session = self.store.rotate_refresh(session_id, refresh_digest(secret), refresh_digest(new_secret),
+                                            self.clock() + self.refresh_ttl)
+        if session is None:
+            # NOTE: a well-formed token that is not the session's current one has been
+            # used before (or forged by someone who knows the session id, which only its
+            # owner's tokens carry). Either way someone other than the owner may hold a
+            # copy, so the whole session ends: the thief's next refresh and the owner's
+            # both fail, and the owner logs in again (RFC 9700 §4.14.2).
+            self.store.end_session(session_id)
+            raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
+                               headers=(("WWW-Authenticate", "Bearer"),))
+        return self._token_pair(session["userId"], session_id, new_secret)
+
+    def _token_pair(self, user_id: str, session_id: str, refresh_secret: str) -> dict:
         now = int(self.clock())
-        return jwt.sign({"sub": user["id"], "iat": now, "exp": now + self.token_ttl, "iss": ISSUER}, self.jwt_key)
+        claims = {"sub": user_id, "sid": session_id, "jti": secrets.token_urlsafe(12), "iat": now,
+                  "exp": now + self.token_ttl, "iss": ISSUER}
+        return {"accessToken": jwt.sign(claims, self.jwt_key), "tokenType": "Bearer", "expiresIn": self.token_ttl,
+                "refreshToken": f"{session_id}.{refresh_secret}", "refreshExpiresIn": self.refresh_ttl}
 
     def authenticate(self, headers: Headers) -> dict:
-        """The user a request's bearer token names; 401 for no token, a bad one, or a
-        token whose user no longer exists."""
+        """The user a request's bearer token names, with its "sessionId"; 401 for no
+        token, a bad one, or one whose session has ended or whose user is gone."""
         scheme, _, token = headers.get("Authorization", "").partition(" ")
         # RFC 9110 §11.1: the auth scheme is case-insensitive.
         if scheme.lower() != "bearer" or not token.strip():
             # RFC 6750 §3.1: a request without credentials gets a bare challenge.
             raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
-        claims = self.verified_tokens.claims(token.strip(), self.clock())
-        user = self.store.get_user(claims["sub"]) if is_object_id(claims["sub"]) else None
+        now = self.clock()
+        claims = self.verified_tokens.claims(token.strip(), now)
+        # NOTE: a cached token still costs this one query: the session may have ended
+        # (logout, password change, reuse) on this or any process sharing the store,
+        # and a token must stop working at once, not when the cache forgets it.
+        user = self.store.session_user(claims["sid"], claims["sub"]) \
+            if is_object_id(claims["sid"]) and is_object_id(claims["sub"]) else None
         if user is None:
-            raise Unauthorized("the token's user no longer exists",
+            raise Unauthorized("the session has ended or its user no longer exists",
                                headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
-        return user
+        # lastUsedAt moves at most once a minute: not a write per request.
+        if user["sessionLastUsedAt"] <= utc_timestamp(now - LAST_USED_PRECISION):
+            self.store.touch_session(claims["sid"])
+        return {"id": user["id"], "username": user["username"], "createdAt": user["createdAt"],
+                "sessionId": claims["sid"]}
 
 
 def register(accounts: Accounts, request: Request) -> Response:
-    username, password = accounts.read_credentials(request)
-    password_hash = accounts.hash_password(password)
-    user = accounts.store.create_user(username, password_hash)  # Conflict → 409
+    body = accounts.read_body(request, "Credentials")
+    password_hash = accounts.hash_password(body["password"].encode("utf-8"))
+    user = accounts.store.create_user(body["username"], password_hash)  # Conflict → 409
     return json_response(public_user(user), 201)
 
 
 def login(accounts: Accounts, request: Request) -> Response:
-    username, password = accounts.read_credentials(request)
-    backoff, key = accounts.backoff, username.lower()
-    # Checked before bcrypt, and for unknown usernames too: a locked name costs no
-    # hashing, and whether a name is locked says nothing about whether it exists.
-    wait = backoff.wait(key)
-    if wait > 0:
-        raise TooManyRequests("too many failed logins for this username; try again later",
-                              headers=(("Retry-After", retry_after_header(wait)),))
-    user = accounts.store.find_user(username)
-    # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
-    # of the same cost, so the response time does not reveal which usernames exist;
-    # and both failures get the same message.
-    stored_hash = user["passwordHash"] if user else accounts.dummy_password_hash
-    if not accounts.password_matches(password, stored_hash) or user is None:
-        backoff.failed(key)
+    body = accounts.read_body(request, "Credentials")
+    user = accounts.verify_password(body["username"], body["password"].encode("utf-8"))
+    if user is None:
+        # The same answer for an unknown username and a wrong password.
         raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
-    backoff.succeeded(key)
-    return json_response({"accessToken": accounts.issue_token(user), "tokenType": "Bearer",
-                          "expiresIn": accounts.token_ttl})
+    return json_response(accounts.start_session(user))
 
 
 def me(request: Request) -> Response:
     return json_response(public_user(request.user))
+
+
+def change_password(accounts: Accounts, request: Request) -> Response:
+    body = accounts.read_body(request, "PasswordChange")
+    if accounts.verify_password(request.user["username"], body["currentPassword"].encode("utf-8")) is None:
+        raise Forbidden("the current password is wrong")
+    accounts.store.set_password(request.user["id"], accounts.hash_password(body["newPassword"].encode("utf-8")))
+    # Whoever else holds a session may have learnt the old password: theirs end, this one stays.
+    accounts.store.end_sessions(request.user["id"], keep=request.user["sessionId"])
+    return Response(204)
+
+
+def erase_account(accounts: Accounts, request: Request) -> Response:
+    body = accounts.read_body(request, "PasswordConfirmation")
+    if accounts.verify_password(request.user["username"], body["password"].encode("utf-8")) is None:
+        raise Forbidden("the password is wrong")
+    accounts.store.erase_user(request.user["id"])
+    return Response(204)

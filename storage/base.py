@@ -11,6 +11,8 @@ that make them interchangeable:
 A patient as a store returns it:
     {"id", "ownerId", <the PatientInput fields>, "reports": [...], "createdAt", "updatedAt"}
 A user: {"id", "username", "createdAt"} plus "passwordHash" (bytes) from `find_user`.
+A session: {"id", "userId", "createdAt", "lastUsedAt"}; it is alive until it is ended
+or its refresh token's expiry passes, and only its refresh token's SHA-256 is kept.
 A report: {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}.
 
 Report bytes are written through a `ReportWriter`, in two steps so that an upload is
@@ -69,6 +71,48 @@ class Store(ABC):
     @abstractmethod
     def get_user(self, user_id: str) -> dict | None:
         """The user with this id, without its password hash."""
+
+    @abstractmethod
+    def set_password(self, user_id: str, password_hash: bytes) -> None:
+        """Replace the user's password hash."""
+
+    @abstractmethod
+    def erase_user(self, user_id: str) -> None:
+        """Erase the user and everything it owns: sessions, patients, reports and their
+        bytes. The account is unusable (no login, no session) before anything else
+        goes, and an erasure a crash interrupts is finished when the store next opens."""
+
+    # -- sessions ----------------------------------------------------------------
+    @abstractmethod
+    def create_session(self, user_id: str, refresh_hash: str, refresh_expires_at: float) -> dict:
+        """Start a session whose current refresh token has this SHA-256 (hex)."""
+
+    @abstractmethod
+    def session_user(self, session_id: str, user_id: str) -> dict | None:
+        """In one round trip: the user of this live session, with "sessionLastUsedAt";
+        None if the session is ended, expired, unknown or not the user's."""
+
+    @abstractmethod
+    def touch_session(self, session_id: str) -> None:
+        """Record that the session was used now (its lastUsedAt)."""
+
+    @abstractmethod
+    def rotate_refresh(self, session_id: str, old_hash: str, new_hash: str,
+                       refresh_expires_at: float) -> dict | None:
+        """Compare-and-set, atomically: if the live session's refresh token is `old_hash`,
+        make it `new_hash` and return the session; else change nothing and return None."""
+
+    @abstractmethod
+    def end_session(self, session_id: str, user_id: str | None = None) -> bool:
+        """End a live session (only if it is `user_id`'s, when given); True if one ended."""
+
+    @abstractmethod
+    def end_sessions(self, user_id: str, *, keep: str | None = None) -> None:
+        """End every live session of the user but `keep`."""
+
+    @abstractmethod
+    def list_sessions(self, user_id: str) -> list[dict]:
+        """The user's live sessions, the newest first."""
 
     # -- patients --------------------------------------------------------------
     @abstractmethod

@@ -4,7 +4,10 @@ For users who outgrow one machine: a replica set or a sharded cluster behind one
 `MONGODB_URI`. pymongo is imported only here, so the embedded mode never needs it.
 
 Documents:
-    users     {_id, username, usernameKey (lower-cased, unique), passwordHash, createdAt}
+    users     {_id, username, usernameKey (lower-cased, unique), passwordHash, createdAt,
+               erasing (true while the account is being erased)}
+    sessions  {_id, userId, username, userCreatedAt, createdAt, lastUsedAt, refreshHash,
+               refreshExpiresAt (a date: the TTL index deletes the session then), endedAt}
     patients  {_id, ownerId, fields: {<PatientInput fields>}, firstNameKey, lastNameKey,
                reports: [Report], createdAt, updatedAt}
     reports.files / reports.chunks   GridFS, one file per report, _id = the report's id
@@ -25,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 import gridfs
 import pymongo
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable
@@ -37,6 +40,9 @@ TIMEOUT_MS = 3000
 # GridFS files that no patient names are swept at start-up only when at least this old,
 # so an upload that another MediTrack process is writing right now is left alone.
 SWEEP_MIN_AGE = timedelta(minutes=10)
+# Expired sessions are also deleted by us, at most this often (seconds): see _purge_expired_sessions.
+SESSION_PURGE_INTERVAL = 3600
+NOT_IMPLEMENTED = 238  # the server error code for a feature it lacks
 
 
 def _object_id(text: str) -> ObjectId:
@@ -52,6 +58,7 @@ class MongoStore(Store):
     def __init__(self, uri: str, *, clock=time.time):
         self.uri = uri
         self._clock = clock
+        self._next_purge = 0.0
         # NOTE: pymongo's client is thread-safe and pools its connections: one client
         # serves every handler thread. Write concern, retryable writes and the replica
         # set come from the URI, where operators expect to set them.
@@ -60,17 +67,31 @@ class MongoStore(Store):
                                            tz_aware=True)
         database = self._client.get_default_database(default="meditrack")
         self._users = database["users"]
+        self._sessions = database["sessions"]
         self._patients = database["patients"]
         self._files = gridfs.GridFSBucket(database, bucket_name="reports")
         self._file_documents = database["reports.files"]
         self._chunk_documents = database["reports.chunks"]
         with self._errors_translated():
             self._create_indexes()
+            self._finish_interrupted_erasures()
             self._sweep_report_files()
 
     def _create_indexes(self) -> None:
         # Usernames are unique ignoring case: the lower-cased copy carries the index.
         self._users.create_index("usernameKey", unique=True, name="users_by_username")
+        # A user's sessions, to list or end them all.
+        self._sessions.create_index([("userId", 1), ("createdAt", -1)], name="sessions_by_user")
+        # The server deletes a session once its refresh token has expired (a TTL index);
+        # every query also checks the expiry, so nothing depends on when that happens.
+        try:
+            self._sessions.create_index("refreshExpiresAt", expireAfterSeconds=0, name="sessions_expire")
+        except OperationFailure as exc:
+            # A MongoDB-compatible server without TTL indexes (FerretDB 1.x answers
+            # NotImplemented): then only our own purge (_purge_expired_sessions) deletes them.
+            if exc.code != NOT_IMPLEMENTED:
+                raise
+            self._sessions.create_index("refreshExpiresAt", name="sessions_by_expiry")
         # An owner's listing in id order, and the cursor's {_id: {$gt: ...}} range.
         self._patients.create_index([("ownerId", 1), ("_id", 1)], name="patients_by_owner")
         # The sweep's question "does any patient name this file?".
@@ -103,7 +124,7 @@ class MongoStore(Store):
 
     def find_user(self, username):
         with self._errors_translated():
-            document = self._users.find_one({"usernameKey": username.lower()})
+            document = self._users.find_one({"usernameKey": username.lower(), "erasing": {"$ne": True}})
         if document is None:
             return None
         return {**self._public_user(document), "passwordHash": bytes(document["passwordHash"])}
@@ -112,8 +133,125 @@ class MongoStore(Store):
         if not is_object_id(user_id):
             return None
         with self._errors_translated():
-            document = self._users.find_one({"_id": ObjectId(user_id)}, {"passwordHash": 0})
+            document = self._users.find_one({"_id": ObjectId(user_id), "erasing": {"$ne": True}},
+                                            {"passwordHash": 0})
         return None if document is None else self._public_user(document)
+
+    def set_password(self, user_id, password_hash):
+        with self._errors_translated():
+            self._users.update_one({"_id": _object_id(user_id)}, {"$set": {"passwordHash": password_hash}})
+
+    def erase_user(self, user_id):
+        user = _object_id(user_id)
+        with self._errors_translated():
+            # Step 1: no login (find_user skips an erasing user), then no session.
+            self._users.update_one({"_id": user}, {"$set": {"erasing": True}})
+            self._sessions.delete_many({"userId": user})
+            # Step 2, document by document (MongoDB has no transaction across them here):
+            # a crash part-way leaves step 1 done, and the next start finishes the rest.
+            self._finish_erasure(user)
+
+    def _finish_erasure(self, user: ObjectId) -> None:
+        for patient_id in self._patients.distinct("_id", {"ownerId": user}):
+            try:
+                self.delete_patient(str(patient_id))  # the patient, then its GridFS files
+            except NotFound:
+                pass  # deleted meanwhile by another request: just as good
+        # Again at the end: a login that began before step 1 may have added a session.
+        self._sessions.delete_many({"userId": user})
+        self._users.delete_one({"_id": user})
+
+    def _finish_interrupted_erasures(self) -> None:
+        for user in self._users.find({"erasing": True}, {"_id": 1}):
+            self._finish_erasure(user["_id"])
+
+    # -- sessions ----------------------------------------------------------------
+    def _moment(self, seconds: float | None = None) -> datetime:
+        """A BSON date (what a TTL index reads): now, or `seconds` since the epoch."""
+        return datetime.fromtimestamp(self._clock() if seconds is None else seconds, timezone.utc)
+
+    def _live(self, **criteria) -> dict:
+        """The filter for live sessions, plus `criteria`."""
+        return {**criteria, "endedAt": None, "refreshExpiresAt": {"$gt": self._moment()}}
+
+    def create_session(self, user_id, refresh_hash, refresh_expires_at):
+        user, now = _object_id(user_id), self._now()
+        session_id = new_id(self._clock)
+        with self._errors_translated():
+            owner = self._users.find_one({"_id": user, "erasing": {"$ne": True}}, {"username": 1, "createdAt": 1})
+            if owner is None:
+                raise NotFound("no user with this id")
+            # NOTE: the user's public fields are copied into the session (a username
+            # never changes), so authenticating a request reads this one document.
+            self._sessions.insert_one({
+                "_id": ObjectId(session_id), "userId": user, "username": owner["username"],
+                "userCreatedAt": owner["createdAt"], "createdAt": now, "lastUsedAt": now,
+                "refreshHash": refresh_hash, "refreshExpiresAt": self._moment(refresh_expires_at), "endedAt": None})
+            self._purge_expired_sessions()
+        return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now}
+
+    def _purge_expired_sessions(self) -> None:
+        """Delete expired sessions, at most once per SESSION_PURGE_INTERVAL: the whole job
+        on a server without TTL indexes, a sweep behind the TTL monitor on one with them."""
+        if self._clock() < self._next_purge:
+            return
+        self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
+        self._sessions.delete_many({"refreshExpiresAt": {"$lte": self._moment()}})
+
+    def session_user(self, session_id, user_id):
+        if not (is_object_id(session_id) and is_object_id(user_id)):
+            return None
+        with self._errors_translated():
+            document = self._sessions.find_one(self._live(_id=ObjectId(session_id), userId=ObjectId(user_id)))
+        if document is None:
+            return None
+        return {"id": user_id, "username": document["username"], "createdAt": document["userCreatedAt"],
+                "sessionLastUsedAt": document["lastUsedAt"]}
+
+    def touch_session(self, session_id):
+        with self._errors_translated():
+            self._sessions.update_one({"_id": _object_id(session_id)}, {"$set": {"lastUsedAt": self._now()}})
+
+    def rotate_refresh(self, session_id, old_hash, new_hash, refresh_expires_at):
+        if not is_object_id(session_id):
+            return None
+        with self._errors_translated():
+            # NOTE: the old hash is part of the filter: of two refreshes racing with the
+            # same token, the server applies one update and the other matches nothing.
+            document = self._sessions.find_one_and_update(
+                self._live(_id=ObjectId(session_id), refreshHash=old_hash),
+                {"$set": {"refreshHash": new_hash, "refreshExpiresAt": self._moment(refresh_expires_at),
+                          "lastUsedAt": self._now()}},
+                return_document=pymongo.ReturnDocument.AFTER)
+        return None if document is None else self._session_from_document(document)
+
+    def end_session(self, session_id, user_id=None):
+        if not is_object_id(session_id) or (user_id is not None and not is_object_id(user_id)):
+            return False
+        criteria = {"_id": ObjectId(session_id)}
+        if user_id is not None:
+            criteria["userId"] = ObjectId(user_id)
+        with self._errors_translated():
+            ended = self._sessions.update_one(self._live(**criteria), {"$set": {"endedAt": self._now()}})
+        return ended.modified_count == 1
+
+    def end_sessions(self, user_id, *, keep=None):
+        criteria = {"userId": _object_id(user_id), "endedAt": None}
+        if keep is not None and is_object_id(keep):
+            criteria["_id"] = {"$ne": ObjectId(keep)}
+        with self._errors_translated():
+            self._sessions.update_many(criteria, {"$set": {"endedAt": self._now()}})
+
+    def list_sessions(self, user_id):
+        with self._errors_translated():
+            documents = self._sessions.find(self._live(userId=_object_id(user_id))).sort(
+                [("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
+            return [self._session_from_document(document) for document in documents]
+
+    @staticmethod
+    def _session_from_document(document) -> dict:
+        return {"id": str(document["_id"]), "userId": str(document["userId"]), "createdAt": document["createdAt"],
+                "lastUsedAt": document["lastUsedAt"]}
 
     @staticmethod
     def _public_user(document) -> dict:

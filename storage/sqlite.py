@@ -59,7 +59,25 @@ CREATE TABLE IF NOT EXISTS reports (
     uploaded_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
+
+-- A session per login. Only the SHA-256 of its current refresh token is kept, so a
+-- copy of this file lets no one refresh. Times are ISO 8601 UTC, which sort as text.
+CREATE TABLE IF NOT EXISTS sessions (
+    id                 TEXT PRIMARY KEY,
+    user_id            TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at         TEXT NOT NULL,
+    last_used_at       TEXT NOT NULL,
+    refresh_hash       TEXT NOT NULL,
+    refresh_expires_at TEXT NOT NULL,
+    ended_at           TEXT
+);
+-- A user's sessions (listing them, ending them all), and the purge of expired ones.
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (refresh_expires_at);
 """
+
+# Expired sessions are deleted at start-up and then at most this often (seconds).
+SESSION_PURGE_INTERVAL = 3600
 
 PATIENT_COLUMNS = "id, owner_id, fields, created_at, updated_at"
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
@@ -72,6 +90,8 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
                              zip(REPORT_FIELDS, REPORT_COLUMNS.split(", "))) +
                    ")) FROM (SELECT * FROM reports WHERE patient_id = patients.id ORDER BY id))")
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
+SESSION_COLUMNS = "id, user_id, created_at, last_used_at"
+SESSION_FIELDS = ("id", "userId", "createdAt", "lastUsedAt")
 
 
 class SQLiteStore(Store):
@@ -89,6 +109,10 @@ class SQLiteStore(Store):
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
             db.executescript(SCHEMA)
+            _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
+        self._next_purge = 0.0
+        self._purge_expired_sessions()
+        self._finish_interrupted_erasures()
         self._sweep_report_files()
 
     def _connect(self) -> sqlite3.Connection:
@@ -159,15 +183,120 @@ class SQLiteStore(Store):
     def find_user(self, username):
         with self._connection() as db:
             row = db.execute("SELECT id, username, created_at, password_hash FROM users "
-                             "WHERE lower(username) = lower(?)", (username,)).fetchone()
+                             "WHERE lower(username) = lower(?) AND erasing = 0", (username,)).fetchone()
         if row is None:
             return None
         return {"id": row[0], "username": row[1], "createdAt": row[2], "passwordHash": bytes(row[3])}
 
     def get_user(self, user_id):
         with self._connection() as db:
-            row = db.execute("SELECT id, username, created_at FROM users WHERE id = ?", (user_id,)).fetchone()
+            row = db.execute("SELECT id, username, created_at FROM users WHERE id = ? AND erasing = 0",
+                             (user_id,)).fetchone()
         return None if row is None else {"id": row[0], "username": row[1], "createdAt": row[2]}
+
+    def set_password(self, user_id, password_hash):
+        with self._connection() as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+
+    def erase_user(self, user_id):
+        # Step 1, committed on its own: the account can no longer log in (find_user
+        # skips it) or be used (session_user joins on it), and its sessions are gone.
+        with self._transaction() as db:
+            db.execute("UPDATE users SET erasing = 1 WHERE id = ?", (user_id,))
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+        # Step 2: a crash before it commits leaves step 1, which the next start finishes.
+        self._finish_erasure(user_id)
+
+    def _finish_erasure(self, user_id: str) -> None:
+        with self._transaction() as db:
+            report_ids = [row[0] for row in db.execute(
+                "SELECT reports.id FROM reports JOIN patients ON patients.id = reports.patient_id "
+                "WHERE patients.owner_id = ?", (user_id,))]
+            db.execute("DELETE FROM patients WHERE owner_id = ?", (user_id,))  # reports cascade
+            db.execute("DELETE FROM users WHERE id = ?", (user_id,))           # sessions cascade
+        # As in delete_patient: files go after the commit; the sweep takes any a crash leaves.
+        for report_id in report_ids:
+            self._report_path(report_id).unlink(missing_ok=True)
+
+    def _finish_interrupted_erasures(self) -> None:
+        with self._connection() as db:
+            user_ids = [row[0] for row in db.execute("SELECT id FROM users WHERE erasing = 1")]
+        for user_id in user_ids:
+            self._finish_erasure(user_id)
+
+    # -- sessions ----------------------------------------------------------------
+    def create_session(self, user_id, refresh_hash, refresh_expires_at):
+        session = {"id": new_id(self._clock), "userId": user_id, "createdAt": self._now()}
+        session["lastUsedAt"] = session["createdAt"]
+        with self._connection() as db:
+            db.execute("INSERT INTO sessions (id, user_id, created_at, last_used_at, refresh_hash, "
+                       "refresh_expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (session["id"], user_id, session["createdAt"], session["lastUsedAt"], refresh_hash,
+                        utc_timestamp(refresh_expires_at)))
+        self._purge_expired_sessions()
+        return session
+
+    def session_user(self, session_id, user_id):
+        # NOTE: one query answers both "is the session alive?" and "does its user still
+        # exist (and is not being erased)?", so authentication stays one round trip.
+        with self._connection() as db:
+            row = db.execute("SELECT users.id, users.username, users.created_at, sessions.last_used_at "
+                             "FROM sessions JOIN users ON users.id = sessions.user_id "
+                             "WHERE sessions.id = ? AND sessions.user_id = ? AND sessions.ended_at IS NULL "
+                             "AND sessions.refresh_expires_at > ? AND users.erasing = 0",
+                             (session_id, user_id, self._now())).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "username": row[1], "createdAt": row[2], "sessionLastUsedAt": row[3]}
+
+    def touch_session(self, session_id):
+        with self._connection() as db:
+            db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (self._now(), session_id))
+
+    def rotate_refresh(self, session_id, old_hash, new_hash, refresh_expires_at):
+        now = self._now()
+        with self._transaction() as db:
+            # NOTE: the old hash is in the WHERE clause: of two refreshes racing with the
+            # same token, the write lock lets one UPDATE match and the other find nothing.
+            updated = db.execute("UPDATE sessions SET refresh_hash = ?, refresh_expires_at = ?, last_used_at = ? "
+                                 "WHERE id = ? AND refresh_hash = ? AND ended_at IS NULL AND refresh_expires_at > ?",
+                                 (new_hash, utc_timestamp(refresh_expires_at), now, session_id, old_hash, now))
+            if updated.rowcount == 0:
+                return None
+            row = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return dict(zip(SESSION_FIELDS, row))
+
+    def end_session(self, session_id, user_id=None):
+        now = self._now()
+        sql = "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND refresh_expires_at > ?"
+        args = [now, session_id, now]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args.append(user_id)
+        with self._connection() as db:
+            return db.execute(sql, args).rowcount == 1
+
+    def end_sessions(self, user_id, *, keep=None):
+        with self._connection() as db:
+            db.execute("UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL AND id != ?",
+                       (self._now(), user_id, keep or ""))
+
+    def list_sessions(self, user_id):
+        with self._connection() as db:
+            rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND ended_at IS NULL "
+                              "AND refresh_expires_at > ? ORDER BY created_at DESC, id DESC",
+                              (user_id, self._now())).fetchall()
+        return [dict(zip(SESSION_FIELDS, row)) for row in rows]
+
+    def _purge_expired_sessions(self) -> None:
+        """Delete sessions whose refresh token has expired (ended ones too, by then):
+        at start-up, then at most once per SESSION_PURGE_INTERVAL, so the table does
+        not grow without bound."""
+        if self._clock() < self._next_purge:
+            return
+        self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
+        with self._connection() as db:
+            db.execute("DELETE FROM sessions WHERE refresh_expires_at <= ?", (self._now(),))
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
@@ -327,6 +456,13 @@ class SQLiteReportWriter(ReportWriter):
         if self._final_path is not None:  # renamed, but the row was not inserted
             self._final_path.unlink(missing_ok=True)
             self._final_path = None
+
+
+def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
+    """A schema change for a database made by an earlier version (CREATE TABLE IF NOT
+    EXISTS leaves an existing table as it was)."""
+    if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _fsync_directory(path: Path) -> None:

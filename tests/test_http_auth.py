@@ -5,8 +5,10 @@ import time
 
 import pytest
 
+from settings import Settings
 from storage.ids import new_id
 from tests.support.api import TEST_SECRET, ApiClient
+from tests.support.defaults import default_of
 from tests.support.problems import assert_problem
 from web import jwt
 
@@ -65,11 +67,15 @@ def test_login_returns_a_bearer_token_that_authenticates(anonymous):
     response = anonymous.post("/auth/login", json={"username": "TokenUser", "password": PASSWORD})
     assert response.status_code == 200
     body = response.json()
-    assert body["tokenType"] == "Bearer" and body["expiresIn"] == 3600
+    token_ttl, refresh_ttl = default_of(Settings, "token_ttl"), default_of(Settings, "refresh_ttl")
+    assert body["tokenType"] == "Bearer" and body["expiresIn"] == token_ttl
+    assert body["refreshExpiresIn"] == refresh_ttl and body["refreshToken"]
     claims = jwt.verify(body["accessToken"], TEST_SECRET, now=time.time(), issuer="meditrack")
     me = anonymous.get("/auth/me", headers={"Authorization": f"Bearer {body['accessToken']}"})
     assert me.status_code == 200 and me.json()["username"] == "tokenuser"
-    assert claims["sub"] == me.json()["id"] and claims["exp"] - claims["iat"] == 3600
+    assert claims["sub"] == me.json()["id"] and claims["exp"] - claims["iat"] == token_ttl
+    # The session the token belongs to, and the token's own id (RFC 7519 §4.1.7).
+    assert body["refreshToken"].startswith(claims["sid"] + ".") and claims["jti"]
 
 
 def test_wrong_password_and_unknown_user_get_the_same_401(anonymous):
@@ -144,7 +150,8 @@ def test_the_scheme_name_is_case_insensitive(client):
 
 def test_no_more_password_hashes_run_at_once_than_there_are_hashing_slots(monkeypatch):
     from handlers import auth
-    accounts = auth.Accounts(store=None, validator=None, jwt_key=TEST_SECRET, token_ttl=60, bcrypt_rounds=4)
+    accounts = auth.Accounts(store=None, validator=None, jwt_key=TEST_SECRET, token_ttl=60,
+                             refresh_ttl=60, bcrypt_rounds=4)
     running, peak, changed = [0], [0], threading.Condition()
     release = threading.Event()
 

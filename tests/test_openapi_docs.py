@@ -17,14 +17,16 @@ from web.validation import SchemaValidator
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 
 CONTRACT_ROUTES = {
-    ("post", "/auth/register"), ("post", "/auth/login"), ("get", "/auth/me"),
+    ("post", "/auth/register"), ("post", "/auth/login"), ("get", "/auth/me"), ("delete", "/auth/me"),
+    ("put", "/auth/password"), ("post", "/auth/refresh"), ("post", "/auth/logout"),
+    ("get", "/auth/sessions"), ("delete", "/auth/sessions"), ("delete", "/auth/sessions/{sessionId}"),
     ("get", "/patients"), ("post", "/patients"),
     ("get", "/patients/{patientId}"), ("put", "/patients/{patientId}"), ("delete", "/patients/{patientId}"),
     ("get", "/patients/{patientId}/reports"), ("post", "/patients/{patientId}/reports"),
     ("get", "/patients/{patientId}/reports/{reportId}"), ("delete", "/patients/{patientId}/reports/{reportId}"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
 }
-PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"),
+PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),
                  ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
 ROUTES_WITHOUT_4XX = {("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
 

@@ -15,6 +15,7 @@ README_URL = "http://127.0.0.1:8000"
 STEP_MARK = "@@walkthrough-step@@"
 MASKS = [
     (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "<token>"),
+    (re.compile(r"\b[0-9a-f]{24}\.[A-Za-z0-9_-]{43}"), "<refresh-token>"),
     (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"), "<time>"),
     (re.compile(r"^Date: .*$", re.MULTILINE), "Date: <date>"),

@@ -30,7 +30,8 @@ def test_defaults_match_the_design_table():
     assert settings.data_dir == Path("./data")
     assert settings.mongodb_uri is None            # unset -> sqlite store
     assert settings.jwt_secret is None             # unset -> DATA_DIR/jwt-secret
-    assert settings.token_ttl == 3600
+    assert settings.token_ttl == 900               # a short-lived access token
+    assert settings.refresh_ttl == 14 * 24 * 3600  # refreshed within 14 days, or log in again
     assert settings.bcrypt_rounds == 12
     assert settings.max_upload_bytes == 10485760
     assert settings.max_json_bytes == 1048576
@@ -55,7 +56,8 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_DATA_DIR", "/var/lib/meditrack", "data_dir", Path("/var/lib/meditrack")),
     ("MONGODB_URI", "mongodb://db.example:27017/meditrack", "mongodb_uri", "mongodb://db.example:27017/meditrack"),
     ("MEDITRACK_JWT_SECRET", SECRET_32, "jwt_secret", SECRET_32.encode()),
-    ("MEDITRACK_TOKEN_TTL", "900", "token_ttl", 900),
+    ("MEDITRACK_TOKEN_TTL", "3600", "token_ttl", 3600),
+    ("MEDITRACK_REFRESH_TTL", "86400", "refresh_ttl", 86400),
     ("MEDITRACK_BCRYPT_ROUNDS", "4", "bcrypt_rounds", 4),
     ("MEDITRACK_MAX_UPLOAD_BYTES", "2048", "max_upload_bytes", 2048),
     ("MEDITRACK_MAX_JSON_BYTES", "4096", "max_json_bytes", 4096),
@@ -104,6 +106,7 @@ def test_jwt_secret_length_is_counted_in_utf8_bytes():
 @pytest.mark.parametrize("variable, lowest, highest", [
     ("MEDITRACK_PORT", 0, 65535),
     ("MEDITRACK_TOKEN_TTL", 60, 30 * 24 * 3600),
+    ("MEDITRACK_REFRESH_TTL", 60, 365 * 24 * 3600),
     ("MEDITRACK_BCRYPT_ROUNDS", 4, 31),
     ("MEDITRACK_MAX_UPLOAD_BYTES", 1, 2**40),
     ("MEDITRACK_MAX_JSON_BYTES", 1024, 2**30),
@@ -175,6 +178,7 @@ def test_a_bad_port_flag_is_refused_naming_the_flag(text):
     ("MEDITRACK_TOKEN_TTL", "59"),
     ("MEDITRACK_TOKEN_TTL", str(30 * 24 * 3600 + 1)),
     ("MEDITRACK_TOKEN_TTL", "1h"),
+    ("MEDITRACK_REFRESH_TTL", "14d"),
     ("MEDITRACK_MAX_UPLOAD_BYTES", "0"),
     ("MEDITRACK_MAX_UPLOAD_BYTES", "10MB"),
     ("MEDITRACK_MAX_UPLOAD_BYTES", str(2**40 + 1)),

@@ -2,7 +2,7 @@
 
 Every test talks to the interface only: plain dicts in, plain dicts out, the project's
 own errors. Add a store by adding its name to the `store` fixture's params and a branch
-to `open_test_store`; nothing else here may know which database is underneath.
+to `open_test_store` (tests/support/stores.py); nothing else here may know which database is underneath.
 """
 
 import threading
@@ -13,8 +13,9 @@ from storage.base import Store, utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
 from tests.support.clock import FakeClock
-from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
+from tests.support.mongodb import drop_mongodb_database
 from tests.support.records import PATIENT, REPORT_METADATA, write_report
+from tests.support.stores import open_test_store
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -33,17 +34,6 @@ FULL_PATIENT = {
 }
 
 STORE_KEYS = {"id", "ownerId", "reports", "createdAt", "updatedAt"}
-
-
-
-def open_test_store(kind: str, tmp_path, clock) -> Store:
-    if kind == "sqlite":
-        from storage.sqlite import SQLiteStore
-        return SQLiteStore(tmp_path / "data", clock=clock)
-    if kind == "mongodb":
-        from storage.mongo import MongoStore
-        return MongoStore(fresh_mongodb_uri(), clock=clock)
-    raise ValueError(f"no test set-up for store {kind!r}")
 
 
 @pytest.fixture
