@@ -89,8 +89,8 @@ def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Di
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay)
 
 
-def make_server(settings: Settings, store: Store) -> MediTrackServer:
-    return MediTrackServer((settings.host, settings.port), build_dispatcher(settings, store),
+def make_server(settings: Settings, store: Store, *, clock=time.time) -> MediTrackServer:
+    return MediTrackServer((settings.host, settings.port), build_dispatcher(settings, store, clock=clock),
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
                            min_body_rate=settings.min_body_rate, max_connections=settings.max_connections)
 

@@ -5,14 +5,15 @@ otherwise. pymongo is imported only on the MongoDB path, so the default mode nee
 nothing beyond the standard library.
 """
 
+import time
 from pathlib import Path
 
 from storage.base import Store
 
 
-def open_store(data_dir: Path, mongodb_uri: str | None = None) -> Store:
+def open_store(data_dir: Path, mongodb_uri: str | None = None, *, clock=time.time) -> Store:
     if mongodb_uri:
         from storage.mongo import MongoStore
-        return MongoStore(mongodb_uri)
+        return MongoStore(mongodb_uri, clock=clock)
     from storage.sqlite import SQLiteStore
-    return SQLiteStore(data_dir)
+    return SQLiteStore(data_dir, clock=clock)

@@ -204,19 +204,23 @@ class SQLiteStore(Store):
         with self._transaction() as db:
             db.execute("UPDATE users SET erasing = 1 WHERE id = ?", (user_id,))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
-        # Step 2: a crash before it commits leaves step 1, which the next start finishes.
+        # Step 2: a crash part-way leaves step 1 done, and the next start finishes the rest.
         self._finish_erasure(user_id)
 
     def _finish_erasure(self, user_id: str) -> None:
-        with self._transaction() as db:
-            report_ids = [row[0] for row in db.execute(
-                "SELECT reports.id FROM reports JOIN patients ON patients.id = reports.patient_id "
-                "WHERE patients.owner_id = ?", (user_id,))]
-            db.execute("DELETE FROM patients WHERE owner_id = ?", (user_id,))  # reports cascade
-            db.execute("DELETE FROM users WHERE id = ?", (user_id,))           # sessions cascade
-        # As in delete_patient: files go after the commit; the sweep takes any a crash leaves.
-        for report_id in report_ids:
-            self._report_path(report_id).unlink(missing_ok=True)
+        # NOTE: patient by patient, each in a short transaction of its own (with its files
+        # unlinked after it commits, as in any delete): a large account's erasure never
+        # holds the write lock for long, so other users' writes go on meanwhile. No new
+        # patient can appear, since step 1 made the account unusable.
+        with self._connection() as db:
+            patient_ids = [row[0] for row in db.execute("SELECT id FROM patients WHERE owner_id = ?", (user_id,))]
+        for patient_id in patient_ids:
+            try:
+                self.delete_patient(patient_id)
+            except NotFound:
+                pass  # deleted meanwhile: just as good
+        with self._connection() as db:
+            db.execute("DELETE FROM users WHERE id = ?", (user_id,))  # its sessions cascade
 
     def _finish_interrupted_erasures(self) -> None:
         with self._connection() as db:

@@ -11,6 +11,7 @@ one). Each MongoDB-backed server gets a database of its own, dropped afterwards.
 
 import os
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -32,15 +33,19 @@ STORES = ["sqlite", "mongodb"] if MONGODB_URI else ["sqlite"]
 class LiveServer:
     """A running server: its base URL, settings and store, and a way to stop it."""
 
-    def __init__(self, data_dir, store_kind: str = "sqlite", **overrides):
+    def __init__(self, data_dir, store_kind: str = "sqlite", *, clock=time.time, keep_database: bool = False,
+                 **overrides):
         base = Settings(port=0, data_dir=data_dir, bcrypt_rounds=4, jwt_secret=TEST_SECRET,
                         rate_limit=None, auth_rate_limit=None, socket_timeout=5,
                         refusal_delay=0)  # 429s at once: the delay has its own test
         if store_kind == "mongodb":
             overrides.setdefault("mongodb_uri", fresh_mongodb_uri())
         self.settings = replace(base, **overrides)
-        self.store = open_store(self.settings.data_dir, self.settings.mongodb_uri)
-        self.server = meditrack.make_server(self.settings, self.store)
+        # `clock`: the time the handlers and the store see (a FakeClock moves it by hand);
+        # `keep_database`: a second server on the same MongoDB database leaves it to the first.
+        self.keep_database = keep_database
+        self.store = open_store(self.settings.data_dir, self.settings.mongodb_uri, clock=clock)
+        self.server = meditrack.make_server(self.settings, self.store, clock=clock)
         self.host, self.port = self.server.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -50,7 +55,7 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self.store.close()
-        if self.settings.mongodb_uri:
+        if self.settings.mongodb_uri and not self.keep_database:
             drop_mongodb_database(self.settings.mongodb_uri)
 
 
@@ -72,7 +77,8 @@ def start_server(tmp_path, store_kind):
     started = []
 
     def start(**overrides) -> LiveServer:
-        server = LiveServer(tmp_path / f"data{len(started)}", store_kind, **overrides)
+        data_dir = overrides.pop("data_dir", tmp_path / f"data{len(started)}")
+        server = LiveServer(data_dir, store_kind, **overrides)
         started.append(server)
         return server
 

@@ -479,3 +479,71 @@ def test_an_upload_cut_off_by_shutdown_leaves_nothing_behind(deployment):
         store.close()
     if deployment.store_kind == "sqlite":
         assert list(deployment.temp_dir.iterdir()) == []
+
+
+# -- kill -9 in the middle of an account erasure ----------------------------------------------
+
+ERASED_PATIENTS = 50
+
+
+def erasing_state(deployment: Deployment, user_id: str) -> str | None:
+    """The user's row as it lies, read without opening a store (which would finish the
+    erasure): "erasing", "active", or None when the row is gone."""
+    if deployment.store_kind == "mongodb":
+        import pymongo
+        from bson import ObjectId
+        with pymongo.MongoClient(deployment.mongodb_uri, serverSelectionTimeoutMS=5000) as client:
+            user = client.get_default_database()["users"].find_one({"_id": ObjectId(user_id)})
+        return None if user is None else "erasing" if user.get("erasing") else "active"
+    with closing(sqlite3.connect(f"file:{deployment.data_dir / 'meditrack.sqlite3'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT erasing FROM users WHERE id = ?", (user_id,)).fetchone()
+    return None if row is None else "erasing" if row[0] else "active"
+
+
+def test_kill_9_during_an_account_erasure_is_finished_by_the_next_start(deployment):
+    server = deployment.start()
+    client = ApiClient(server.url).register_and_login()
+    user_id, username = client.user["id"], client.user["username"]
+    for number in range(ERASED_PATIENTS):
+        patient = client.post("/patients", json=PATIENT).json()
+        body = multipart(file_part(b"%PDF-1.4 report " + str(number).encode()))
+        uploaded = client.post(f"/patients/{patient['id']}/reports", data=body, headers={"Content-Type": MULTIPART})
+        assert uploaded.status_code == 201, uploaded.text
+    assert len(deployment.report_ids_before_sweep()) == ERASED_PATIENTS
+
+    answers = []
+    eraser = threading.Thread(target=lambda: answers.append(_erase_quietly(client)), daemon=True)
+    eraser.start()
+    # The kill comes the moment the account is marked for erasure (its first step,
+    # committed), while the patients and files are still being deleted.
+    assert until(lambda: erasing_state(deployment, user_id) == "erasing", timeout=30), "the erasure never began"
+    os.kill(server.process.pid, signal.SIGKILL)
+    assert server.process.wait(timeout=PROCESS_EXIT) == -signal.SIGKILL
+    eraser.join(timeout=30)
+    # Still marked, and so not finished: the kill came in the middle, as it was meant to
+    # (the patients go one short transaction at a time: about 100 ms for 50 of them).
+    assert erasing_state(deployment, user_id) == "erasing", "the erasure had finished before the kill"
+    assert answers != [204]
+    assert deployment.report_ids_before_sweep(), "no report was left to erase at the kill"
+
+    # The next start finishes the erasure before it serves anyone.
+    restarted = deployment.start()
+    login = ApiClient(restarted.url).post("/auth/login", json={"username": username,
+                                                                "password": "correct horse battery"})
+    assert login.status_code == 401
+    assert erasing_state(deployment, user_id) is None
+    store = deployment.open_store()
+    try:
+        assert store.list_patients(user_id, limit=ERASED_PATIENTS + 1) == []
+        assert store.list_sessions(user_id) == []
+        assert store.stored_report_ids() == set()
+    finally:
+        store.close()
+
+
+def _erase_quietly(client: ApiClient):
+    """DELETE /auth/me; the status, or the failure a killed server causes."""
+    try:
+        return client.delete("/auth/me", json={"password": "correct horse battery"}).status_code
+    except requests.RequestException as exc:
+        return type(exc).__name__
