@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 import unicodedata
+from datetime import datetime
 
 import bcrypt
 
@@ -118,15 +119,14 @@ class Accounts:
         """A new session for a user who has just proved who they are: the token pair."""
         secret = new_refresh_secret()
         session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl)
-        return self._token_pair(user["id"], session["id"], secret)
+        return self._token_pair(user["id"], session["id"], secret, self.refresh_ttl)
 
     def refresh(self, refresh_token: str) -> dict:
         """A new token pair for a refresh token, which is retired; 401 if it is not the
         session's current one (and then the session ends: RFC 9700 §4.14.2)."""
         session_id, secret = parse_refresh_token(refresh_token)  # 401 if malformed
         new_secret = new_refresh_secret()
-        session = self.store.rotate_refresh(session_id, refresh_digest(secret), refresh_digest(new_secret),
-                                            self.clock() + self.refresh_ttl)
+        session = self.store.rotate_refresh(session_id, refresh_digest(secret), refresh_digest(new_secret))
         if session is None:
             # NOTE: a well-formed token that is not the session's current one has been
             # used before (or forged by someone who knows the session id, which only its
@@ -136,14 +136,17 @@ class Accounts:
             self.store.end_session(session_id)
             raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
                                headers=(("WWW-Authenticate", "Bearer"),))
-        return self._token_pair(session["userId"], session_id, new_secret)
+        # NOTE: a session lives MEDITRACK_REFRESH_TTL from its login, however often it is
+        # refreshed: a stolen refresh token, kept fresh by its thief, still dies then.
+        expires_in = round(datetime.fromisoformat(session["expiresAt"]).timestamp() - self.clock())
+        return self._token_pair(session["userId"], session_id, new_secret, max(expires_in, 1))
 
-    def _token_pair(self, user_id: str, session_id: str, refresh_secret: str) -> dict:
+    def _token_pair(self, user_id: str, session_id: str, refresh_secret: str, refresh_expires_in: int) -> dict:
         now = int(self.clock())
         claims = {"sub": user_id, "sid": session_id, "jti": secrets.token_urlsafe(12), "iat": now,
                   "exp": now + self.token_ttl, "iss": ISSUER}
         return {"accessToken": jwt.sign(claims, self.jwt_key), "tokenType": "Bearer", "expiresIn": self.token_ttl,
-                "refreshToken": f"{session_id}.{refresh_secret}", "refreshExpiresIn": self.refresh_ttl}
+                "refreshToken": f"{session_id}.{refresh_secret}", "refreshExpiresIn": refresh_expires_in}
 
     def authenticate(self, headers: Headers) -> dict:
         """The user a request's bearer token names, with its "sessionId"; 401 for no

@@ -7,15 +7,14 @@ every MediTrack process that shares the store.
 """
 
 from handlers.auth import Accounts
-from handlers.inputs import path_id, read_json
+from handlers.inputs import path_id
 from storage.errors import NotFound
 from web.messages import Request, Response, json_response
 
 
 def refresh(accounts: Accounts, request: Request) -> Response:
     """POST /auth/refresh: a new pair for the current refresh token, which is retired."""
-    body = read_json(request)
-    accounts.validator.validate(body, "RefreshRequest")
+    body = accounts.read_body(request, "RefreshRequest")
     return json_response(accounts.refresh(body["refreshToken"]))
 
 

@@ -11,8 +11,9 @@ that make them interchangeable:
 A patient as a store returns it:
     {"id", "ownerId", <the PatientInput fields>, "reports": [...], "createdAt", "updatedAt"}
 A user: {"id", "username", "createdAt"} plus "passwordHash" (bytes) from `find_user`.
-A session: {"id", "userId", "createdAt", "lastUsedAt"}; it is alive until it is ended
-or its refresh token's expiry passes, and only its refresh token's SHA-256 is kept.
+A session: {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}; it is alive until
+it is ended or `expiresAt` passes (a fixed time after login: refreshing does not move
+it), and of its refresh tokens only their SHA-256 is kept.
 A report: {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}.
 
 Report bytes are written through a `ReportWriter`, in two steps so that an upload is
@@ -84,8 +85,9 @@ class Store(ABC):
 
     # -- sessions ----------------------------------------------------------------
     @abstractmethod
-    def create_session(self, user_id: str, refresh_hash: str, refresh_expires_at: float) -> dict:
-        """Start a session whose current refresh token has this SHA-256 (hex)."""
+    def create_session(self, user_id: str, refresh_hash: str, expires_at: float) -> dict:
+        """Start a session, alive until `expires_at` (seconds since the epoch), whose
+        first refresh token has this SHA-256 (hex)."""
 
     @abstractmethod
     def session_user(self, session_id: str, user_id: str) -> dict | None:
@@ -97,10 +99,11 @@ class Store(ABC):
         """Record that the session was used now (its lastUsedAt)."""
 
     @abstractmethod
-    def rotate_refresh(self, session_id: str, old_hash: str, new_hash: str,
-                       refresh_expires_at: float) -> dict | None:
-        """Compare-and-set, atomically: if the live session's refresh token is `old_hash`,
-        make it `new_hash` and return the session; else change nothing and return None."""
+    def rotate_refresh(self, session_id: str, old_hash: str, new_hash: str) -> dict | None:
+        """Compare-and-set, atomically: if `old_hash` is the live session's current refresh
+        token, spend it, make `new_hash` the current one and return the session; else
+        change nothing and return None. Of any number of calls racing with one old hash,
+        exactly one succeeds."""
 
     @abstractmethod
     def end_session(self, session_id: str, user_id: str | None = None) -> bool:

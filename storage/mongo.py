@@ -6,8 +6,10 @@ For users who outgrow one machine: a replica set or a sharded cluster behind one
 Documents:
     users     {_id, username, usernameKey (lower-cased, unique), passwordHash, createdAt,
                erasing (true while the account is being erased)}
-    sessions  {_id, userId, username, userCreatedAt, createdAt, lastUsedAt, refreshHash,
-               refreshExpiresAt (a date: the TTL index deletes the session then), endedAt}
+    sessions  {_id, userId, username, userCreatedAt, createdAt, lastUsedAt,
+               expiresAt (a date: the TTL index deletes the session then), endedAt}
+    refreshTokens       {_id: the SHA-256 of a refresh token issued, sessionId, userId, expiresAt}
+    spentRefreshTokens  {_id: the SHA-256 of a refresh token already used, expiresAt}
     patients  {_id, ownerId, fields: {<PatientInput fields>}, firstNameKey, lastNameKey,
                reports: [Report], createdAt, updatedAt}
     reports.files / reports.chunks   GridFS, one file per report, _id = the report's id
@@ -68,6 +70,8 @@ class MongoStore(Store):
         database = self._client.get_default_database(default="meditrack")
         self._users = database["users"]
         self._sessions = database["sessions"]
+        self._refresh_tokens = database["refreshTokens"]
+        self._spent_tokens = database["spentRefreshTokens"]
         self._patients = database["patients"]
         self._files = gridfs.GridFSBucket(database, bucket_name="reports")
         self._file_documents = database["reports.files"]
@@ -82,16 +86,18 @@ class MongoStore(Store):
         self._users.create_index("usernameKey", unique=True, name="users_by_username")
         # A user's sessions, to list or end them all.
         self._sessions.create_index([("userId", 1), ("createdAt", -1)], name="sessions_by_user")
-        # The server deletes a session once its refresh token has expired (a TTL index);
-        # every query also checks the expiry, so nothing depends on when that happens.
-        try:
-            self._sessions.create_index("refreshExpiresAt", expireAfterSeconds=0, name="sessions_expire")
-        except OperationFailure as exc:
-            # A MongoDB-compatible server without TTL indexes (FerretDB 1.x answers
-            # NotImplemented): then only our own purge (_purge_expired_sessions) deletes them.
-            if exc.code != NOT_IMPLEMENTED:
-                raise
-            self._sessions.create_index("refreshExpiresAt", name="sessions_by_expiry")
+        # The server deletes a session, and the hashes of its refresh tokens, once it has
+        # expired (a TTL index); every query also checks the expiry, so nothing depends
+        # on when that happens.
+        for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
+            try:
+                collection.create_index("expiresAt", expireAfterSeconds=0, name=f"{collection.name}_expire")
+            except OperationFailure as exc:
+                # A MongoDB-compatible server without TTL indexes (FerretDB 1.x answers
+                # NotImplemented): then only our own purge (_purge_expired_sessions) deletes them.
+                if exc.code != NOT_IMPLEMENTED:
+                    raise
+                collection.create_index("expiresAt", name=f"{collection.name}_by_expiry")
         # An owner's listing in id order, and the cursor's {_id: {$gt: ...}} range.
         self._patients.create_index([("ownerId", 1), ("_id", 1)], name="patients_by_owner")
         # The sweep's question "does any patient name this file?".
@@ -147,6 +153,7 @@ class MongoStore(Store):
             # Step 1: no login (find_user skips an erasing user), then no session.
             self._users.update_one({"_id": user}, {"$set": {"erasing": True}})
             self._sessions.delete_many({"userId": user})
+            self._refresh_tokens.delete_many({"userId": user})
             # Step 2, document by document (MongoDB has no transaction across them here):
             # a crash part-way leaves step 1 done, and the next start finishes the rest.
             self._finish_erasure(user)
@@ -166,15 +173,24 @@ class MongoStore(Store):
             self._finish_erasure(user["_id"])
 
     # -- sessions ----------------------------------------------------------------
+    # NOTE: a session document is written only to end it (and, at most once a minute, to
+    # record its use): a refresh never rewrites it. A refresh token's life is kept in
+    # insert-only collections instead, `refreshTokens` (issued) and `spentRefreshTokens`
+    # (used), and "use this token once" is an insert under a unique _id. MongoDB applies
+    # each update to a document atomically, but a compatible server need not: FerretDB
+    # 1.x runs a filtered update as a read and a later write, so two updates of one
+    # document can lose one another, and a compare-and-set on a field can have several
+    # winners. A unique key is the one atomic step every such server keeps.
+
     def _moment(self, seconds: float | None = None) -> datetime:
         """A BSON date (what a TTL index reads): now, or `seconds` since the epoch."""
         return datetime.fromtimestamp(self._clock() if seconds is None else seconds, timezone.utc)
 
     def _live(self, **criteria) -> dict:
         """The filter for live sessions, plus `criteria`."""
-        return {**criteria, "endedAt": None, "refreshExpiresAt": {"$gt": self._moment()}}
+        return {**criteria, "endedAt": None, "expiresAt": {"$gt": self._moment()}}
 
-    def create_session(self, user_id, refresh_hash, refresh_expires_at):
+    def create_session(self, user_id, refresh_hash, expires_at):
         user, now = _object_id(user_id), self._now()
         session_id = new_id(self._clock)
         with self._errors_translated():
@@ -183,20 +199,24 @@ class MongoStore(Store):
                 raise NotFound("no user with this id")
             # NOTE: the user's public fields are copied into the session (a username
             # never changes), so authenticating a request reads this one document.
-            self._sessions.insert_one({
-                "_id": ObjectId(session_id), "userId": user, "username": owner["username"],
-                "userCreatedAt": owner["createdAt"], "createdAt": now, "lastUsedAt": now,
-                "refreshHash": refresh_hash, "refreshExpiresAt": self._moment(refresh_expires_at), "endedAt": None})
+            session = {"_id": ObjectId(session_id), "userId": user, "username": owner["username"],
+                       "userCreatedAt": owner["createdAt"], "createdAt": now, "lastUsedAt": now,
+                       "expiresAt": self._moment(expires_at), "endedAt": None}
+            self._sessions.insert_one(session)
+            self._refresh_tokens.insert_one({"_id": refresh_hash, "sessionId": session["_id"], "userId": user,
+                                             "expiresAt": session["expiresAt"]})
             self._purge_expired_sessions()
-        return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now}
+        return self._session_from_document(session)
 
     def _purge_expired_sessions(self) -> None:
-        """Delete expired sessions, at most once per SESSION_PURGE_INTERVAL: the whole job
-        on a server without TTL indexes, a sweep behind the TTL monitor on one with them."""
+        """Delete expired sessions and their tokens, at most once per SESSION_PURGE_INTERVAL:
+        the whole job on a server without TTL indexes, a sweep behind the TTL monitor on
+        one with them."""
         if self._clock() < self._next_purge:
             return
         self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
-        self._sessions.delete_many({"refreshExpiresAt": {"$lte": self._moment()}})
+        for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
+            collection.delete_many({"expiresAt": {"$lte": self._moment()}})
 
     def session_user(self, session_id, user_id):
         if not (is_object_id(session_id) and is_object_id(user_id)):
@@ -212,18 +232,24 @@ class MongoStore(Store):
         with self._errors_translated():
             self._sessions.update_one({"_id": _object_id(session_id)}, {"$set": {"lastUsedAt": self._now()}})
 
-    def rotate_refresh(self, session_id, old_hash, new_hash, refresh_expires_at):
+    def rotate_refresh(self, session_id, old_hash, new_hash):
         if not is_object_id(session_id):
             return None
+        session_key = ObjectId(session_id)
         with self._errors_translated():
-            # NOTE: the old hash is part of the filter: of two refreshes racing with the
-            # same token, the server applies one update and the other matches nothing.
-            document = self._sessions.find_one_and_update(
-                self._live(_id=ObjectId(session_id), refreshHash=old_hash),
-                {"$set": {"refreshHash": new_hash, "refreshExpiresAt": self._moment(refresh_expires_at),
-                          "lastUsedAt": self._now()}},
-                return_document=pymongo.ReturnDocument.AFTER)
-        return None if document is None else self._session_from_document(document)
+            session = self._sessions.find_one(self._live(_id=session_key))
+            issued = self._refresh_tokens.find_one({"_id": old_hash, "sessionId": session_key})
+            if session is None or issued is None:
+                return None  # ended, expired or unknown session; a token it never had
+            try:
+                # The compare-and-set: of any number of refreshes racing with this token,
+                # exactly one inserts its hash here; the others, and any later use, fail.
+                self._spent_tokens.insert_one({"_id": old_hash, "expiresAt": session["expiresAt"]})
+            except DuplicateKeyError:
+                return None
+            self._refresh_tokens.insert_one({"_id": new_hash, "sessionId": session_key, "userId": session["userId"],
+                                             "expiresAt": session["expiresAt"]})
+        return self._session_from_document(session)
 
     def end_session(self, session_id, user_id=None):
         if not is_object_id(session_id) or (user_id is not None and not is_object_id(user_id)):
@@ -251,7 +277,7 @@ class MongoStore(Store):
     @staticmethod
     def _session_from_document(document) -> dict:
         return {"id": str(document["_id"]), "userId": str(document["userId"]), "createdAt": document["createdAt"],
-                "lastUsedAt": document["lastUsedAt"]}
+                "lastUsedAt": document["lastUsedAt"], "expiresAt": utc_timestamp(document["expiresAt"].timestamp())}
 
     @staticmethod
     def _public_user(document) -> dict:

@@ -10,6 +10,11 @@ and never by anything a client sent. An upload is written to `reports/tmp/`, fsy
 renamed into place, and only then is its row committed: a crash at any point leaves
 either nothing or a file that no row names, and the start-up sweep removes both
 temp files and such orphans. A row never names a file that is not there.
+
+Sessions live in their own table, keyed by id; a refresh is a compare-and-set on the
+stored hash of the refresh token. An account erasure first marks the user (no login,
+no session from then on), then deletes its patients one by one, then the user; a start
+finishes any erasure a crash interrupted.
 """
 
 import json
@@ -68,12 +73,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at         TEXT NOT NULL,
     last_used_at       TEXT NOT NULL,
     refresh_hash       TEXT NOT NULL,
-    refresh_expires_at TEXT NOT NULL,
+    expires_at         TEXT NOT NULL,
     ended_at           TEXT
 );
 -- A user's sessions (listing them, ending them all), and the purge of expired ones.
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at);
-CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (refresh_expires_at);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
 """
 
 # Expired sessions are deleted at start-up and then at most this often (seconds).
@@ -90,8 +95,8 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
                              zip(REPORT_FIELDS, REPORT_COLUMNS.split(", "))) +
                    ")) FROM (SELECT * FROM reports WHERE patient_id = patients.id ORDER BY id))")
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
-SESSION_COLUMNS = "id, user_id, created_at, last_used_at"
-SESSION_FIELDS = ("id", "userId", "createdAt", "lastUsedAt")
+SESSION_COLUMNS = "id, user_id, created_at, last_used_at, expires_at"
+SESSION_FIELDS = ("id", "userId", "createdAt", "lastUsedAt", "expiresAt")
 
 
 class SQLiteStore(Store):
@@ -229,14 +234,14 @@ class SQLiteStore(Store):
             self._finish_erasure(user_id)
 
     # -- sessions ----------------------------------------------------------------
-    def create_session(self, user_id, refresh_hash, refresh_expires_at):
-        session = {"id": new_id(self._clock), "userId": user_id, "createdAt": self._now()}
-        session["lastUsedAt"] = session["createdAt"]
+    def create_session(self, user_id, refresh_hash, expires_at):
+        now = self._now()
+        session = {"id": new_id(self._clock), "userId": user_id, "createdAt": now, "lastUsedAt": now,
+                   "expiresAt": utc_timestamp(expires_at)}
         with self._connection() as db:
-            db.execute("INSERT INTO sessions (id, user_id, created_at, last_used_at, refresh_hash, "
-                       "refresh_expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (session["id"], user_id, session["createdAt"], session["lastUsedAt"], refresh_hash,
-                        utc_timestamp(refresh_expires_at)))
+            db.execute("INSERT INTO sessions (id, user_id, created_at, last_used_at, refresh_hash, expires_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (session["id"], user_id, now, now, refresh_hash,
+                                                     session["expiresAt"]))
         self._purge_expired_sessions()
         return session
 
@@ -247,7 +252,7 @@ class SQLiteStore(Store):
             row = db.execute("SELECT users.id, users.username, users.created_at, sessions.last_used_at "
                              "FROM sessions JOIN users ON users.id = sessions.user_id "
                              "WHERE sessions.id = ? AND sessions.user_id = ? AND sessions.ended_at IS NULL "
-                             "AND sessions.refresh_expires_at > ? AND users.erasing = 0",
+                             "AND sessions.expires_at > ? AND users.erasing = 0",
                              (session_id, user_id, self._now())).fetchone()
         if row is None:
             return None
@@ -257,14 +262,14 @@ class SQLiteStore(Store):
         with self._connection() as db:
             db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (self._now(), session_id))
 
-    def rotate_refresh(self, session_id, old_hash, new_hash, refresh_expires_at):
+    def rotate_refresh(self, session_id, old_hash, new_hash):
         now = self._now()
         with self._transaction() as db:
-            # NOTE: the old hash is in the WHERE clause: of two refreshes racing with the
-            # same token, the write lock lets one UPDATE match and the other find nothing.
-            updated = db.execute("UPDATE sessions SET refresh_hash = ?, refresh_expires_at = ?, last_used_at = ? "
-                                 "WHERE id = ? AND refresh_hash = ? AND ended_at IS NULL AND refresh_expires_at > ?",
-                                 (new_hash, utc_timestamp(refresh_expires_at), now, session_id, old_hash, now))
+            # NOTE: the old hash is in the WHERE clause: of refreshes racing with one token,
+            # SQLite's write lock lets the first UPDATE match and the others find nothing.
+            updated = db.execute("UPDATE sessions SET refresh_hash = ? "
+                                 "WHERE id = ? AND refresh_hash = ? AND ended_at IS NULL AND expires_at > ?",
+                                 (new_hash, session_id, old_hash, now))
             if updated.rowcount == 0:
                 return None
             row = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
@@ -272,7 +277,7 @@ class SQLiteStore(Store):
 
     def end_session(self, session_id, user_id=None):
         now = self._now()
-        sql = "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND refresh_expires_at > ?"
+        sql = "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND expires_at > ?"
         args = [now, session_id, now]
         if user_id is not None:
             sql += " AND user_id = ?"
@@ -288,19 +293,19 @@ class SQLiteStore(Store):
     def list_sessions(self, user_id):
         with self._connection() as db:
             rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND ended_at IS NULL "
-                              "AND refresh_expires_at > ? ORDER BY created_at DESC, id DESC",
+                              "AND expires_at > ? ORDER BY created_at DESC, id DESC",
                               (user_id, self._now())).fetchall()
         return [dict(zip(SESSION_FIELDS, row)) for row in rows]
 
     def _purge_expired_sessions(self) -> None:
-        """Delete sessions whose refresh token has expired (ended ones too, by then):
+        """Delete sessions that have expired (ended ones too, by then):
         at start-up, then at most once per SESSION_PURGE_INTERVAL, so the table does
         not grow without bound."""
         if self._clock() < self._next_purge:
             return
         self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
         with self._connection() as db:
-            db.execute("DELETE FROM sessions WHERE refresh_expires_at <= ?", (self._now(),))
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self._now(),))
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):

@@ -19,9 +19,12 @@ import pytest
 import meditrack
 from settings import Settings
 from storage import open_store
+from storage.base import Store
 from tests.support.api import TEST_SECRET, ApiClient
+from tests.support.clock import FakeClock
 from tests.support.mongodb import MONGODB_URI, drop_mongodb_database, fresh_mongodb_uri
 from tests.support.records import PATIENT
+from tests.support.stores import START, open_test_store
 
 # The outage test needs a FerretDB binary it can stop and start; only `make test-mongo`
 # provides one, so only then is that file collected (the SQLite suite has no MongoDB).
@@ -85,6 +88,22 @@ def start_server(tmp_path, store_kind):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The time a `store` sees; tests move it by hand."""
+    return FakeClock(START)
+
+
+@pytest.fixture
+def store(store_kind, tmp_path, clock) -> Store:
+    """A fresh store of the kind under test, on `clock`, for tests of the Store interface."""
+    store = open_test_store(store_kind, tmp_path, clock)
+    yield store
+    store.close()
+    if store_kind == "mongodb":
+        drop_mongodb_database(store.uri)
 
 
 @pytest.fixture

@@ -144,6 +144,18 @@ def test_an_expired_refresh_token_is_401_and_its_session_is_over(start_server):
     assert status_of_me(server, pair) == 401
 
 
+def test_refreshing_never_extends_a_session_past_its_login_plus_the_refresh_ttl(start_server):
+    clock = FakeClock(time.time())
+    server = start_server(clock=clock, refresh_ttl=3600, token_ttl=600)
+    pair = login(server, register(server))
+    clock.advance(3000)
+    fresh = refresh(server, pair["refreshToken"]).json()
+    assert fresh["refreshExpiresIn"] == 600  # what is left of the hour, not a new hour
+    clock.advance(600)
+    assert_problem(refresh(server, fresh["refreshToken"]), 401)
+    assert status_of_me(server, fresh) == 401
+
+
 def test_last_used_moves_at_most_once_a_minute(start_server):
     clock = FakeClock(time.time())
     server = start_server(clock=clock, token_ttl=3600)

@@ -1,23 +1,22 @@
 """The Store contract (storage/base.py): one suite that every store implementation must pass.
 
 Every test talks to the interface only: plain dicts in, plain dicts out, the project's
-own errors. Add a store by adding its name to the `store` fixture's params and a branch
-to `open_test_store` (tests/support/stores.py); nothing else here may know which database is underneath.
+own errors. Add a store by adding its name to the `store_kind` fixture's params and a
+branch to `open_test_store` (tests/support/stores.py); nothing else here may know which
+database is underneath.
 """
 
 import threading
 
 import pytest
 
-from storage.base import Store, utc_timestamp
+from storage.base import utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
 from tests.support.clock import FakeClock
-from tests.support.mongodb import drop_mongodb_database
 from tests.support.records import PATIENT, REPORT_METADATA, write_report
-from tests.support.stores import open_test_store
+from tests.support.stores import START
 
-START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 FULL_PATIENT = {
     "firstName": "Zoë",
@@ -34,20 +33,6 @@ FULL_PATIENT = {
 }
 
 STORE_KEYS = {"id", "ownerId", "reports", "createdAt", "updatedAt"}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(store_kind, tmp_path, clock) -> Store:
-    store = open_test_store(store_kind, tmp_path, clock)
-    yield store
-    store.close()
-    if store_kind == "mongodb":
-        drop_mongodb_database(store.uri)
 
 
 @pytest.fixture

@@ -5,32 +5,17 @@ a compare-and-set, so of any number of racing refreshes with one token exactly o
 wins; `erase_user` leaves nothing the user owned: no row, no file, no GridFS chunk.
 """
 
+import secrets
 import threading
 
 import pytest
 
-from storage.base import Store, utc_timestamp
-from tests.support.clock import FakeClock
+from storage.base import utc_timestamp
 from tests.support.mongodb import drop_mongodb_database
 from tests.support.records import PATIENT, write_report
-from tests.support.stores import open_test_store
+from tests.support.stores import START, open_test_store
 
-START = 1_700_000_000.0
 DAY = 24 * 3600.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(store_kind, tmp_path, clock) -> Store:
-    store = open_test_store(store_kind, tmp_path, clock)
-    yield store
-    store.close()
-    if store_kind == "mongodb":
-        drop_mongodb_database(store.uri)
 
 
 @pytest.fixture
@@ -38,8 +23,9 @@ def user(store) -> dict:
     return store.create_user("alice", b"$2b$04$hash-of-alice")
 
 
-def session_of(store, user, clock, refresh_hash="a" * 64, lifetime=DAY) -> dict:
-    return store.create_session(user["id"], refresh_hash, clock() + lifetime)
+def session_of(store, user, clock, refresh_hash=None, lifetime=DAY) -> dict:
+    """A new session; its refresh token's hash is random unless given (as a real one is)."""
+    return store.create_session(user["id"], refresh_hash or secrets.token_hex(32), clock() + lifetime)
 
 
 # --- a session's life ---------------------------------------------------------------------
@@ -47,7 +33,8 @@ def session_of(store, user, clock, refresh_hash="a" * 64, lifetime=DAY) -> dict:
 
 def test_a_new_session_is_alive_and_names_its_user(store, user, clock):
     session = session_of(store, user, clock)
-    assert set(session) == {"id", "userId", "createdAt", "lastUsedAt"}
+    assert set(session) == {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}
+    assert session["expiresAt"] == utc_timestamp(START + DAY)
     assert session["userId"] == user["id"] and session["createdAt"] == utc_timestamp(START)
     found = store.session_user(session["id"], user["id"])
     assert {key: found[key] for key in ("id", "username", "createdAt")} == user
@@ -103,7 +90,7 @@ def test_list_sessions_gives_the_live_ones_newest_first(store, user, clock):
     clock.advance(1)
     ended = session_of(store, user, clock)
     store.end_session(ended["id"])
-    store.create_session(store.create_user("bob", b"hash")["id"], "b" * 64, clock() + DAY)
+    session_of(store, store.create_user("bob", b"hash"), clock)
     assert [session["id"] for session in store.list_sessions(user["id"])] == [second["id"], first["id"]]
     assert store.list_sessions(user["id"])[0] == second
 
@@ -121,19 +108,27 @@ def test_end_sessions_ends_all_but_the_one_kept(store, user, clock):
 
 def test_rotate_replaces_the_hash_once(store, user, clock):
     session = session_of(store, user, clock, refresh_hash="1" * 64)
-    rotated = store.rotate_refresh(session["id"], "1" * 64, "2" * 64, clock() + DAY)
+    rotated = store.rotate_refresh(session["id"], "1" * 64, "2" * 64)
     assert rotated["id"] == session["id"] and rotated["userId"] == user["id"]
     # The old hash is retired: presenting it again matches nothing.
-    assert store.rotate_refresh(session["id"], "1" * 64, "3" * 64, clock() + DAY) is None
-    assert store.rotate_refresh(session["id"], "2" * 64, "3" * 64, clock() + DAY) is not None
+    assert store.rotate_refresh(session["id"], "1" * 64, "3" * 64) is None
+    assert store.rotate_refresh(session["id"], "2" * 64, "3" * 64) is not None
 
 
-def test_rotate_extends_the_sessions_life(store, user, clock):
+def test_a_hash_the_session_never_had_does_not_rotate(store, user, clock):
+    session = session_of(store, user, clock, refresh_hash="1" * 64)
+    other = session_of(store, user, clock, refresh_hash="9" * 64)
+    assert store.rotate_refresh(session["id"], "9" * 64, "2" * 64) is None  # another session's token
+    assert store.rotate_refresh(other["id"], "9" * 64, "2" * 64) is not None
+
+
+def test_rotation_does_not_extend_the_sessions_life(store, user, clock):
     session = session_of(store, user, clock, refresh_hash="1" * 64, lifetime=60)
     clock.advance(50)
-    store.rotate_refresh(session["id"], "1" * 64, "2" * 64, clock() + 60)
-    clock.advance(50)
-    assert store.session_user(session["id"], user["id"]) is not None
+    assert store.rotate_refresh(session["id"], "1" * 64, "2" * 64)["expiresAt"] == session["expiresAt"]
+    clock.advance(10)
+    assert store.session_user(session["id"], user["id"]) is None
+    assert store.rotate_refresh(session["id"], "2" * 64, "3" * 64) is None
 
 
 @pytest.mark.parametrize("state", ["ended", "expired"])
@@ -143,7 +138,7 @@ def test_rotate_of_a_dead_session_changes_nothing(store, user, clock, state):
         store.end_session(session["id"])
     else:
         clock.advance(60)
-    assert store.rotate_refresh(session["id"], "1" * 64, "2" * 64, clock() + DAY) is None
+    assert store.rotate_refresh(session["id"], "1" * 64, "2" * 64) is None
 
 
 def test_sixteen_racing_rotations_of_one_token_have_exactly_one_winner(store, user, clock):
@@ -152,7 +147,7 @@ def test_sixteen_racing_rotations_of_one_token_have_exactly_one_winner(store, us
 
     def rotate(index):
         start.wait()
-        results.append(store.rotate_refresh(session["id"], "1" * 64, f"{index:064d}", clock() + DAY))
+        results.append(store.rotate_refresh(session["id"], "1" * 64, f"{index:064d}"))
 
     threads = [threading.Thread(target=rotate, args=(index,)) for index in range(16)]
     for thread in threads:

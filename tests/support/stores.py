@@ -1,8 +1,11 @@
 """`open_test_store`: a fresh store of either kind, for tests that talk to the Store
-interface directly (the store contract, sessions and erasure)."""
+interface directly (the store contract, sessions and erasure). The `store` fixture in
+tests/conftest.py opens one on a FakeClock that starts at `START`."""
 
 from storage.base import Store
 from tests.support.mongodb import fresh_mongodb_uri
+
+START = 1_700_000_000.0  # 2023-11-14T22:13:20Z: where a store's FakeClock starts
 
 
 def open_test_store(kind: str, tmp_path, clock) -> Store:
