@@ -24,7 +24,6 @@ from handlers.inputs import read_json
 from handlers.tokens import (ISSUER, VerifiedTokens, new_refresh_secret, parse_refresh_token,
                              refresh_digest)
 from storage.base import Store, utc_timestamp
-from storage.ids import is_object_id
 from web import jwt
 from web.backoff import FailureBackoff
 from web.http11 import Headers
@@ -66,6 +65,7 @@ class Accounts:
         self.backoff = backoff or FailureBackoff()
         self.verified_tokens = VerifiedTokens(jwt_key)
         self.hashing_slots = threading.BoundedSemaphore(HASHING_CONCURRENCY)
+        self._touch_threshold = (None, "")  # (second, its threshold): see _touch_before
         # What a login for an unknown username is checked against (see `verify_password`).
         self.dummy_password_hash = bcrypt.hashpw(b"not a real password", bcrypt.gensalt(bcrypt_rounds))
 
@@ -141,6 +141,14 @@ class Accounts:
         expires_in = round(datetime.fromisoformat(session["expiresAt"]).timestamp() - self.clock())
         return self._token_pair(session["userId"], session_id, new_secret, max(expires_in, 1))
 
+    def _touch_before(self, now: float) -> str:
+        """The lastUsedAt older than which a session is touched: a minute ago, to the
+        second, formatted once a second rather than on every request."""
+        second = int(now)
+        if self._touch_threshold[0] != second:
+            self._touch_threshold = (second, utc_timestamp(second - LAST_USED_PRECISION))  # one tuple: atomic
+        return self._touch_threshold[1]
+
     def _token_pair(self, user_id: str, session_id: str, refresh_secret: str, refresh_expires_in: int) -> dict:
         now = int(self.clock())
         claims = {"sub": user_id, "sid": session_id, "jti": secrets.token_urlsafe(12), "iat": now,
@@ -161,13 +169,12 @@ class Accounts:
         # NOTE: a cached token still costs this one query: the session may have ended
         # (logout, password change, reuse) on this or any process sharing the store,
         # and a token must stop working at once, not when the cache forgets it.
-        user = self.store.session_user(claims["sid"], claims["sub"]) \
-            if is_object_id(claims["sid"]) and is_object_id(claims["sub"]) else None
+        user = self.store.session_user(claims["sid"], claims["sub"])
         if user is None:
             raise Unauthorized("the session has ended or its user no longer exists",
                                headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
         # lastUsedAt moves at most once a minute: not a write per request.
-        if user["sessionLastUsedAt"] <= utc_timestamp(now - LAST_USED_PRECISION):
+        if user["sessionLastUsedAt"] <= self._touch_before(now):
             self.store.touch_session(claims["sid"])
         return {"id": user["id"], "username": user["username"], "createdAt": user["createdAt"],
                 "sessionId": claims["sid"]}

@@ -15,6 +15,7 @@ import re
 import secrets
 import threading
 
+from storage.ids import is_object_id
 from web import jwt
 from web.problems import Unauthorized
 
@@ -43,8 +44,8 @@ def parse_refresh_token(token: str) -> tuple[str, str]:
 
 
 class VerifiedTokens:
-    """Tokens that have passed `jwt.verify`, so a client's token is checked once, not on
-    every request it makes.
+    """Tokens that have passed `jwt.verify` (and whose `sub` and `sid` are ids), so a
+    client's token is checked once, not on every request it makes.
 
     NOTE: the key is the whole token — header, claims and signature — so a hit means
     these exact bytes were verified with our key before; `exp` is still compared with
@@ -64,6 +65,9 @@ class VerifiedTokens:
         if claims is not None and now < claims["exp"]:
             return claims
         claims = jwt.verify(token, self._key, now=now, issuer=ISSUER, require=("exp", "iat", "sub", "sid"))
+        # Checked once here, not on every hit: the user and the session are store ids.
+        if not (is_object_id(claims["sub"]) and is_object_id(claims["sid"])):
+            raise jwt.InvalidClaim("sub and sid must be ids")
         with self._lock:
             if len(self._claims) >= self._max_size:
                 del self._claims[next(iter(self._claims))]

@@ -66,15 +66,19 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
 
 -- A session per login. Only the SHA-256 of its current refresh token is kept, so a
--- copy of this file lets no one refresh. Times are ISO 8601 UTC, which sort as text.
+-- copy of this file lets no one refresh. The user's public fields are copied in (a
+-- username never changes), so authenticating a request reads this one row; expires_at
+-- is in seconds since the epoch, the one time every request compares.
 CREATE TABLE IF NOT EXISTS sessions (
-    id                 TEXT PRIMARY KEY,
-    user_id            TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    created_at         TEXT NOT NULL,
-    last_used_at       TEXT NOT NULL,
-    refresh_hash       TEXT NOT NULL,
-    expires_at         TEXT NOT NULL,
-    ended_at           TEXT
+    id              TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    username        TEXT NOT NULL,
+    user_created_at TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    last_used_at    TEXT NOT NULL,
+    refresh_hash    TEXT NOT NULL,
+    expires_at      REAL NOT NULL,
+    ended_at        TEXT
 );
 -- A user's sessions (listing them, ending them all), and the purge of expired ones.
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at);
@@ -235,35 +239,37 @@ class SQLiteStore(Store):
 
     # -- sessions ----------------------------------------------------------------
     def create_session(self, user_id, refresh_hash, expires_at):
-        now = self._now()
-        session = {"id": new_id(self._clock), "userId": user_id, "createdAt": now, "lastUsedAt": now,
-                   "expiresAt": utc_timestamp(expires_at)}
+        now, session_id = self._now(), new_id(self._clock)
         with self._connection() as db:
-            db.execute("INSERT INTO sessions (id, user_id, created_at, last_used_at, refresh_hash, expires_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (session["id"], user_id, now, now, refresh_hash,
-                                                     session["expiresAt"]))
+            # A user being erased gets no new session: the INSERT copies nothing, and fails.
+            inserted = db.execute(
+                "INSERT INTO sessions (id, user_id, username, user_created_at, created_at, last_used_at, "
+                "refresh_hash, expires_at) SELECT ?, id, username, created_at, ?, ?, ?, ? FROM users "
+                "WHERE id = ? AND erasing = 0", (session_id, now, now, refresh_hash, expires_at, user_id))
+            if inserted.rowcount == 0:
+                raise NotFound("no user with this id")
         self._purge_expired_sessions()
-        return session
+        return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now,
+                "expiresAt": utc_timestamp(expires_at)}
 
     def session_user(self, session_id, user_id):
-        # NOTE: one query answers both "is the session alive?" and "does its user still
-        # exist (and is not being erased)?", so authentication stays one round trip.
+        # NOTE: one row answers "is the session alive?", and so also "does its user
+        # exist?": deleting a user deletes its sessions (a cascade), and an erasure
+        # deletes them in its first step. Authentication stays one indexed look-up.
         with self._connection() as db:
-            row = db.execute("SELECT users.id, users.username, users.created_at, sessions.last_used_at "
-                             "FROM sessions JOIN users ON users.id = sessions.user_id "
-                             "WHERE sessions.id = ? AND sessions.user_id = ? AND sessions.ended_at IS NULL "
-                             "AND sessions.expires_at > ? AND users.erasing = 0",
-                             (session_id, user_id, self._now())).fetchone()
+            row = db.execute("SELECT username, user_created_at, last_used_at FROM sessions "
+                             "WHERE id = ? AND user_id = ? AND ended_at IS NULL AND expires_at > ?",
+                             (session_id, user_id, self._clock())).fetchone()
         if row is None:
             return None
-        return {"id": row[0], "username": row[1], "createdAt": row[2], "sessionLastUsedAt": row[3]}
+        return {"id": user_id, "username": row[0], "createdAt": row[1], "sessionLastUsedAt": row[2]}
 
     def touch_session(self, session_id):
         with self._connection() as db:
             db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (self._now(), session_id))
 
     def rotate_refresh(self, session_id, old_hash, new_hash):
-        now = self._now()
+        now = self._clock()
         with self._transaction() as db:
             # NOTE: the old hash is in the WHERE clause: of refreshes racing with one token,
             # SQLite's write lock lets the first UPDATE match and the others find nothing.
@@ -273,12 +279,11 @@ class SQLiteStore(Store):
             if updated.rowcount == 0:
                 return None
             row = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return dict(zip(SESSION_FIELDS, row))
+        return _session_from_row(row)
 
     def end_session(self, session_id, user_id=None):
-        now = self._now()
         sql = "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND expires_at > ?"
-        args = [now, session_id, now]
+        args = [self._now(), session_id, self._clock()]
         if user_id is not None:
             sql += " AND user_id = ?"
             args.append(user_id)
@@ -294,8 +299,8 @@ class SQLiteStore(Store):
         with self._connection() as db:
             rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND ended_at IS NULL "
                               "AND expires_at > ? ORDER BY created_at DESC, id DESC",
-                              (user_id, self._now())).fetchall()
-        return [dict(zip(SESSION_FIELDS, row)) for row in rows]
+                              (user_id, self._clock())).fetchall()
+        return [_session_from_row(row) for row in rows]
 
     def _purge_expired_sessions(self) -> None:
         """Delete sessions that have expired (ended ones too, by then):
@@ -305,7 +310,7 @@ class SQLiteStore(Store):
             return
         self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
         with self._connection() as db:
-            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self._now(),))
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),))
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
@@ -465,6 +470,12 @@ class SQLiteReportWriter(ReportWriter):
         if self._final_path is not None:  # renamed, but the row was not inserted
             self._final_path.unlink(missing_ok=True)
             self._final_path = None
+
+
+def _session_from_row(row) -> dict:
+    session = dict(zip(SESSION_FIELDS, row))
+    session["expiresAt"] = utc_timestamp(session["expiresAt"])
+    return session
 
 
 def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:

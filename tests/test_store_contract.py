@@ -6,7 +6,9 @@ branch to `open_test_store` (tests/support/stores.py); nothing else here may kno
 database is underneath.
 """
 
+import random
 import threading
+from datetime import datetime, timezone
 
 import pytest
 
@@ -510,3 +512,23 @@ def test_delete_report_removes_it_and_a_second_delete_is_not_found(store, owner)
         store.open_report(patient["id"], deleted["id"])
     with pytest.raises(NotFound):
         store.delete_report(patient["id"], deleted["id"])
+
+
+# --- timestamps -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seconds", [0.0, 0.0005, 0.9999995, 1.0, START, START + 0.0929997, START + 0.9999996,
+                                     3282435263.5869994, 4102444799.999])
+def test_utc_timestamp_matches_datetime_to_the_millisecond(seconds):
+    # utc_timestamp keeps the formatted second for speed; it must round the fraction
+    # exactly as datetime.fromtimestamp does, a second boundary included.
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert utc_timestamp(seconds) == expected
+
+
+def test_utc_timestamp_matches_datetime_over_many_random_moments():
+    rng = random.Random(7)
+    for _ in range(20_000):
+        seconds = rng.choice([rng.uniform(0, 4e9), START + rng.random() * 3, round(rng.uniform(0, 4e9), 6)])
+        moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        assert utc_timestamp(seconds) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

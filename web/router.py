@@ -1,6 +1,8 @@
 """A router: path templates like `/patients/{patientId}` mapped to handler functions.
 
-Templates are compiled to regular expressions once, when routes are added. Matching
+Templates are compiled to regular expressions once, when routes are added, and kept
+by their first path segment, which must be literal, so a request is tried only against
+the few templates that could match it. Matching
 follows RFC 9110: a path no route knows is 404 Not Found (§15.5.5); a path that some
 route knows, asked with a method none of its routes accepts, is 405 Method Not
 Allowed (§15.5.6), and the response must list the methods that would work in `Allow`.
@@ -8,7 +10,7 @@ Allowed (§15.5.6), and the response must list the methods that would work in `A
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 from urllib.parse import unquote
 
 # A path parameter is one whole segment: it never spans a '/'.
@@ -48,28 +50,50 @@ def compile_template(template: str) -> re.Pattern:
     return re.compile(pattern + re.escape(template[position:]))
 
 
+class _Template(NamedTuple):
+    pattern: re.Pattern
+    routes: dict[str, Route]  # method → route
+
+
 class Router:
     def __init__(self):
         self.routes: list[Route] = []
+        # Templates by their first path segment ("/patients/{patientId}" → "patients"), in
+        # the order they were first added: a request is tried against the few templates
+        # that share its first segment, once each, however many routes there are.
+        self._templates: dict[str, dict[str, _Template]] = {}
 
     def add(self, method: str, template: str, handler: Callable, *, auth: bool = False,
             credentials: bool = False, max_body: int | None = None) -> None:
         """Add a route. Its options are keyword parameters, so a misspelt one (`auht=True`)
         is a TypeError when the route table is built, never a route silently left open."""
-        self.routes.append(Route(method, template, handler, compile_template(template),
-                                 auth=auth, credentials=credentials, max_body=max_body))
+        if not template.startswith("/") or PARAMETER.search(_first_segment(template)):
+            raise ValueError(f"a template starts with / and a literal segment: {template!r}")
+        route = Route(method, template, handler, compile_template(template),
+                      auth=auth, credentials=credentials, max_body=max_body)
+        self.routes.append(route)
+        by_template = self._templates.setdefault(_first_segment(template), {})
+        routes = by_template.setdefault(template, _Template(route.pattern, {})).routes
+        routes.setdefault(method, route)  # the first route added for a method and path wins
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for this request and its path parameters (percent-decoded)."""
         allowed = []
-        for route in self.routes:
-            found = route.pattern.fullmatch(path)
+        for pattern, routes in self._templates.get(_first_segment(path), {}).values():
+            found = pattern.fullmatch(path)
             if found is None:
                 continue
             # RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET is allowed.
-            if route.method == method or (method == "HEAD" and route.method == "GET"):
+            route = routes.get(method) or (routes.get("GET") if method == "HEAD" else None)
+            if route is not None:
                 return route, {name: unquote(value) for name, value in found.groupdict().items()}
-            allowed += ["GET", "HEAD"] if route.method == "GET" else [route.method]
+            allowed += [name for route_method in routes
+                        for name in (("GET", "HEAD") if route_method == "GET" else (route_method,))]
         if allowed:
             raise MethodNotAllowed(method, sorted(set(allowed)))
         raise RouteNotFound()
+
+
+def _first_segment(path: str) -> str:
+    """'/patients/65f1.../reports' -> 'patients'."""
+    return path[1:].partition("/")[0]
