@@ -33,7 +33,7 @@ class Settings:
     mongodb_uri: str | None = None
     jwt_secret: bytes | None = None          # None: generated once, kept in DATA_DIR/jwt-secret
     token_ttl: int = 900                     # seconds an access token lives
-    refresh_ttl: int = 14 * 24 * 3600        # seconds a refresh token (and so an idle session) lives
+    refresh_ttl: int = 14 * 24 * 3600        # seconds a session lives from its login (its refresh tokens with it)
     bcrypt_rounds: int = 12
     max_upload_bytes: int = 10 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024

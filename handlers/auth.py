@@ -118,7 +118,10 @@ class Accounts:
     def start_session(self, user: dict) -> dict:
         """A new session for a user who has just proved who they are: the token pair."""
         secret = new_refresh_secret()
-        session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl)
+        session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl,
+                                            password_hash=user["passwordHash"])
+        if session is None:  # erased, or its password changed, while the login was checked
+            raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
         return self._token_pair(user["id"], session["id"], secret, self.refresh_ttl)
 
     def refresh(self, refresh_token: str) -> dict:
@@ -128,12 +131,14 @@ class Accounts:
         new_secret = new_refresh_secret()
         session = self.store.rotate_refresh(session_id, refresh_digest(secret), refresh_digest(new_secret))
         if session is None:
-            # NOTE: a well-formed token that is not the session's current one has been
-            # used before (or forged by someone who knows the session id, which only its
-            # owner's tokens carry). Either way someone other than the owner may hold a
-            # copy, so the whole session ends: the thief's next refresh and the owner's
-            # both fail, and the owner logs in again (RFC 9700 §4.14.2).
-            self.store.end_session(session_id)
+            # NOTE: a token this session did hand out, but that is no longer its current
+            # one, has been used before: someone other than the owner may hold a copy, so
+            # the whole session ends; the thief's next refresh and the owner's both fail,
+            # and the owner logs in again (RFC 9700 §4.14.2). A token the session never
+            # issued ends nothing: a session id is no secret, and knowing one must not be
+            # enough to log its owner out.
+            if self.store.refresh_token_issued(session_id, refresh_digest(secret)):
+                self.store.end_session(session_id)
             raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
                                headers=(("WWW-Authenticate", "Bearer"),))
         # NOTE: a session lives MEDITRACK_REFRESH_TTL from its login, however often it is

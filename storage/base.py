@@ -102,9 +102,12 @@ class Store(ABC):
 
     # -- sessions ----------------------------------------------------------------
     @abstractmethod
-    def create_session(self, user_id: str, refresh_hash: str, expires_at: float) -> dict:
+    def create_session(self, user_id: str, refresh_hash: str, expires_at: float, *,
+                       password_hash: bytes) -> dict | None:
         """Start a session, alive until `expires_at` (seconds since the epoch), whose
-        first refresh token has this SHA-256 (hex)."""
+        first refresh token has this SHA-256 (hex); None, and no session, if the user is
+        gone, is being erased, or no longer has `password_hash` (it changed while the
+        login was being checked)."""
 
     @abstractmethod
     def session_user(self, session_id: str, user_id: str) -> dict | None:
@@ -123,6 +126,11 @@ class Store(ABC):
         exactly one succeeds."""
 
     @abstractmethod
+    def refresh_token_issued(self, session_id: str, refresh_hash: str) -> bool:
+        """Whether the session ever handed out a refresh token with this hash, spent or not:
+        what tells a token used twice (reuse: end the session) from a forged one."""
+
+    @abstractmethod
     def end_session(self, session_id: str, user_id: str | None = None) -> bool:
         """End a live session (only if it is `user_id`'s, when given); True if one ended."""
 
@@ -137,7 +145,8 @@ class Store(ABC):
     # -- patients --------------------------------------------------------------
     @abstractmethod
     def create_patient(self, owner_id: str, fields: dict) -> dict:
-        """Insert a patient with these PatientInput fields; returns the stored patient."""
+        """Insert a patient with these PatientInput fields; returns the stored patient.
+        `NotFound` if the owner is gone or being erased."""
 
     @abstractmethod
     def get_patient(self, patient_id: str) -> dict:

@@ -7,7 +7,8 @@ Documents:
     users     {_id, username, usernameKey (lower-cased, unique), passwordHash, createdAt,
                erasing (true while the account is being erased)}
     sessions  {_id, userId, username, userCreatedAt, createdAt, lastUsedAt,
-               expiresAt (a date: the TTL index deletes the session then), endedAt}
+               expiresAt (a date: the TTL index deletes the session then); ending a
+               session deletes its document}
     refreshTokens       {_id: the SHA-256 of a refresh token issued, sessionId, userId, expiresAt}
     spentRefreshTokens  {_id: the SHA-256 of a refresh token already used, expiresAt}
     patients  {_id, ownerId, fields: {<PatientInput fields>}, firstNameKey, lastNameKey,
@@ -42,8 +43,9 @@ TIMEOUT_MS = 3000
 # GridFS files that no patient names are swept at start-up only when at least this old,
 # so an upload that another MediTrack process is writing right now is left alone.
 SWEEP_MIN_AGE = timedelta(minutes=10)
-# Expired sessions are also deleted by us, at most this often (seconds): see _purge_expired_sessions.
-SESSION_PURGE_INTERVAL = 3600
+# Expired sessions are also deleted by us, and erasures a failure interrupted are
+# finished, at most this often (seconds): see _housekeeping.
+HOUSEKEEPING_INTERVAL = 3600
 NOT_IMPLEMENTED = 238  # the server error code for a feature it lacks
 
 
@@ -60,7 +62,7 @@ class MongoStore(Store):
     def __init__(self, uri: str, *, clock=time.time):
         self.uri = uri
         self._clock = clock
-        self._next_purge = 0.0
+        self._next_housekeeping = 0.0
         # NOTE: pymongo's client is thread-safe and pools its connections: one client
         # serves every handler thread. Write concern, retryable writes and the replica
         # set come from the URI, where operators expect to set them.
@@ -78,7 +80,7 @@ class MongoStore(Store):
         self._chunk_documents = database["reports.chunks"]
         with self._errors_translated():
             self._create_indexes()
-            self._finish_interrupted_erasures()
+            self._housekeeping()
             self._sweep_report_files()
 
     def _create_indexes(self) -> None:
@@ -94,7 +96,7 @@ class MongoStore(Store):
                 collection.create_index("expiresAt", expireAfterSeconds=0, name=f"{collection.name}_expire")
             except OperationFailure as exc:
                 # A MongoDB-compatible server without TTL indexes (FerretDB 1.x answers
-                # NotImplemented): then only our own purge (_purge_expired_sessions) deletes them.
+                # NotImplemented): then only our own purge (_housekeeping) deletes them.
                 if exc.code != NOT_IMPLEMENTED:
                     raise
                 collection.create_index("expiresAt", name=f"{collection.name}_by_expiry")
@@ -159,13 +161,18 @@ class MongoStore(Store):
             self._finish_erasure(user)
 
     def _finish_erasure(self, user: ObjectId) -> None:
-        for patient_id in self._patients.distinct("_id", {"ownerId": user}):
-            try:
-                self.delete_patient(str(patient_id))  # the patient, then its GridFS files
-            except NotFound:
-                pass  # deleted meanwhile by another request: just as good
+        # A request authenticated just before step 1 may still add a patient (its own
+        # check in create_patient comes after the insert), so this goes round until none
+        # is left.
+        while patient_ids := self._patients.distinct("_id", {"ownerId": user}):
+            for patient_id in patient_ids:
+                try:
+                    self.delete_patient(str(patient_id))  # the patient, then its GridFS files
+                except NotFound:
+                    pass  # deleted meanwhile by another request: just as good
         # Again at the end: a login that began before step 1 may have added a session.
         self._sessions.delete_many({"userId": user})
+        self._refresh_tokens.delete_many({"userId": user})
         self._users.delete_one({"_id": user})
 
     def _finish_interrupted_erasures(self) -> None:
@@ -173,50 +180,61 @@ class MongoStore(Store):
             self._finish_erasure(user["_id"])
 
     # -- sessions ----------------------------------------------------------------
-    # NOTE: a session document is written only to end it (and, at most once a minute, to
-    # record its use): a refresh never rewrites it. A refresh token's life is kept in
-    # insert-only collections instead, `refreshTokens` (issued) and `spentRefreshTokens`
-    # (used), and "use this token once" is an insert under a unique _id. MongoDB applies
-    # each update to a document atomically, but a compatible server need not: FerretDB
-    # 1.x runs a filtered update as a read and a later write, so two updates of one
-    # document can lose one another, and a compare-and-set on a field can have several
-    # winners. A unique key is the one atomic step every such server keeps.
+    # NOTE: MongoDB applies each update to a document atomically, but a compatible server
+    # need not: FerretDB 1.x runs a filtered update as a read and a later write, so two
+    # updates of one document can lose one another, and a compare-and-set on a field can
+    # have several winners. So nothing here depends on an update's isolation:
+    # - ending a session deletes its document (an update racing with it finds nothing
+    #   to write back, and cannot bring an ended session back to life);
+    # - a refresh never rewrites the session: a refresh token's life is kept in
+    #   insert-only collections, `refreshTokens` (issued) and `spentRefreshTokens`
+    #   (used), and "use this token once" is an insert under a unique _id, the one
+    #   atomic step every such server keeps;
+    # - the only update, lastUsedAt once a minute, is harmless if lost.
 
     def _moment(self, seconds: float | None = None) -> datetime:
         """A BSON date (what a TTL index reads): now, or `seconds` since the epoch."""
         return datetime.fromtimestamp(self._clock() if seconds is None else seconds, timezone.utc)
 
     def _live(self, **criteria) -> dict:
-        """The filter for live sessions, plus `criteria`."""
-        return {**criteria, "endedAt": None, "expiresAt": {"$gt": self._moment()}}
+        """The filter for live sessions (ended ones are deleted), plus `criteria`."""
+        return {**criteria, "expiresAt": {"$gt": self._moment()}}
 
-    def create_session(self, user_id, refresh_hash, expires_at):
+    def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
         user, now = _object_id(user_id), self._now()
         session_id = new_id(self._clock)
+        current = {"_id": user, "erasing": {"$ne": True}, "passwordHash": password_hash}
         with self._errors_translated():
-            owner = self._users.find_one({"_id": user, "erasing": {"$ne": True}}, {"username": 1, "createdAt": 1})
+            owner = self._users.find_one(current, {"username": 1, "createdAt": 1})
             if owner is None:
-                raise NotFound("no user with this id")
+                return None
             # NOTE: the user's public fields are copied into the session (a username
             # never changes), so authenticating a request reads this one document.
             session = {"_id": ObjectId(session_id), "userId": user, "username": owner["username"],
                        "userCreatedAt": owner["createdAt"], "createdAt": now, "lastUsedAt": now,
-                       "expiresAt": self._moment(expires_at), "endedAt": None}
+                       "expiresAt": self._moment(expires_at)}
             self._sessions.insert_one(session)
             self._refresh_tokens.insert_one({"_id": refresh_hash, "sessionId": session["_id"], "userId": user,
                                              "expiresAt": session["expiresAt"]})
-            self._purge_expired_sessions()
+            # Checked again after the insert: an erasure or a password change that began
+            # meanwhile has ended the user's sessions already, and would miss this one.
+            if self._users.find_one(current, {"_id": 1}) is None:
+                self._sessions.delete_one({"_id": session["_id"]})
+                return None
+            self._housekeeping()
         return self._session_from_document(session)
 
-    def _purge_expired_sessions(self) -> None:
-        """Delete expired sessions and their tokens, at most once per SESSION_PURGE_INTERVAL:
-        the whole job on a server without TTL indexes, a sweep behind the TTL monitor on
-        one with them."""
-        if self._clock() < self._next_purge:
+    def _housekeeping(self) -> None:
+        """At start-up, then at most once per HOUSEKEEPING_INTERVAL (when a session
+        starts): delete expired sessions and token hashes (the whole job on a server
+        without TTL indexes, a sweep behind the TTL monitor on one with them), and finish
+        any erasure a failure left half done."""
+        if self._clock() < self._next_housekeeping:
             return
-        self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
+        self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
         for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
             collection.delete_many({"expiresAt": {"$lte": self._moment()}})
+        self._finish_interrupted_erasures()
 
     def session_user(self, session_id, user_id):
         if not (is_object_id(session_id) and is_object_id(user_id)):
@@ -251,6 +269,13 @@ class MongoStore(Store):
                                              "expiresAt": session["expiresAt"]})
         return self._session_from_document(session)
 
+    def refresh_token_issued(self, session_id, refresh_hash):
+        if not is_object_id(session_id):
+            return False
+        with self._errors_translated():
+            return self._refresh_tokens.find_one({"_id": refresh_hash, "sessionId": ObjectId(session_id)},
+                                                 {"_id": 1}) is not None
+
     def end_session(self, session_id, user_id=None):
         if not is_object_id(session_id) or (user_id is not None and not is_object_id(user_id)):
             return False
@@ -258,15 +283,14 @@ class MongoStore(Store):
         if user_id is not None:
             criteria["userId"] = ObjectId(user_id)
         with self._errors_translated():
-            ended = self._sessions.update_one(self._live(**criteria), {"$set": {"endedAt": self._now()}})
-        return ended.modified_count == 1
+            return self._sessions.delete_one(self._live(**criteria)).deleted_count == 1
 
     def end_sessions(self, user_id, *, keep=None):
-        criteria = {"userId": _object_id(user_id), "endedAt": None}
+        criteria = {"userId": _object_id(user_id)}
         if keep is not None and is_object_id(keep):
             criteria["_id"] = {"$ne": ObjectId(keep)}
         with self._errors_translated():
-            self._sessions.update_many(criteria, {"$set": {"endedAt": self._now()}})
+            self._sessions.delete_many(criteria)
 
     def list_sessions(self, user_id):
         with self._errors_translated():
@@ -292,6 +316,11 @@ class MongoStore(Store):
                     "createdAt": now, "updatedAt": now}
         with self._errors_translated():
             self._patients.insert_one(document)
+            # Checked after the insert, so an erasure that begins meanwhile either sees this
+            # patient (and erases it) or is seen here (and the patient is taken back).
+            if self._users.find_one({"_id": document["ownerId"], "erasing": {"$ne": True}}, {"_id": 1}) is None:
+                self._patients.delete_one({"_id": document["_id"]})
+                raise NotFound("no user with this id")
         return self._patient_from_document(document)
 
     def get_patient(self, patient_id):

@@ -83,10 +83,19 @@ CREATE TABLE IF NOT EXISTS sessions (
 -- A user's sessions (listing them, ending them all), and the purge of expired ones.
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at);
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+
+-- Every refresh token a session has handed out (its SHA-256), spent or current: a token
+-- presented a second time is told apart from one that was never ours.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    hash       TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_session ON refresh_tokens (session_id);
 """
 
-# Expired sessions are deleted at start-up and then at most this often (seconds).
-SESSION_PURGE_INTERVAL = 3600
+# Expired sessions are deleted, and erasures a failure interrupted are finished, at
+# start-up and then at most this often (seconds): see _housekeeping.
+HOUSEKEEPING_INTERVAL = 3600
 
 PATIENT_COLUMNS = "id, owner_id, fields, created_at, updated_at"
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
@@ -119,9 +128,8 @@ class SQLiteStore(Store):
         with self._connection() as db:
             db.executescript(SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
-        self._next_purge = 0.0
-        self._purge_expired_sessions()
-        self._finish_interrupted_erasures()
+        self._next_housekeeping = 0.0
+        self._housekeeping()
         self._sweep_report_files()
 
     def _connect(self) -> sqlite3.Connection:
@@ -209,7 +217,7 @@ class SQLiteStore(Store):
 
     def erase_user(self, user_id):
         # Step 1, committed on its own: the account can no longer log in (find_user
-        # skips it) or be used (session_user joins on it), and its sessions are gone.
+        # skips it) or start a session, and its sessions are gone, so no token works.
         with self._transaction() as db:
             db.execute("UPDATE users SET erasing = 1 WHERE id = ?", (user_id,))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
@@ -219,17 +227,21 @@ class SQLiteStore(Store):
     def _finish_erasure(self, user_id: str) -> None:
         # NOTE: patient by patient, each in a short transaction of its own (with its files
         # unlinked after it commits, as in any delete): a large account's erasure never
-        # holds the write lock for long, so other users' writes go on meanwhile. No new
-        # patient can appear, since step 1 made the account unusable.
-        with self._connection() as db:
-            patient_ids = [row[0] for row in db.execute("SELECT id FROM patients WHERE owner_id = ?", (user_id,))]
-        for patient_id in patient_ids:
-            try:
-                self.delete_patient(patient_id)
-            except NotFound:
-                pass  # deleted meanwhile: just as good
+        # holds the write lock for long, so other users' writes go on meanwhile. A request
+        # authenticated just before step 1 may still add a patient, so this goes round
+        # until none is left; after step 1 create_patient refuses the owner.
+        while patient_ids := self._patient_ids_of(user_id):
+            for patient_id in patient_ids:
+                try:
+                    self.delete_patient(patient_id)
+                except NotFound:
+                    pass  # deleted meanwhile: just as good
         with self._connection() as db:
             db.execute("DELETE FROM users WHERE id = ?", (user_id,))  # its sessions cascade
+
+    def _patient_ids_of(self, owner_id: str) -> list[str]:
+        with self._connection() as db:
+            return [row[0] for row in db.execute("SELECT id FROM patients WHERE owner_id = ?", (owner_id,))]
 
     def _finish_interrupted_erasures(self) -> None:
         with self._connection() as db:
@@ -238,17 +250,21 @@ class SQLiteStore(Store):
             self._finish_erasure(user_id)
 
     # -- sessions ----------------------------------------------------------------
-    def create_session(self, user_id, refresh_hash, expires_at):
+    def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
         now, session_id = self._now(), new_id(self._clock)
-        with self._connection() as db:
-            # A user being erased gets no new session: the INSERT copies nothing, and fails.
+        with self._transaction() as db:
+            # NOTE: the user is read in the INSERT itself, so no session starts for a user
+            # being erased, or whose password changed after this login checked it (the
+            # password change would otherwise miss this session when it ends the others).
             inserted = db.execute(
                 "INSERT INTO sessions (id, user_id, username, user_created_at, created_at, last_used_at, "
                 "refresh_hash, expires_at) SELECT ?, id, username, created_at, ?, ?, ?, ? FROM users "
-                "WHERE id = ? AND erasing = 0", (session_id, now, now, refresh_hash, expires_at, user_id))
+                "WHERE id = ? AND erasing = 0 AND password_hash = ?",
+                (session_id, now, now, refresh_hash, expires_at, user_id, password_hash))
             if inserted.rowcount == 0:
-                raise NotFound("no user with this id")
-        self._purge_expired_sessions()
+                return None
+            db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (refresh_hash, session_id))
+        self._housekeeping()
         return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now,
                 "expiresAt": utc_timestamp(expires_at)}
 
@@ -278,8 +294,14 @@ class SQLiteStore(Store):
                                  (new_hash, session_id, old_hash, now))
             if updated.rowcount == 0:
                 return None
+            db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (new_hash, session_id))
             row = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return _session_from_row(row)
+
+    def refresh_token_issued(self, session_id, refresh_hash):
+        with self._connection() as db:
+            return db.execute("SELECT 1 FROM refresh_tokens WHERE hash = ? AND session_id = ?",
+                              (refresh_hash, session_id)).fetchone() is not None
 
     def end_session(self, session_id, user_id=None):
         sql = "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND expires_at > ?"
@@ -302,23 +324,28 @@ class SQLiteStore(Store):
                               (user_id, self._clock())).fetchall()
         return [_session_from_row(row) for row in rows]
 
-    def _purge_expired_sessions(self) -> None:
-        """Delete sessions that have expired (ended ones too, by then):
-        at start-up, then at most once per SESSION_PURGE_INTERVAL, so the table does
-        not grow without bound."""
-        if self._clock() < self._next_purge:
+    def _housekeeping(self) -> None:
+        """At start-up, then at most once per HOUSEKEEPING_INTERVAL (when a session
+        starts): delete expired sessions (ended ones too, by then; their refresh token
+        hashes go with them), so the table does not grow without bound; and finish any
+        erasure a failure left half done."""
+        if self._clock() < self._next_housekeeping:
             return
-        self._next_purge = self._clock() + SESSION_PURGE_INTERVAL
+        self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
         with self._connection() as db:
             db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),))
+        self._finish_interrupted_erasures()
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
         patient_id, now = new_id(self._clock), self._now()
         with self._connection() as db:
-            db.execute(f"INSERT INTO patients ({PATIENT_COLUMNS}, first_name_key, last_name_key) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (patient_id, owner_id, json.dumps(fields), now, now, *name_keys(fields)))
+            # The owner is read in the INSERT: an account being erased gets no new patient.
+            inserted = db.execute(f"INSERT INTO patients ({PATIENT_COLUMNS}, first_name_key, last_name_key) "
+                                  "SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND erasing = 0",
+                                  (patient_id, json.dumps(fields), now, now, *name_keys(fields), owner_id))
+            if inserted.rowcount == 0:
+                raise NotFound("no user with this id")
         return self._patient_document(patient_id, owner_id, fields, [], now, now)
 
     def get_patient(self, patient_id):
@@ -481,8 +508,14 @@ def _session_from_row(row) -> dict:
 def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
     """A schema change for a database made by an earlier version (CREATE TABLE IF NOT
     EXISTS leaves an existing table as it was)."""
-    if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+    if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        return
+    try:
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    except sqlite3.OperationalError as exc:
+        # Two processes starting on the same file at once: the other one added it first.
+        if "duplicate column" not in str(exc):
+            raise
 
 
 def _fsync_directory(path: Path) -> None:

@@ -18,6 +18,7 @@ from tests.support.clock import FakeClock
 from tests.support.defaults import default_of
 from tests.support.problems import assert_problem
 from tests.support.records import PATIENT
+from tests.support.stores import user_row_exists
 from tests.support.uploads import PDF
 from web.backoff import FailureBackoff
 
@@ -112,6 +113,17 @@ def test_a_malformed_refresh_token_is_401_and_changes_nothing(live_server, user,
     assert status_of_me(live_server, pair) == 200
 
 
+def test_a_forged_secret_for_a_real_session_is_401_and_does_not_end_the_session(live_server, user):
+    # A session id is no secret (ids are ObjectIds, which can be guessed): knowing one
+    # must not be enough to log its owner out. Only a token the session did issue, used
+    # a second time, ends it.
+    _, pair = user
+    session_id = pair["refreshToken"].split(".")[0]
+    assert_problem(refresh(live_server, f"{session_id}.{'A' * 43}"), 401)
+    assert status_of_me(live_server, pair) == 200
+    assert refresh(live_server, pair["refreshToken"]).status_code == 200
+
+
 def test_an_access_token_sent_as_a_refresh_token_is_401_and_changes_nothing(live_server, user):
     _, pair = user
     assert_problem(refresh(live_server, pair["accessToken"]), 401)
@@ -185,7 +197,9 @@ def test_logout_makes_the_same_access_token_401_at_once(live_server, user):
     assert_problem(refresh(live_server, pair["refreshToken"]), 401)
 
 
-def test_a_logout_on_one_process_is_honoured_by_another_on_the_same_store(start_server):
+def test_a_logout_on_one_server_is_honoured_by_another_on_the_same_store(start_server):
+    # Two servers with stores of their own (their own connections, token caches and
+    # back-off) on one data directory or one MongoDB database: what two processes share.
     first = start_server()
     second = start_server(data_dir=first.settings.data_dir, mongodb_uri=first.settings.mongodb_uri,
                           keep_database=True)
@@ -305,6 +319,7 @@ def test_erasing_the_account_leaves_no_row_file_or_chunk_and_keeps_other_users_d
     assert client.delete("/auth/me", json={"password": PASSWORD}).status_code == 204
     assert everything_of(live_server, user_id, username) == {"user": False, "sessions": 0, "patients": 0,
                                                               "reports": reports_before}
+    assert not user_row_exists(live_server.store, user_id)  # gone, not just hidden
     assert status_of_me(live_server, pair) == 401
     assert_problem(ApiClient(live_server.url).post("/auth/login", json={"username": username, "password": PASSWORD}),
                    401)

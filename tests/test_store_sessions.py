@@ -1,21 +1,33 @@
 """The Store contract for sessions and account erasure, on every store.
 
-A session is alive until it is ended or its refresh token expires; `rotate_refresh` is
-a compare-and-set, so of any number of racing refreshes with one token exactly one
-wins; `erase_user` leaves nothing the user owned: no row, no file, no GridFS chunk.
+A session is alive until it is ended or it expires; `rotate_refresh` is a
+compare-and-set, so of any number of racing refreshes with one token exactly one wins;
+`erase_user` leaves nothing the user owned: no row, no file, no GridFS chunk.
+
+The clock starts an hour ahead of real time: on a MongoDB with TTL indexes, the server
+deletes documents whose expiry is past by its own clock, and a session a test thinks
+alive must be alive for it too.
 """
 
 import secrets
 import threading
+import time
 
 import pytest
 
 from storage.base import utc_timestamp
+from storage.errors import NotFound
+from tests.support.clock import FakeClock
 from tests.support.mongodb import drop_mongodb_database
 from tests.support.records import PATIENT, write_report
-from tests.support.stores import START, open_test_store
+from tests.support.stores import open_test_store, user_row_exists
 
 DAY = 24 * 3600.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time() + 3600)
 
 
 @pytest.fixture
@@ -25,7 +37,9 @@ def user(store) -> dict:
 
 def session_of(store, user, clock, refresh_hash=None, lifetime=DAY) -> dict:
     """A new session; its refresh token's hash is random unless given (as a real one is)."""
-    return store.create_session(user["id"], refresh_hash or secrets.token_hex(32), clock() + lifetime)
+    password_hash = store.find_user(user["username"])["passwordHash"]
+    return store.create_session(user["id"], refresh_hash or secrets.token_hex(32), clock() + lifetime,
+                                password_hash=password_hash)
 
 
 # --- a session's life ---------------------------------------------------------------------
@@ -34,8 +48,8 @@ def session_of(store, user, clock, refresh_hash=None, lifetime=DAY) -> dict:
 def test_a_new_session_is_alive_and_names_its_user(store, user, clock):
     session = session_of(store, user, clock)
     assert set(session) == {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}
-    assert session["expiresAt"] == utc_timestamp(START + DAY)
-    assert session["userId"] == user["id"] and session["createdAt"] == utc_timestamp(START)
+    assert session["expiresAt"] == utc_timestamp(clock() + DAY)
+    assert session["userId"] == user["id"] and session["createdAt"] == utc_timestamp(clock())
     found = store.session_user(session["id"], user["id"])
     assert {key: found[key] for key in ("id", "username", "createdAt")} == user
     assert found["sessionLastUsedAt"] == session["lastUsedAt"]
@@ -80,7 +94,7 @@ def test_touch_moves_last_used(store, user, clock):
     session = session_of(store, user, clock)
     clock.advance(90)
     store.touch_session(session["id"])
-    assert store.session_user(session["id"], user["id"])["sessionLastUsedAt"] == utc_timestamp(START + 90)
+    assert store.session_user(session["id"], user["id"])["sessionLastUsedAt"] == utc_timestamp(clock())
 
 
 def test_list_sessions_gives_the_live_ones_newest_first(store, user, clock):
@@ -183,7 +197,7 @@ def test_erasure_leaves_nothing_the_user_owned_and_keeps_everyone_else(store, us
     owned_everything(store, user, clock)
     assert len(store.stored_report_ids()) == len(kept_reports) + 6
     store.erase_user(user["id"])
-    assert store.find_user("alice") is None and store.get_user(user["id"]) is None
+    assert not user_row_exists(store, user["id"])
     assert store.list_patients(user["id"], limit=100) == []
     assert store.list_sessions(user["id"]) == []
     assert store.stored_report_ids() == kept_reports  # no file, GridFS file or chunk left
@@ -209,21 +223,46 @@ def test_an_erasure_interrupted_after_its_first_step_is_finished_when_the_store_
     monkeypatch.setattr(store, "_finish_erasure", crash)
     with pytest.raises(SystemExit):
         store.erase_user(user["id"])
-    assert store.find_user("alice") is None
+    assert store.find_user("alice") is None and user_row_exists(store, user["id"])  # marked, not gone
     assert store.session_user(session["id"], user["id"]) is None
     assert len(store.list_patients(user["id"], limit=100)) == 3  # half-way: data still there
+    with pytest.raises(NotFound):
+        store.create_patient(user["id"], dict(PATIENT))  # nothing new for an account being erased
+    password_hash = b"hash"
+    assert store.create_session(user["id"], secrets.token_hex(32), clock() + DAY, password_hash=password_hash) is None
     monkeypatch.undo()
     reopened = open_test_store(store_kind, tmp_path, clock) if store_kind == "sqlite" else \
         type(store)(store.uri, clock=clock)
     try:
         assert reopened.list_patients(user["id"], limit=100) == []
         assert reopened.stored_report_ids() == set()
-        assert reopened.find_user("alice") is None
+        assert not user_row_exists(reopened, user["id"])
     finally:
         reopened.close()
         store.close()
         if store_kind == "mongodb":
             drop_mongodb_database(store.uri)
+
+
+def test_no_session_starts_for_a_password_that_has_changed_since_it_was_checked(store, user, clock):
+    old_hash = store.find_user("alice")["passwordHash"]
+    store.set_password(user["id"], b"$2b$04$a-new-hash")
+    # A login that checked the old password must not slip in after the change.
+    assert store.create_session(user["id"], secrets.token_hex(32), clock() + DAY, password_hash=old_hash) is None
+    assert store.list_sessions(user["id"]) == []
+    assert session_of(store, user, clock) is not None
+
+
+def test_a_session_knows_every_refresh_token_it_issued_and_no_other(store, user, clock):
+    session = session_of(store, user, clock, refresh_hash="1" * 64)
+    store.rotate_refresh(session["id"], "1" * 64, "2" * 64)
+    assert store.refresh_token_issued(session["id"], "1" * 64)   # spent, but ours: reuse
+    assert store.refresh_token_issued(session["id"], "2" * 64)   # current
+    assert not store.refresh_token_issued(session["id"], "3" * 64)  # never ours: forged
+    other = session_of(store, user, clock, refresh_hash="4" * 64)
+    assert not store.refresh_token_issued(session["id"], "4" * 64)  # another session's
+    assert not store.refresh_token_issued("not-an-id", "1" * 64)
+    assert store.refresh_token_issued(other["id"], "4" * 64)
 
 
 def stored_session_count(store) -> int:
