@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BANNER_URL = re.compile(r"http://127\.0\.0\.1:\d+")
 
 
-def launch_meditrack(data_dir: Path, environ: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """Start MediTrack on `data_dir` with these settings; its process and base URL."""
+def launch_meditrack(data_dir: Path, environ: dict | None = None, *, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """Start MediTrack (this checkout's, or the one at `root`) on `data_dir` with these
+    settings; its process and base URL."""
     environment = {**os.environ, **(environ or {}), "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(data_dir)}
-    process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=ROOT, env=environment,
+    process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=root, env=environment,
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     banner = process.stderr.readline()  # blocks until the server listens (or has failed)
     found = BANNER_URL.search(banner)

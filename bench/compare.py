@@ -1,0 +1,74 @@
+"""Side by side: the authenticated patient read on this checkout and another, in one run.
+
+    python bench/compare.py OTHER_CHECKOUT [--rounds 4] [--seconds 4]
+
+`make bench` compares MediTrack with a ceiling; this compares MediTrack with itself, to
+answer "did this change make the hot path slower?". It starts this checkout's server
+and the one in OTHER_CHECKOUT (for instance `git worktree add /tmp/before HEAD~1`), each
+on a data directory of its own, and drives GET /patients/{id} on both with wrk at 32
+connections, alternating round by round so that the machine's drift touches both
+alike. It prints each round's requests/s, the medians and their ratio.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.measure import PASSWORD, wrk  # noqa: E402
+from bench.processes import launch_meditrack  # noqa: E402
+
+SETTINGS = {"MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_BCRYPT_ROUNDS": "4"}
+
+
+def start(root: Path, data_dir: Path):
+    """A server from `root` with one user and one patient: its process, read URL and token."""
+    process, url = launch_meditrack(data_dir, SETTINGS, root=root)
+    # The access log goes to stderr: read it, or a full pipe would block the server.
+    threading.Thread(target=lambda: process.stderr.read(), daemon=True).start()
+    credentials = {"username": "compare", "password": PASSWORD}
+    requests.post(f"{url}/auth/register", json=credentials, timeout=30).raise_for_status()
+    token = requests.post(f"{url}/auth/login", json=credentials, timeout=30).json()["accessToken"]
+    patient = requests.post(f"{url}/patients", json={"firstName": "Ada", "lastName": "Lovelace",
+                                                     "dateOfBirth": "1815-12-10"},
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    return process, f"{url}/patients/{patient['id']}", token
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("other", type=Path, help="the other checkout (its meditrack.py is started)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=4)
+    arguments = parser.parse_args()
+    checkouts = {"this": ROOT, "other": arguments.other.resolve()}
+    with tempfile.TemporaryDirectory(prefix="meditrack-compare-") as data:
+        servers = {name: start(root, Path(data) / name) for name, root in checkouts.items()}
+        rates = {name: [] for name in servers}
+        try:
+            for _ in range(arguments.rounds):
+                for name, (_, url, token) in servers.items():
+                    run = wrk(url, script="bearer.lua", seconds=arguments.seconds, env={"BENCH_TOKEN": token})
+                    if run["non2xx"]:
+                        raise RuntimeError(f"{name}: {run['non2xx']} requests failed")
+                    rates[name].append(run["rps"])
+        finally:
+            for process, _, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+    for name, root in checkouts.items():
+        print(f"{name:5} {root}: " + ", ".join(f"{rate:,.0f}" for rate in rates[name])
+              + f" requests/s; median {statistics.median(rates[name]):,.0f}")
+    print(f"this / other: {statistics.median(rates['this']) / statistics.median(rates['other']):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
