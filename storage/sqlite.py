@@ -11,10 +11,7 @@ renamed into place, and only then is its row committed: a crash at any point lea
 either nothing or a file that no row names, and the start-up sweep removes both
 temp files and such orphans. A row never names a file that is not there.
 
-Sessions live in their own table, keyed by id; a refresh is a compare-and-set on the
-stored hash of the refresh token. An account erasure first marks the user (no login,
-no session from then on), then deletes its patients one by one, then the user; a start
-finishes any erasure a crash interrupted.
+Sessions and account erasure are the store's other half, in storage/sqlite_accounts.py.
 """
 
 import json
@@ -29,6 +26,7 @@ from pathlib import Path
 from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import new_id
+from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA, SQLiteAccounts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -64,38 +62,7 @@ CREATE TABLE IF NOT EXISTS reports (
     uploaded_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
-
--- A session per login. Only the SHA-256 of its current refresh token is kept, so a
--- copy of this file lets no one refresh. The user's public fields are copied in (a
--- username never changes), so authenticating a request reads this one row; expires_at
--- is in seconds since the epoch, the one time every request compares.
-CREATE TABLE IF NOT EXISTS sessions (
-    id              TEXT PRIMARY KEY,
-    user_id         TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    username        TEXT NOT NULL,
-    user_created_at TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
-    last_used_at    TEXT NOT NULL,
-    refresh_hash    TEXT NOT NULL,
-    expires_at      REAL NOT NULL,
-    ended_at        TEXT
-);
--- A user's sessions (listing them, ending them all), and the purge of expired ones.
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at);
-CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
-
--- Every refresh token a session has handed out (its SHA-256), spent or current: a token
--- presented a second time is told apart from one that was never ours.
-CREATE TABLE IF NOT EXISTS refresh_tokens (
-    hash       TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS refresh_tokens_by_session ON refresh_tokens (session_id);
 """
-
-# Expired sessions are deleted, and erasures a failure interrupted are finished, at
-# start-up and then at most this often (seconds): see _housekeeping.
-HOUSEKEEPING_INTERVAL = 3600
 
 PATIENT_COLUMNS = "id, owner_id, fields, created_at, updated_at"
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
@@ -108,11 +75,9 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
                              zip(REPORT_FIELDS, REPORT_COLUMNS.split(", "))) +
                    ")) FROM (SELECT * FROM reports WHERE patient_id = patients.id ORDER BY id))")
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
-SESSION_COLUMNS = "id, user_id, created_at, last_used_at, expires_at"
-SESSION_FIELDS = ("id", "userId", "createdAt", "lastUsedAt", "expiresAt")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteAccounts, Store):
     name = "sqlite"
 
     def __init__(self, data_dir: Path, *, clock=time.time):
@@ -127,6 +92,7 @@ class SQLiteStore(Store):
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with self._connection() as db:
             db.executescript(SCHEMA)
+            db.executescript(ACCOUNTS_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
         self._next_housekeeping = 0.0
         self._housekeeping()
@@ -214,127 +180,6 @@ class SQLiteStore(Store):
     def set_password(self, user_id, password_hash):
         with self._connection() as db:
             db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
-
-    def erase_user(self, user_id):
-        # Step 1, committed on its own: the account can no longer log in (find_user
-        # skips it) or start a session, and its sessions are gone, so no token works.
-        with self._transaction() as db:
-            db.execute("UPDATE users SET erasing = 1 WHERE id = ?", (user_id,))
-            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
-        # Step 2: a crash part-way leaves step 1 done, and the next start finishes the rest.
-        self._finish_erasure(user_id)
-
-    def _finish_erasure(self, user_id: str) -> None:
-        # NOTE: patient by patient, each in a short transaction of its own (with its files
-        # unlinked after it commits, as in any delete): a large account's erasure never
-        # holds the write lock for long, so other users' writes go on meanwhile. A request
-        # authenticated just before step 1 may still add a patient, so this goes round
-        # until none is left; after step 1 create_patient refuses the owner.
-        while patient_ids := self._patient_ids_of(user_id):
-            for patient_id in patient_ids:
-                try:
-                    self.delete_patient(patient_id)
-                except NotFound:
-                    pass  # deleted meanwhile: just as good
-        with self._connection() as db:
-            db.execute("DELETE FROM users WHERE id = ?", (user_id,))  # its sessions cascade
-
-    def _patient_ids_of(self, owner_id: str) -> list[str]:
-        with self._connection() as db:
-            return [row[0] for row in db.execute("SELECT id FROM patients WHERE owner_id = ?", (owner_id,))]
-
-    def _finish_interrupted_erasures(self) -> None:
-        with self._connection() as db:
-            user_ids = [row[0] for row in db.execute("SELECT id FROM users WHERE erasing = 1")]
-        for user_id in user_ids:
-            self._finish_erasure(user_id)
-
-    # -- sessions ----------------------------------------------------------------
-    def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
-        now, session_id = self._now(), new_id(self._clock)
-        with self._transaction() as db:
-            # NOTE: the user is read in the INSERT itself, so no session starts for a user
-            # being erased, or whose password changed after this login checked it (the
-            # password change would otherwise miss this session when it ends the others).
-            inserted = db.execute(
-                "INSERT INTO sessions (id, user_id, username, user_created_at, created_at, last_used_at, "
-                "refresh_hash, expires_at) SELECT ?, id, username, created_at, ?, ?, ?, ? FROM users "
-                "WHERE id = ? AND erasing = 0 AND password_hash = ?",
-                (session_id, now, now, refresh_hash, expires_at, user_id, password_hash))
-            if inserted.rowcount == 0:
-                return None
-            db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (refresh_hash, session_id))
-        self._housekeeping()
-        return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now,
-                "expiresAt": utc_timestamp(expires_at)}
-
-    def session_user(self, session_id, user_id):
-        # NOTE: one row answers "is the session alive?", and so also "does its user
-        # exist?": deleting a user deletes its sessions (a cascade), and an erasure
-        # deletes them in its first step. Authentication stays one indexed look-up.
-        with self._connection() as db:
-            row = db.execute("SELECT username, user_created_at, last_used_at FROM sessions "
-                             "WHERE id = ? AND user_id = ? AND ended_at IS NULL AND expires_at > ?",
-                             (session_id, user_id, self._clock())).fetchone()
-        if row is None:
-            return None
-        return {"id": user_id, "username": row[0], "createdAt": row[1], "sessionLastUsedAt": row[2]}
-
-    def touch_session(self, session_id):
-        with self._connection() as db:
-            db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (self._now(), session_id))
-
-    def rotate_refresh(self, session_id, old_hash, new_hash):
-        now = self._clock()
-        with self._transaction() as db:
-            # NOTE: the old hash is in the WHERE clause: of refreshes racing with one token,
-            # SQLite's write lock lets the first UPDATE match and the others find nothing.
-            updated = db.execute("UPDATE sessions SET refresh_hash = ? "
-                                 "WHERE id = ? AND refresh_hash = ? AND ended_at IS NULL AND expires_at > ?",
-                                 (new_hash, session_id, old_hash, now))
-            if updated.rowcount == 0:
-                return None
-            db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (new_hash, session_id))
-            row = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return _session_from_row(row)
-
-    def refresh_token_issued(self, session_id, refresh_hash):
-        with self._connection() as db:
-            return db.execute("SELECT 1 FROM refresh_tokens WHERE hash = ? AND session_id = ?",
-                              (refresh_hash, session_id)).fetchone() is not None
-
-    def end_session(self, session_id, user_id=None):
-        sql = "UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL AND expires_at > ?"
-        args = [self._now(), session_id, self._clock()]
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            args.append(user_id)
-        with self._connection() as db:
-            return db.execute(sql, args).rowcount == 1
-
-    def end_sessions(self, user_id, *, keep=None):
-        with self._connection() as db:
-            db.execute("UPDATE sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL AND id != ?",
-                       (self._now(), user_id, keep or ""))
-
-    def list_sessions(self, user_id):
-        with self._connection() as db:
-            rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND ended_at IS NULL "
-                              "AND expires_at > ? ORDER BY created_at DESC, id DESC",
-                              (user_id, self._clock())).fetchall()
-        return [_session_from_row(row) for row in rows]
-
-    def _housekeeping(self) -> None:
-        """At start-up, then at most once per HOUSEKEEPING_INTERVAL (when a session
-        starts): delete expired sessions (ended ones too, by then; their refresh token
-        hashes go with them), so the table does not grow without bound; and finish any
-        erasure a failure left half done."""
-        if self._clock() < self._next_housekeeping:
-            return
-        self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
-        with self._connection() as db:
-            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),))
-        self._finish_interrupted_erasures()
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
@@ -497,12 +342,6 @@ class SQLiteReportWriter(ReportWriter):
         if self._final_path is not None:  # renamed, but the row was not inserted
             self._final_path.unlink(missing_ok=True)
             self._final_path = None
-
-
-def _session_from_row(row) -> dict:
-    session = dict(zip(SESSION_FIELDS, row))
-    session["expiresAt"] = utc_timestamp(session["expiresAt"])
-    return session
 
 
 def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:

@@ -12,6 +12,8 @@ breaks it; keywords holding sub-schemas (properties, items, $ref) call back into
 validator one level deeper. Errors come in the order of the schema's keywords, and
 all of them are reported, so a client can fix a whole form in one round trip.
 
+The formats and the ECMA-262 patterns it asserts are in `web/formats.py`.
+
 Fields are paths: "body" is the whole document, property names are joined with "."
 and array indices written "[i]", e.g. "address.city" or "allergies[2]".
 
@@ -26,9 +28,9 @@ import json
 import operator
 import re
 import urllib.parse
-from datetime import date
-from functools import lru_cache
 from typing import Callable, Iterator
+
+from web.formats import FORMATS, compile_pattern
 
 ROOT = "body"
 
@@ -210,14 +212,14 @@ def _const(validator, expected, instance, schema, path):
 def _pattern(validator, pattern, instance, schema, path):
     # Validation §6.3.3: patterns are not implicitly anchored, so this is a search;
     # a schema that means the whole string says so with ^ and $.
-    if isinstance(instance, str) and not _compile_pattern(pattern).search(instance):
+    if isinstance(instance, str) and not compile_pattern(pattern).search(instance):
         yield path, "does not match the required pattern"
 
 
 def _format(validator, format_name, instance, schema, path):
     # 2020-12 treats format as an annotation unless a validator opts in to asserting
     # it (validation §7.2); we opt in, since a malformed date is a bad request.
-    is_valid, message = _FORMATS[format_name]
+    is_valid, message = FORMATS[format_name]
     if isinstance(instance, str) and not is_valid(instance):
         yield path, message
 
@@ -276,10 +278,13 @@ def _check_keywords(schema) -> None:
         names = _type_names(schema["type"])
         if not names or not all(isinstance(name, str) and name in _TYPES for name in names):
             raise SchemaError(f"unknown type {schema['type']!r}")
-    if "format" in schema and schema["format"] not in _FORMATS:
+    if "format" in schema and schema["format"] not in FORMATS:
         raise SchemaError(f"unknown format {schema['format']!r}")
     if "pattern" in schema:
-        _compile_pattern(schema["pattern"])  # SchemaError if it does not compile
+        try:
+            compile_pattern(schema["pattern"])
+        except re.error as error:
+            raise SchemaError(f"invalid pattern {schema['pattern']!r}: {error}") from None
     if not isinstance(schema.get("properties", {}), dict):
         raise SchemaError("properties must be an object of schemas")
 
@@ -310,82 +315,6 @@ def _json_equal(left, right) -> bool:
     if isinstance(left, dict) and isinstance(right, dict):
         return left.keys() == right.keys() and all(_json_equal(left[key], right[key]) for key in left)
     return type(left) is type(right) and left == right
-
-
-# --- formats: validation §7.3 ---
-
-_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
-_EMAIL_LOCAL_PART = re.compile(r"[!-~]{1,64}")  # printable ASCII, no space; RFC 5321 §4.5.3.1.1
-_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # RFC 1035 §2.3.1
-
-
-def _is_date(text: str) -> bool:
-    # RFC 3339 §5.6 full-date (validation §7.3.1). [0-9], not \d, which also matches
-    # "２" and other non-ASCII digits; fullmatch, not $, which also matches before a
-    # trailing newline.
-    match = _DATE.fullmatch(text)
-    if match is None:
-        return False
-    try:
-        date(*map(int, match.groups()))  # the calendar: no 2023-02-29, no month 13
-    except ValueError:
-        return False
-    return True
-
-
-def _is_email(text: str) -> bool:
-    # A pragmatic subset of RFC 5321 §4.1.2 Mailbox (validation §7.3.2): no quoted
-    # local parts, no IP literals. A second "@" lands in the domain, where no label
-    # may hold it. 254 is the longest address a path can carry (RFC 5321 §4.5.3.1.3,
-    # RFC 3696 erratum 1690).
-    local_part, _, domain = text.partition("@")
-    labels = domain.split(".")
-    return (
-        len(text) <= 254
-        and _EMAIL_LOCAL_PART.fullmatch(local_part) is not None
-        and len(labels) >= 2
-        and all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
-    )
-
-
-_FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
-    "date": (_is_date, "must be a valid date (YYYY-MM-DD)"),
-    "email": (_is_email, "must be a valid email address"),
-}
-
-
-# --- patterns: validation §6.3.3, ECMA-262 regular expressions ---
-
-
-# NOTE: unbounded, and shared by threads (lru_cache is thread-safe): patterns come only
-# from the schema, never from a request, so the cache cannot grow without limit.
-@lru_cache(maxsize=None)
-def _compile_pattern(pattern: str) -> re.Pattern:
-    # NOTE: two Python differences from ECMA-262 would let through input the contract
-    # forbids: \d and \w match non-ASCII digits and letters unless re.ASCII is set,
-    # and $ also matches before a final newline, so "123\n" would pass ^[0-9]+$.
-    try:
-        return re.compile(_end_anchors_to_python(pattern), re.ASCII)
-    except re.error as error:
-        raise SchemaError(f"invalid pattern {pattern!r}: {error}") from None
-
-
-def _end_anchors_to_python(pattern: str) -> str:
-    """Rewrite each `$` anchor as `\\Z`, Python's "only at the very end"."""
-    rewritten, escaped, in_class = [], False, False
-    for char in pattern:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"  # inside [...] a $ is a literal dollar sign
-        elif char == "[":
-            in_class = True
-        elif char == "$":
-            char = r"\Z"
-        rewritten.append(char)
-    return "".join(rewritten)
 
 
 # --- $ref: JSON Pointer, RFC 6901 ---

@@ -1,0 +1,205 @@
+"""The MongoDB store's account half: sessions, refresh tokens, and account erasure.
+
+`MongoAccounts` is mixed into `MongoStore` (storage/mongo.py) and works through its
+collections, clock and error translation. Documents:
+
+    sessions            {_id, userId, username, userCreatedAt, createdAt, lastUsedAt,
+                         expiresAt (a date: a TTL index deletes the session then)}
+    refreshTokens       {_id: the SHA-256 of a refresh token issued, sessionId, userId, expiresAt}
+    spentRefreshTokens  {_id: the SHA-256 of a refresh token already used, expiresAt}
+
+NOTE: MongoDB applies each update to a document atomically, but a compatible server
+need not: FerretDB 1.x runs a filtered update as a read and a later write, so two
+updates of one document can lose one another, and a compare-and-set on a field can
+have several winners. So nothing here depends on an update's isolation:
+
+- ending a session deletes its document (an update racing with it finds nothing to
+  write back, and cannot bring an ended session back to life);
+- a refresh never rewrites the session: a refresh token's life is kept in the two
+  insert-only collections, and "use this token once" is an insert under a unique
+  _id, the one atomic step every such server keeps;
+- the only update, lastUsedAt once a minute, is harmless if lost.
+
+An erasure first makes the account unusable, then deletes what it owned document by
+document; the store finishes an erasure a crash interrupted when it next opens.
+"""
+
+from datetime import datetime, timezone
+
+import pymongo
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from storage.base import utc_timestamp
+from storage.errors import NotFound
+from storage.ids import is_object_id, new_id
+
+# Expired sessions are also deleted by us, and erasures a failure interrupted are
+# finished, at start-up and then at most this often (seconds): see _housekeeping.
+HOUSEKEEPING_INTERVAL = 3600
+NOT_IMPLEMENTED = 238  # the server error code for a feature it lacks
+
+
+def object_id(text: str) -> ObjectId:
+    """An id string as an ObjectId; one that is not an id names no record (NotFound)."""
+    if not is_object_id(text):
+        raise NotFound("no record has this id")
+    return ObjectId(text)
+
+
+class MongoAccounts:
+    def _create_account_indexes(self) -> None:
+        # A user's sessions, to list or end them all.
+        self._sessions.create_index([("userId", 1), ("createdAt", -1)], name="sessions_by_user")
+        # The server deletes a session, and the hashes of its refresh tokens, once it has
+        # expired (a TTL index); every query also checks the expiry, so nothing depends
+        # on when that happens.
+        for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
+            try:
+                collection.create_index("expiresAt", expireAfterSeconds=0, name=f"{collection.name}_expire")
+            except OperationFailure as exc:
+                # A MongoDB-compatible server without TTL indexes (FerretDB 1.x answers
+                # NotImplemented): then only our own purge (_housekeeping) deletes them.
+                if exc.code != NOT_IMPLEMENTED:
+                    raise
+                collection.create_index("expiresAt", name=f"{collection.name}_by_expiry")
+
+    # -- sessions ----------------------------------------------------------------
+    def _moment(self, seconds: float | None = None) -> datetime:
+        """A BSON date (what a TTL index reads): now, or `seconds` since the epoch."""
+        return datetime.fromtimestamp(self._clock() if seconds is None else seconds, timezone.utc)
+
+    def _live(self, **criteria) -> dict:
+        """The filter for live sessions (ended ones are deleted), plus `criteria`."""
+        return {**criteria, "expiresAt": {"$gt": self._moment()}}
+
+    def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
+        user, now = object_id(user_id), self._now()
+        session_id = new_id(self._clock)
+        current = {"_id": user, "erasing": {"$ne": True}, "passwordHash": password_hash}
+        with self._errors_translated():
+            owner = self._users.find_one(current, {"username": 1, "createdAt": 1})
+            if owner is None:
+                return None
+            # NOTE: the user's public fields are copied into the session (a username
+            # never changes), so authenticating a request reads this one document.
+            session = {"_id": ObjectId(session_id), "userId": user, "username": owner["username"],
+                       "userCreatedAt": owner["createdAt"], "createdAt": now, "lastUsedAt": now,
+                       "expiresAt": self._moment(expires_at)}
+            self._sessions.insert_one(session)
+            self._refresh_tokens.insert_one({"_id": refresh_hash, "sessionId": session["_id"], "userId": user,
+                                             "expiresAt": session["expiresAt"]})
+            # Checked again after the insert: an erasure or a password change that began
+            # meanwhile has ended the user's sessions already, and would miss this one.
+            if self._users.find_one(current, {"_id": 1}) is None:
+                self._sessions.delete_one({"_id": session["_id"]})
+                return None
+            self._housekeeping()
+        return self._session_from_document(session)
+
+    def _housekeeping(self) -> None:
+        """At start-up, then at most once per HOUSEKEEPING_INTERVAL (when a session
+        starts): delete expired sessions and token hashes (the whole job on a server
+        without TTL indexes, a sweep behind the TTL monitor on one with them), and finish
+        any erasure a failure left half done."""
+        if self._clock() < self._next_housekeeping:
+            return
+        self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
+        for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
+            collection.delete_many({"expiresAt": {"$lte": self._moment()}})
+        for user in self._users.find({"erasing": True}, {"_id": 1}):
+            self._finish_erasure(user["_id"])
+
+    def session_user(self, session_id, user_id):
+        if not (is_object_id(session_id) and is_object_id(user_id)):
+            return None
+        with self._errors_translated():
+            document = self._sessions.find_one(self._live(_id=ObjectId(session_id), userId=ObjectId(user_id)))
+        if document is None:
+            return None
+        return {"id": user_id, "username": document["username"], "createdAt": document["userCreatedAt"],
+                "sessionLastUsedAt": document["lastUsedAt"]}
+
+    def touch_session(self, session_id):
+        with self._errors_translated():
+            self._sessions.update_one({"_id": object_id(session_id)}, {"$set": {"lastUsedAt": self._now()}})
+
+    def rotate_refresh(self, session_id, old_hash, new_hash):
+        if not is_object_id(session_id):
+            return None
+        session_key = ObjectId(session_id)
+        with self._errors_translated():
+            session = self._sessions.find_one(self._live(_id=session_key))
+            issued = self._refresh_tokens.find_one({"_id": old_hash, "sessionId": session_key})
+            if session is None or issued is None:
+                return None  # ended, expired or unknown session; a token it never had
+            try:
+                # The compare-and-set: of any number of refreshes racing with this token,
+                # exactly one inserts its hash here; the others, and any later use, fail.
+                self._spent_tokens.insert_one({"_id": old_hash, "expiresAt": session["expiresAt"]})
+            except DuplicateKeyError:
+                return None
+            self._refresh_tokens.insert_one({"_id": new_hash, "sessionId": session_key, "userId": session["userId"],
+                                             "expiresAt": session["expiresAt"]})
+        return self._session_from_document(session)
+
+    def refresh_token_issued(self, session_id, refresh_hash):
+        if not is_object_id(session_id):
+            return False
+        with self._errors_translated():
+            return self._refresh_tokens.find_one({"_id": refresh_hash, "sessionId": ObjectId(session_id)},
+                                                 {"_id": 1}) is not None
+
+    def end_session(self, session_id, user_id=None):
+        if not is_object_id(session_id) or (user_id is not None and not is_object_id(user_id)):
+            return False
+        criteria = {"_id": ObjectId(session_id)}
+        if user_id is not None:
+            criteria["userId"] = ObjectId(user_id)
+        with self._errors_translated():
+            return self._sessions.delete_one(self._live(**criteria)).deleted_count == 1
+
+    def end_sessions(self, user_id, *, keep=None):
+        criteria = {"userId": object_id(user_id)}
+        if keep is not None and is_object_id(keep):
+            criteria["_id"] = {"$ne": ObjectId(keep)}
+        with self._errors_translated():
+            self._sessions.delete_many(criteria)
+
+    def list_sessions(self, user_id):
+        with self._errors_translated():
+            documents = self._sessions.find(self._live(userId=object_id(user_id))).sort(
+                [("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
+            return [self._session_from_document(document) for document in documents]
+
+    @staticmethod
+    def _session_from_document(document) -> dict:
+        return {"id": str(document["_id"]), "userId": str(document["userId"]), "createdAt": document["createdAt"],
+                "lastUsedAt": document["lastUsedAt"], "expiresAt": utc_timestamp(document["expiresAt"].timestamp())}
+
+    # -- erasure -------------------------------------------------------------------
+    def erase_user(self, user_id):
+        user = object_id(user_id)
+        with self._errors_translated():
+            # Step 1: no login (find_user skips an erasing user), then no session.
+            self._users.update_one({"_id": user}, {"$set": {"erasing": True}})
+            self._sessions.delete_many({"userId": user})
+            self._refresh_tokens.delete_many({"userId": user})
+            # Step 2, document by document (MongoDB has no transaction across them here):
+            # a crash part-way leaves step 1 done, and the next start finishes the rest.
+            self._finish_erasure(user)
+
+    def _finish_erasure(self, user: ObjectId) -> None:
+        # A request authenticated just before step 1 may still add a patient (its own
+        # check in create_patient comes after the insert), so this goes round until none
+        # is left.
+        while patient_ids := self._patients.distinct("_id", {"ownerId": user}):
+            for patient_id in patient_ids:
+                try:
+                    self.delete_patient(str(patient_id))  # the patient, then its GridFS files
+                except NotFound:
+                    pass  # deleted meanwhile by another request: just as good
+        # Again at the end: a login that began before step 1 may have added a session.
+        self._sessions.delete_many({"userId": user})
+        self._refresh_tokens.delete_many({"userId": user})
+        self._users.delete_one({"_id": user})
