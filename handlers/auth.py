@@ -21,8 +21,8 @@ from datetime import datetime
 import bcrypt
 
 from handlers.inputs import read_json
-from handlers.tokens import (ISSUER, VerifiedTokens, new_refresh_secret, parse_refresh_token,
-                             refresh_digest)
+from handlers.tokens import (BEARER_CHALLENGE, ISSUER, VerifiedTokens, new_refresh_secret,
+                             parse_refresh_token, refresh_digest)
 from storage.base import Store, utc_timestamp
 from web import jwt
 from web.backoff import FailureBackoff
@@ -34,6 +34,7 @@ from web.validation import SchemaValidator, ValidationError
 
 BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password and ignores the rest
 PASSWORD_FIELDS = {"password", "currentPassword", "newPassword"}
+WRONG_CREDENTIALS = "the username or password is wrong"  # the same for an unknown name and a wrong password
 LAST_USED_PRECISION = 60  # seconds: a session's lastUsedAt is written at most this often
 
 
@@ -65,7 +66,6 @@ class Accounts:
         self.backoff = backoff or FailureBackoff()
         self.verified_tokens = VerifiedTokens(jwt_key)
         self.hashing_slots = threading.BoundedSemaphore(HASHING_CONCURRENCY)
-        self._touch_threshold = (None, "")  # (second, its threshold): see _touch_before
         # What a login for an unknown username is checked against (see `verify_password`).
         self.dummy_password_hash = bcrypt.hashpw(b"not a real password", bcrypt.gensalt(bcrypt_rounds))
 
@@ -121,12 +121,13 @@ class Accounts:
         session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl,
                                             password_hash=user["passwordHash"])
         if session is None:  # erased, or its password changed, while the login was checked
-            raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
+            raise Unauthorized(WRONG_CREDENTIALS, headers=BEARER_CHALLENGE)
         return self._token_pair(user["id"], session["id"], secret, self.refresh_ttl)
 
     def refresh(self, refresh_token: str) -> dict:
         """A new token pair for a refresh token, which is retired; 401 if it is not the
-        session's current one (and then the session ends: RFC 9700 §4.14.2)."""
+        live session's current one (and if it is one the session issued before, the
+        session ends: RFC 9700 §4.14.2)."""
         session_id, secret = parse_refresh_token(refresh_token)  # 401 if malformed
         new_secret = new_refresh_secret()
         session = self.store.rotate_refresh(session_id, refresh_digest(secret), refresh_digest(new_secret))
@@ -140,19 +141,11 @@ class Accounts:
             if self.store.refresh_token_issued(session_id, refresh_digest(secret)):
                 self.store.end_session(session_id)
             raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
-                               headers=(("WWW-Authenticate", "Bearer"),))
+                               headers=BEARER_CHALLENGE)
         # NOTE: a session lives MEDITRACK_REFRESH_TTL from its login, however often it is
         # refreshed: a stolen refresh token, kept fresh by its thief, still dies then.
         expires_in = round(datetime.fromisoformat(session["expiresAt"]).timestamp() - self.clock())
         return self._token_pair(session["userId"], session_id, new_secret, max(expires_in, 1))
-
-    def _touch_before(self, now: float) -> str:
-        """The lastUsedAt older than which a session is touched: a minute ago, to the
-        second, formatted once a second rather than on every request."""
-        second = int(now)
-        if self._touch_threshold[0] != second:
-            self._touch_threshold = (second, utc_timestamp(second - LAST_USED_PRECISION))  # one tuple: atomic
-        return self._touch_threshold[1]
 
     def _token_pair(self, user_id: str, session_id: str, refresh_secret: str, refresh_expires_in: int) -> dict:
         now = int(self.clock())
@@ -168,7 +161,7 @@ class Accounts:
         # RFC 9110 §11.1: the auth scheme is case-insensitive.
         if scheme.lower() != "bearer" or not token.strip():
             # RFC 6750 §3.1: a request without credentials gets a bare challenge.
-            raise Unauthorized("a bearer token is required", headers=(("WWW-Authenticate", "Bearer"),))
+            raise Unauthorized("a bearer token is required", headers=BEARER_CHALLENGE)
         now = self.clock()
         claims = self.verified_tokens.claims(token.strip(), now)
         # NOTE: a cached token still costs this one query: the session may have ended
@@ -179,7 +172,7 @@ class Accounts:
             raise Unauthorized("the session has ended or its user no longer exists",
                                headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
         # lastUsedAt moves at most once a minute: not a write per request.
-        if user["sessionLastUsedAt"] <= self._touch_before(now):
+        if user["sessionLastUsedAt"] <= utc_timestamp(now - LAST_USED_PRECISION):
             self.store.touch_session(claims["sid"])
         return {"id": user["id"], "username": user["username"], "createdAt": user["createdAt"],
                 "sessionId": claims["sid"]}
@@ -197,7 +190,7 @@ def login(accounts: Accounts, request: Request) -> Response:
     user = accounts.verify_password(body["username"], body["password"].encode("utf-8"))
     if user is None:
         # The same answer for an unknown username and a wrong password.
-        raise Unauthorized("the username or password is wrong", headers=(("WWW-Authenticate", "Bearer"),))
+        raise Unauthorized(WRONG_CREDENTIALS, headers=BEARER_CHALLENGE)
     return json_response(accounts.start_session(user))
 
 

@@ -32,9 +32,9 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 
 def sniff_content_type(head: bytes) -> str | None:
-    for signature, content_type in SIGNATURES:
+    for signature, sniffed_type in SIGNATURES:
         if head.startswith(signature):
-            return content_type
+            return sniffed_type
     return None
 
 

@@ -20,6 +20,8 @@ from web import jwt
 from web.problems import Unauthorized
 
 ISSUER = "meditrack"
+# RFC 7235 §3.1 / RFC 6750 §3: a 401 names the scheme that would work.
+BEARER_CHALLENGE = (("WWW-Authenticate", "Bearer"),)
 REFRESH_SECRET_BYTES = 32
 # 24 hex digits (an ObjectId), a dot, and 43 base64url characters (32 bytes, no padding).
 _REFRESH_TOKEN = re.compile(r"([0-9a-f]{24})\.([A-Za-z0-9_-]{43})")
@@ -39,7 +41,7 @@ def parse_refresh_token(token: str) -> tuple[str, str]:
     an access token included."""
     match = _REFRESH_TOKEN.fullmatch(token)
     if match is None:
-        raise Unauthorized("the refresh token is malformed", headers=(("WWW-Authenticate", "Bearer"),))
+        raise Unauthorized("the refresh token is malformed", headers=BEARER_CHALLENGE)
     return match[1], match[2]
 
 

@@ -34,7 +34,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import is_object_id, new_id
-from storage.mongo_accounts import MongoAccounts, object_id
+from storage.mongo_accounts import MongoAccounts, as_object_id
 
 # How long an unreachable server may take before a request gives up with a 503: a few
 # seconds, never a hang (pymongo's default server selection wait is 30 s).
@@ -122,7 +122,7 @@ class MongoStore(MongoAccounts, Store):
 
     def set_password(self, user_id, password_hash):
         with self._errors_translated():
-            self._users.update_one({"_id": object_id(user_id)}, {"$set": {"passwordHash": password_hash}})
+            self._users.update_one({"_id": as_object_id(user_id)}, {"$set": {"passwordHash": password_hash}})
 
     @staticmethod
     def _public_user(document) -> dict:
@@ -132,7 +132,7 @@ class MongoStore(MongoAccounts, Store):
     def create_patient(self, owner_id, fields):
         patient_id, now = new_id(self._clock), self._now()
         first_key, last_key = name_keys(fields)
-        document = {"_id": object_id(patient_id), "ownerId": ObjectId(owner_id), "fields": fields,
+        document = {"_id": as_object_id(patient_id), "ownerId": ObjectId(owner_id), "fields": fields,
                     "firstNameKey": first_key, "lastNameKey": last_key, "reports": [],
                     "createdAt": now, "updatedAt": now}
         with self._errors_translated():
@@ -146,7 +146,7 @@ class MongoStore(MongoAccounts, Store):
 
     def get_patient(self, patient_id):
         with self._errors_translated():
-            document = self._patients.find_one({"_id": object_id(patient_id)})
+            document = self._patients.find_one({"_id": as_object_id(patient_id)})
         if document is None:
             raise NotFound("no patient with this id")
         return self._patient_from_document(document)
@@ -154,7 +154,7 @@ class MongoStore(MongoAccounts, Store):
     def list_patients(self, owner_id, *, limit, after=None, name_contains=None):
         query = {"ownerId": ObjectId(owner_id)}
         if after:
-            query["_id"] = {"$gt": object_id(after)}  # a cursor by _id, never skip()
+            query["_id"] = {"$gt": as_object_id(after)}  # a cursor by _id, never skip()
         if name_contains:
             # NOTE: the search text is escaped, so it is matched literally: a user's
             # ".*" or "(" is a character to find, never a pattern to run.
@@ -169,7 +169,7 @@ class MongoStore(MongoAccounts, Store):
         update = {"$set": {"fields": fields, "firstNameKey": first_key, "lastNameKey": last_key,
                            "updatedAt": self._now()}}
         with self._errors_translated():
-            document = self._patients.find_one_and_update({"_id": object_id(patient_id)}, update,
+            document = self._patients.find_one_and_update({"_id": as_object_id(patient_id)}, update,
                                                           return_document=pymongo.ReturnDocument.AFTER)
         if document is None:
             raise NotFound("no patient with this id")
@@ -177,7 +177,7 @@ class MongoStore(MongoAccounts, Store):
 
     def delete_patient(self, patient_id):
         with self._errors_translated():
-            document = self._patients.find_one_and_delete({"_id": object_id(patient_id)})
+            document = self._patients.find_one_and_delete({"_id": as_object_id(patient_id)})
             if document is None:
                 raise NotFound("no patient with this id")
             # After the patient is gone: a crash here leaves orphans for the sweep,
@@ -197,14 +197,14 @@ class MongoStore(MongoAccounts, Store):
 
     def _attach_report(self, patient_id: str, report: dict) -> None:
         with self._errors_translated():
-            updated = self._patients.update_one({"_id": object_id(patient_id)}, {"$push": {"reports": report}})
+            updated = self._patients.update_one({"_id": as_object_id(patient_id)}, {"$push": {"reports": report}})
         if updated.matched_count == 0:
             raise NotFound("no patient with this id")  # deleted while the upload ran
 
     def open_report(self, patient_id, report_id):
-        report_object_id = object_id(report_id)
+        report_object_id = as_object_id(report_id)
         with self._errors_translated():
-            document = self._patients.find_one({"_id": object_id(patient_id), "reports.id": report_id},
+            document = self._patients.find_one({"_id": as_object_id(patient_id), "reports.id": report_id},
                                                {"reports": 1})
             if document is None:
                 raise NotFound("this patient has no report with this id")
@@ -221,7 +221,7 @@ class MongoStore(MongoAccounts, Store):
         with self._errors_translated():
             # $pull the exact element: MongoDB would also take the condition {"id": ...},
             # but exact equality is what every MongoDB-compatible server understands.
-            updated = self._patients.update_one({"_id": object_id(patient_id)}, {"$pull": {"reports": report}})
+            updated = self._patients.update_one({"_id": as_object_id(patient_id)}, {"$pull": {"reports": report}})
             if updated.modified_count == 0:
                 raise NotFound("this patient has no report with this id")  # deleted meanwhile
             self._delete_file(report_id)

@@ -40,7 +40,7 @@ HOUSEKEEPING_INTERVAL = 3600
 NOT_IMPLEMENTED = 238  # the server error code for a feature it lacks
 
 
-def object_id(text: str) -> ObjectId:
+def as_object_id(text: str) -> ObjectId:
     """An id string as an ObjectId; one that is not an id names no record (NotFound)."""
     if not is_object_id(text):
         raise NotFound("no record has this id")
@@ -74,7 +74,7 @@ class MongoAccounts:
         return {**criteria, "expiresAt": {"$gt": self._moment()}}
 
     def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
-        user, now = object_id(user_id), self._now()
+        user, now = as_object_id(user_id), self._now()
         session_id = new_id(self._clock)
         current = {"_id": user, "erasing": {"$ne": True}, "passwordHash": password_hash}
         with self._errors_translated():
@@ -122,7 +122,7 @@ class MongoAccounts:
 
     def touch_session(self, session_id):
         with self._errors_translated():
-            self._sessions.update_one({"_id": object_id(session_id)}, {"$set": {"lastUsedAt": self._now()}})
+            self._sessions.update_one({"_id": as_object_id(session_id)}, {"$set": {"lastUsedAt": self._now()}})
 
     def rotate_refresh(self, session_id, old_hash, new_hash):
         if not is_object_id(session_id):
@@ -160,7 +160,7 @@ class MongoAccounts:
             return self._sessions.delete_one(self._live(**criteria)).deleted_count == 1
 
     def end_sessions(self, user_id, *, keep=None):
-        criteria = {"userId": object_id(user_id)}
+        criteria = {"userId": as_object_id(user_id)}
         if keep is not None and is_object_id(keep):
             criteria["_id"] = {"$ne": ObjectId(keep)}
         with self._errors_translated():
@@ -168,7 +168,7 @@ class MongoAccounts:
 
     def list_sessions(self, user_id):
         with self._errors_translated():
-            documents = self._sessions.find(self._live(userId=object_id(user_id))).sort(
+            documents = self._sessions.find(self._live(userId=as_object_id(user_id))).sort(
                 [("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
             return [self._session_from_document(document) for document in documents]
 
@@ -179,7 +179,7 @@ class MongoAccounts:
 
     # -- erasure -------------------------------------------------------------------
     def erase_user(self, user_id):
-        user = object_id(user_id)
+        user = as_object_id(user_id)
         with self._errors_translated():
             # Step 1: no login (find_user skips an erasing user), then no session.
             self._users.update_one({"_id": user}, {"$set": {"erasing": True}})

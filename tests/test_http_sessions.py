@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from settings import Settings
 from tests.support.api import ApiClient
 from tests.support.clock import FakeClock
 from tests.support.defaults import default_of
