@@ -1,6 +1,7 @@
 """MediTrack: a patient-record REST API on Python's standard library.
 
     python meditrack.py [--host H] [--port P] [--data-dir DIR]
+    python meditrack.py verify-audit [--data-dir DIR]     check the audit trail's hash chains
 
 This file is composition only, read top to bottom in the order things are built:
 
@@ -19,12 +20,14 @@ import time
 from functools import partial
 from pathlib import Path
 
-from handlers import ERROR_STATUSES, auth, docs, patients, reports, service, sessions
+from handlers import ERROR_STATUSES, audit, auth, docs, patients, reports, service, sessions
+from handlers.audit import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
 from settings import Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
+from storage.audit import AuditWriter, ChainBroken, verify_chains
 from storage.base import Store
 from storage.errors import StoreError
 from web.dispatch import Dispatcher
@@ -37,35 +40,50 @@ OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 
 
 def build_router(settings: Settings, store: Store, accounts: Accounts, records: PatientRecords,
-                 documents: Documents) -> Router:
-    """The whole API on one screen: method, path template, handler with its services, options."""
+                 documents: Documents, trail: AuditTrail) -> Router:
+    """The whole API on one screen: method, path template, handler with its services, options.
+    `audit=(action, resourceType)`: every request to the route leaves an audit event."""
     router = Router()
-    router.add("POST", "/auth/register", partial(auth.register, accounts), credentials=True)
-    router.add("POST", "/auth/login", partial(auth.login, accounts), credentials=True)
+    router.add("POST", "/auth/register", partial(auth.register, accounts), credentials=True,
+               audit=("create", "Account"))
+    router.add("POST", "/auth/login", partial(auth.login, accounts), credentials=True, audit=("login", "Session"))
     router.add("GET", "/auth/me", auth.me, auth=True)
-    router.add("DELETE", "/auth/me", partial(auth.erase_account, accounts), auth=True, credentials=True)
-    router.add("PUT", "/auth/password", partial(auth.change_password, accounts), auth=True, credentials=True)
-    router.add("POST", "/auth/refresh", partial(sessions.refresh, accounts), credentials=True)
-    router.add("POST", "/auth/logout", partial(sessions.logout, accounts), auth=True)
+    router.add("DELETE", "/auth/me", partial(auth.erase_account, accounts), auth=True, credentials=True,
+               audit=("account-delete", "Account"))
+    router.add("PUT", "/auth/password", partial(auth.change_password, accounts), auth=True, credentials=True,
+               audit=("password-change", "Account"))
+    router.add("POST", "/auth/refresh", partial(sessions.refresh, accounts), credentials=True,
+               audit=("refresh", "Session"))
+    router.add("POST", "/auth/logout", partial(sessions.logout, accounts), auth=True, audit=("logout", "Session"))
     router.add("GET", "/auth/sessions", partial(sessions.list_sessions, accounts), auth=True)
-    router.add("DELETE", "/auth/sessions", partial(sessions.end_all_sessions, accounts), auth=True)
-    router.add("DELETE", "/auth/sessions/{sessionId}", partial(sessions.end_session, accounts), auth=True)
-    router.add("GET", "/patients", partial(patients.list_patients, records), auth=True)
-    router.add("POST", "/patients", partial(patients.create_patient, records), auth=True)
-    router.add("GET", "/patients/{patientId}", partial(patients.get_patient, records), auth=True)
-    router.add("PUT", "/patients/{patientId}", partial(patients.replace_patient, records), auth=True)
-    router.add("DELETE", "/patients/{patientId}", partial(patients.delete_patient, records), auth=True)
-    router.add("GET", "/patients/{patientId}/reports", partial(reports.list_reports, records), auth=True)
+    router.add("DELETE", "/auth/sessions", partial(sessions.end_all_sessions, accounts), auth=True,
+               audit=("logout", "Session"))
+    router.add("DELETE", "/auth/sessions/{sessionId}", partial(sessions.end_session, accounts), auth=True,
+               audit=("logout", "Session"))
+    router.add("GET", "/patients", partial(patients.list_patients, records), auth=True, audit=("search", "Patient"))
+    router.add("POST", "/patients", partial(patients.create_patient, records), auth=True,
+               audit=("create", "Patient"))
+    router.add("GET", "/patients/{patientId}", partial(patients.get_patient, records), auth=True,
+               audit=("read", "Patient"))
+    router.add("PUT", "/patients/{patientId}", partial(patients.replace_patient, records), auth=True,
+               audit=("update", "Patient"))
+    router.add("DELETE", "/patients/{patientId}", partial(patients.delete_patient, records), auth=True,
+               audit=("delete", "Patient"))
+    router.add("GET", "/patients/{patientId}/audit", partial(audit.patient_events, trail, records), auth=True)
+    router.add("GET", "/patients/{patientId}/reports", partial(reports.list_reports, records), auth=True,
+               audit=("read", "Report"))
     router.add("POST", "/patients/{patientId}/reports",
                partial(reports.upload_report, records, settings.max_upload_bytes), auth=True,
-               max_body=settings.max_upload_bytes + reports.MULTIPART_OVERHEAD)
+               max_body=settings.max_upload_bytes + reports.MULTIPART_OVERHEAD, audit=("create", "Report"))
     router.add("GET", "/patients/{patientId}/reports/{reportId}", partial(reports.download_report, records),
-               auth=True)
+               auth=True, audit=("download", "Report"))
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
-               auth=True)
-    router.add("GET", "/health", partial(service.health, store))
+               auth=True, audit=("delete", "Report"))
+    router.add("GET", "/audit", partial(audit.list_events, trail), auth=True)
+    router.add("GET", "/health", partial(service.health, store, trail and trail.writer))
     router.add("GET", "/openapi.json", partial(docs.get_openapi, documents))
     router.add("GET", "/docs", partial(docs.get_docs, documents))
+    audit.check_declarations(router.routes)
     return router
 
 
@@ -74,33 +92,62 @@ def rate_limiter(rate: tuple[int, float] | None) -> RateLimiter | None:
     return RateLimiter(*rate) if rate else None
 
 
-def build_dispatcher(settings: Settings, store: Store, *, clock=time.time) -> Dispatcher:
-    """Settings and a store in; the services, the route table and the pipeline out."""
+def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time) -> Dispatcher:
+    """Settings, a store and the audit writer in; the services, the route table and the pipeline out."""
     documents = Documents.load(OPENAPI_PATH)
     validator = SchemaValidator(documents.spec)  # a mistake in the schemas stops start-up here
     accounts = Accounts(store, validator, jwt_key=settings.jwt_secret or load_or_create_secret(settings.data_dir),
                         token_ttl=settings.token_ttl, refresh_ttl=settings.refresh_ttl,
                         bcrypt_rounds=settings.bcrypt_rounds, clock=clock)
     records = PatientRecords(store, validator, clock=clock)
-    return Dispatcher(build_router(settings, store, accounts, records, documents),
+    trail = AuditTrail(store, audit_writer)
+    return Dispatcher(build_router(settings, store, accounts, records, documents, trail),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,
                       max_body=settings.max_json_bytes, general_limit=rate_limiter(settings.rate_limit),
                       credentials_limit=rate_limiter(settings.auth_rate_limit),
-                      trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay)
+                      trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,
+                      observer=trail)
 
 
-def make_server(settings: Settings, store: Store, *, clock=time.time) -> MediTrackServer:
-    return MediTrackServer((settings.host, settings.port), build_dispatcher(settings, store, clock=clock),
+def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> AuditWriter:
+    return AuditWriter(store, flush_interval=settings.audit_flush_ms / 1000,
+                       retention_days=settings.audit_retention_days, clock=clock)
+
+
+def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time) -> MediTrackServer:
+    return MediTrackServer((settings.host, settings.port),
+                           build_dispatcher(settings, store, audit_writer, clock=clock),
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
                            min_body_rate=settings.min_body_rate, max_connections=settings.max_connections)
 
 
+def verify_audit(settings: Settings, store: Store) -> int:
+    """`python meditrack.py verify-audit`: walk every audit chain; 0 if all hold, 1 if one breaks."""
+    try:
+        chains, events = verify_chains(store)
+    except ChainBroken as exc:
+        print(f"audit trail BROKEN: {exc}", file=sys.stderr)
+        return 1
+    for head in store.audit_chains():  # worth copying elsewhere: they anchor every chain
+        print(f"chain {head['chain']}: sequence {head['lastSequence']}, hash {head['lastHash']}")
+    print(f"audit trail intact: {events} events in {chains} chains")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv[:1] == ["verify-audit"] else "serve"
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv, dict(os.environ))
+        settings = load_settings(argv, dict(os.environ))
         store = open_store(settings.data_dir, settings.mongodb_uri)
-        server = make_server(settings, store)
+        if command == "verify-audit":
+            try:
+                return verify_audit(settings, store)
+            finally:
+                store.close()
+        audit_writer = open_audit_writer(settings, store)
+        server = make_server(settings, store, audit_writer)
     except SettingError as exc:
         print(f"meditrack: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print("MediTrack: requests still running after the grace period were cut off", file=sys.stderr)
     finally:
         server.server_close()
+        audit_writer.close()  # every queued audit event is committed before the store closes
         store.close()
     print("MediTrack stopped", file=sys.stderr)
     return 0

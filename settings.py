@@ -46,6 +46,8 @@ class Settings:
     shutdown_grace: float = 10.0
     refusal_delay: float = 1.0
     min_body_rate: int = 16 * 1024
+    audit_flush_ms: int = 50                 # a kill -9 loses at most this last moment of audit events
+    audit_retention_days: int = 2190         # six years, HIPAA's retention for documentation
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -100,6 +102,8 @@ ENVIRONMENT = {
     "MEDITRACK_SHUTDOWN_GRACE": ("shutdown_grace", lambda name, text: _integer(name, text, 0, 3600)),
     "MEDITRACK_REFUSAL_DELAY": ("refusal_delay", lambda name, text: _integer(name, text, 0, 60)),
     "MEDITRACK_MIN_BODY_RATE": ("min_body_rate", lambda name, text: _integer(name, text, 1, 2**30)),
+    "MEDITRACK_AUDIT_FLUSH_MS": ("audit_flush_ms", lambda name, text: _integer(name, text, 2, 60_000)),
+    "MEDITRACK_AUDIT_RETENTION_DAYS": ("audit_retention_days", lambda name, text: _integer(name, text, 1, 36500)),
 }
 
 

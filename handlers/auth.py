@@ -78,9 +78,11 @@ class Accounts:
         with self.hashing_slots:
             return bcrypt.checkpw(password, password_hash)
 
-    def verify_password(self, username: str, password: bytes) -> dict | None:
+    def verify_password(self, username: str, password: bytes, facts: dict | None = None) -> dict | None:
         """The user, if `password` is theirs; None if not (a failed login, counted
-        against the username); 429 while the username is locked by the back-off."""
+        against the username); 429 while the username is locked by the back-off.
+        An existing user's id is left in `facts` for the audit trail, right password or
+        wrong; an unknown username leaves nothing (and is never recorded)."""
         key = username.lower()
         # Checked before bcrypt, and for unknown usernames too: a locked name costs no
         # hashing, and whether a name is locked says nothing about whether it exists.
@@ -89,6 +91,8 @@ class Accounts:
             raise TooManyRequests("too many failed logins for this username; try again later",
                                   headers=(("Retry-After", retry_after_header(wait)),))
         user = self.store.find_user(username)
+        if user is not None and facts is not None:
+            facts["userId"] = user["id"]  # the audit event names whose password was tried
         # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
         # of the same cost, so the response time does not reveal which usernames exist.
         stored_hash = user["passwordHash"] if user else self.dummy_password_hash
@@ -115,20 +119,24 @@ class Accounts:
         return body
 
     # -- sessions and tokens ----------------------------------------------------------
-    def start_session(self, user: dict) -> dict:
-        """A new session for a user who has just proved who they are: the token pair."""
+    def start_session(self, user: dict, facts: dict) -> dict:
+        """A new session for a user who has just proved who they are: the token pair.
+        The session's id is left in `facts` for the audit trail."""
         secret = new_refresh_secret()
         session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl,
                                             password_hash=user["passwordHash"])
         if session is None:  # erased, or its password changed, while the login was checked
             raise Unauthorized(WRONG_CREDENTIALS, headers=BEARER_CHALLENGE)
+        facts["resourceId"] = session["id"]
         return self._token_pair(user["id"], session["id"], secret, self.refresh_ttl)
 
-    def refresh(self, refresh_token: str) -> dict:
+    def refresh(self, refresh_token: str, facts: dict) -> dict:
         """A new token pair for a refresh token, which is retired; 401 if it is not the
         live session's current one (and if it is one the session issued before, the
-        session ends: RFC 9700 §4.14.2)."""
+        session ends: RFC 9700 §4.14.2). The session (and, if it is live, its user) is
+        left in `facts` for the audit trail."""
         session_id, secret = parse_refresh_token(refresh_token)  # 401 if malformed
+        facts["resourceId"] = session_id
         new_secret = new_refresh_secret()
         session = self.store.rotate_refresh(session_id, refresh_digest(secret), refresh_digest(new_secret))
         if session is None:
@@ -142,6 +150,7 @@ class Accounts:
                 self.store.end_session(session_id)
             raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
                                headers=BEARER_CHALLENGE)
+        facts["userId"] = session["userId"]
         # NOTE: a session lives MEDITRACK_REFRESH_TTL from its login, however often it is
         # refreshed: a stolen refresh token, kept fresh by its thief, still dies then.
         expires_in = round(datetime.fromisoformat(session["expiresAt"]).timestamp() - self.clock())
@@ -182,16 +191,17 @@ def register(accounts: Accounts, request: Request) -> Response:
     body = accounts.read_body(request, "Credentials")
     password_hash = accounts.hash_password(body["password"].encode("utf-8"))
     user = accounts.store.create_user(body["username"], password_hash)  # Conflict → 409
+    request.facts["userId"] = user["id"]
     return json_response(public_user(user), 201)
 
 
 def login(accounts: Accounts, request: Request) -> Response:
     body = accounts.read_body(request, "Credentials")
-    user = accounts.verify_password(body["username"], body["password"].encode("utf-8"))
+    user = accounts.verify_password(body["username"], body["password"].encode("utf-8"), request.facts)
     if user is None:
         # The same answer for an unknown username and a wrong password.
         raise Unauthorized(WRONG_CREDENTIALS, headers=BEARER_CHALLENGE)
-    return json_response(accounts.start_session(user))
+    return json_response(accounts.start_session(user, request.facts))
 
 
 def me(request: Request) -> Response:

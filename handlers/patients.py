@@ -80,6 +80,7 @@ def list_patients(records: PatientRecords, request: Request) -> Response:
 def create_patient(records: PatientRecords, request: Request) -> Response:
     fields = records.read_fields(request)
     patient = records.store.create_patient(request.user["id"], fields)
+    request.facts["resourceId"] = patient["id"]  # for the audit event
     return json_response(public_patient(patient), 201, [("Location", f"/patients/{patient['id']}")])
 
 

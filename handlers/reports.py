@@ -132,6 +132,7 @@ def upload_report(records: PatientRecords, max_file_bytes: int, request: Request
         report = writer.commit(patient["id"], {
             "filename": file.filename, "contentType": file.content_type, "size": file.size,
             "sha256": file.sha256.hexdigest(), "description": description})
+    request.facts["resourceId"] = report["id"]  # for the audit event
     location = f"/patients/{patient['id']}/reports/{report['id']}"
     return json_response(report, 201, [("Location", location)])
 

@@ -15,11 +15,12 @@ from web.messages import Request, Response, json_response
 def refresh(accounts: Accounts, request: Request) -> Response:
     """POST /auth/refresh: a new pair for the current refresh token, which is retired."""
     body = accounts.read_body(request, "RefreshRequest")
-    return json_response(accounts.refresh(body["refreshToken"]))
+    return json_response(accounts.refresh(body["refreshToken"], request.facts))
 
 
 def logout(accounts: Accounts, request: Request) -> Response:
     """POST /auth/logout: this request's session ends; its tokens stop working at once."""
+    request.facts["resourceId"] = request.user["sessionId"]  # for the audit event
     accounts.store.end_session(request.user["sessionId"])
     return Response(204)
 

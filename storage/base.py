@@ -15,6 +15,8 @@ A session: {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}; it is alive
 it is ended or `expiresAt` passes (a fixed time after login: refreshing does not move
 it), and of its refresh tokens only their SHA-256 is kept.
 A report: {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}.
+An audit event: the fields of `storage/audit.py`'s STORED_FIELDS; a chain's head:
+{"chain", "firstSequence", "previousHash", "lastSequence", "lastHash"}.
 
 Report bytes are written through a `ReportWriter`, in two steps so that an upload is
 all or nothing: `write` streams the bytes somewhere no reader looks, and `commit`
@@ -25,6 +27,7 @@ without a commit (a bad file type, a size limit, a client gone) throws the bytes
 import math
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
+from typing import Iterator
 
 
 _formatted_seconds: dict[float, str] = {}  # whole second → "YYYY-MM-DDTHH:MM:SS."
@@ -185,6 +188,40 @@ class Store(ABC):
     def stored_report_ids(self) -> set[str]:
         """The ids of every report whose bytes are stored, committed or not: what a
         check that nothing was left behind compares with the reports patients name."""
+
+    @abstractmethod
+    def patient_owner(self, patient_id: str) -> str | None:
+        """The id of the user who owns this patient; None if there is no such patient."""
+
+    # -- audit trail (append and query only: no event is ever changed) ------------------
+    @abstractmethod
+    def append_audit(self, chain: str, events: list[dict]) -> None:
+        """Store a batch of one chain's events, in sequence order, and move the chain's
+        head to the last of them, all in one commit where the database allows it.
+        Appending a batch that was (partly) stored before stores nothing twice."""
+
+    @abstractmethod
+    def list_audit(self, viewer_id: str, *, limit: int, before: str | None = None,
+                   patient_id: str | None = None, action: str | None = None) -> list[dict]:
+        """Up to `limit` events the viewer may see (their own, and any on a patient they
+        own), newest first, with ids less than `before`; each with PUBLIC_FIELDS only."""
+
+    @abstractmethod
+    def audit_chains(self) -> list[dict]:
+        """Every chain's head."""
+
+    @abstractmethod
+    def audit_chain_ids(self) -> set[str]:
+        """The chains that have events (a chain with events and no head was inserted)."""
+
+    @abstractmethod
+    def audit_events(self, chain: str) -> Iterator[dict]:
+        """A chain's events in sequence order, every stored field."""
+
+    @abstractmethod
+    def purge_audit(self, recorded_before: str) -> None:
+        """Delete events recorded before this time (the retention period), moving each
+        chain's start (firstSequence, previousHash) past them before they go."""
 
     # -- lifecycle ---------------------------------------------------------------
     @abstractmethod

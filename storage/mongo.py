@@ -18,7 +18,8 @@ then pushes the metadata onto the patient; if that update fails the file is dele
 patient names, which the start-up sweep removes once it is old enough that it cannot
 be an upload still in flight.
 
-Sessions and account erasure are the store's other half, in storage/mongo_accounts.py.
+Sessions and account erasure are in storage/mongo_accounts.py, the audit trail in
+storage/mongo_audit.py.
 """
 
 import re
@@ -35,6 +36,7 @@ from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_times
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import is_object_id, new_id
 from storage.mongo_accounts import MongoAccounts, as_object_id
+from storage.mongo_audit import MongoAudit
 
 # How long an unreachable server may take before a request gives up with a 503: a few
 # seconds, never a hang (pymongo's default server selection wait is 30 s).
@@ -44,7 +46,7 @@ TIMEOUT_MS = 3000
 SWEEP_MIN_AGE = timedelta(minutes=10)
 
 
-class MongoStore(MongoAccounts, Store):
+class MongoStore(MongoAccounts, MongoAudit, Store):
     name = "mongodb"
 
     def __init__(self, uri: str, *, clock=time.time):
@@ -63,6 +65,8 @@ class MongoStore(MongoAccounts, Store):
         self._refresh_tokens = database["refreshTokens"]
         self._spent_tokens = database["spentRefreshTokens"]
         self._patients = database["patients"]
+        self._audit = database["audit"]
+        self._audit_chains = database["auditChains"]
         self._files = gridfs.GridFSBucket(database, bucket_name="reports")
         self._file_documents = database["reports.files"]
         self._chunk_documents = database["reports.chunks"]
@@ -75,6 +79,7 @@ class MongoStore(MongoAccounts, Store):
         # Usernames are unique ignoring case: the lower-cased copy carries the index.
         self._users.create_index("usernameKey", unique=True, name="users_by_username")
         self._create_account_indexes()
+        self._create_audit_indexes()
         # An owner's listing in id order, and the cursor's {_id: {$gt: ...}} range.
         self._patients.create_index([("ownerId", 1), ("_id", 1)], name="patients_by_owner")
         # The sweep's question "does any patient name this file?".
@@ -251,6 +256,13 @@ class MongoStore(MongoAccounts, Store):
                  if file_id not in known]
         if stray:
             self._chunk_documents.delete_many({"files_id": {"$in": stray}})
+
+    def patient_owner(self, patient_id):
+        if not is_object_id(patient_id):
+            return None
+        with self._errors_translated():
+            document = self._patients.find_one({"_id": ObjectId(patient_id)}, {"ownerId": 1})
+        return None if document is None else str(document["ownerId"])
 
     # -- lifecycle ---------------------------------------------------------------
     def ping(self):

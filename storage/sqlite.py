@@ -11,7 +11,8 @@ renamed into place, and only then is its row committed: a crash at any point lea
 either nothing or a file that no row names, and the start-up sweep removes both
 temp files and such orphans. A row never names a file that is not there.
 
-Sessions and account erasure are the store's other half, in storage/sqlite_accounts.py.
+Sessions and account erasure are in storage/sqlite_accounts.py, the audit trail in
+storage/sqlite_audit.py.
 """
 
 import json
@@ -27,6 +28,7 @@ from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_times
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import new_id
 from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA, SQLiteAccounts
+from storage.sqlite_audit import SCHEMA as AUDIT_SCHEMA, SQLiteAudit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -77,7 +79,7 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
 
 
-class SQLiteStore(SQLiteAccounts, Store):
+class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
     name = "sqlite"
 
     def __init__(self, data_dir: Path, *, clock=time.time):
@@ -93,6 +95,7 @@ class SQLiteStore(SQLiteAccounts, Store):
         with self._connection() as db:
             db.executescript(SCHEMA)
             db.executescript(ACCOUNTS_SCHEMA)
+            db.executescript(AUDIT_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
         self._next_housekeeping = 0.0
         self._housekeeping()
@@ -295,6 +298,11 @@ class SQLiteStore(SQLiteAccounts, Store):
                 path.unlink(missing_ok=True)
 
     # -- lifecycle ---------------------------------------------------------------
+    def patient_owner(self, patient_id):
+        with self._connection() as db:
+            row = db.execute("SELECT owner_id FROM patients WHERE id = ?", (patient_id,)).fetchone()
+        return row and row[0]
+
     def ping(self):
         with self._connection() as db:
             db.execute("SELECT 1").fetchone()

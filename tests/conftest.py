@@ -48,7 +48,8 @@ class LiveServer:
         # `keep_database`: a second server on the same MongoDB database leaves it to the first.
         self.keep_database = keep_database
         self.store = open_store(self.settings.data_dir, self.settings.mongodb_uri, clock=clock)
-        self.server = meditrack.make_server(self.settings, self.store, clock=clock)
+        self.audit_writer = meditrack.open_audit_writer(self.settings, self.store, clock=clock)
+        self.server = meditrack.make_server(self.settings, self.store, self.audit_writer, clock=clock)
         self.host, self.port = self.server.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -57,6 +58,7 @@ class LiveServer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        self.audit_writer.close()
         self.store.close()
         if self.settings.mongodb_uri and not self.keep_database:
             drop_mongodb_database(self.settings.mongodb_uri)

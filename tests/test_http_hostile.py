@@ -643,7 +643,7 @@ def test_a_crash_in_a_handler_is_a_500_that_reveals_nothing(live_server, client,
 
 # -- logs -----------------------------------------------------------------------------
 
-ACCESS_LINE = re.compile(r"(?P<method>[A-Z]+) (?P<route>/\S*|-) (?P<status>\d{3}) \d+\.\dms")
+ACCESS_LINE = re.compile(r"(?P<method>[A-Z]+) (?P<route>/\S*|-) (?P<status>\d{3}) \d+\.\dms (?P<request_id>[0-9a-f]{32})")
 
 
 class AccessLines(logging.Handler):

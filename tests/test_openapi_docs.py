@@ -146,7 +146,7 @@ def test_paths_and_methods_are_exactly_the_contract(spec):
 
 def test_the_spec_lists_exactly_the_routes_the_server_has(spec):
     # The route table needs its services only when a request arrives, so none are given.
-    router = meditrack.build_router(Settings(), store=None, accounts=None, records=None, documents=None)
+    router = meditrack.build_router(Settings(), store=None, accounts=None, records=None, documents=None, trail=None)
     assert {(route.method.lower(), route.template) for route in router.routes} == \
         {(method, path) for method, path, _ in operations(spec)}
 

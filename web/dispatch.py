@@ -1,27 +1,38 @@
 """The request pipeline: what happens to every request between the socket and a handler.
 
-    client address → rate limit → route → body limit → authenticate → Request → handler
-                                                   any exception → problem+json
+    request id → client address → route → rate limit → body limit → authenticate
+               → admit (the observer may refuse) → Request → handler
+                                any exception → problem+json → the observer is told
 
 Each step either passes the request on or raises; `problem_response` turns whatever
 was raised into the one right status. Handlers therefore only ever see requests that
 are within limits, routed, and (where the route says so) authenticated. What the
 steps learn (the client's address, the route, the user) is gathered first and the
 handler's `Request` is built from it once, never changed afterwards.
+
+What the steps learn is kept in an `Exchange`. Once the response is decided — by the
+handler or by a refusal at any step — the observer (the audit trail,
+`handlers/audit.py`) is told, exactly once per request, and the server logs it.
 """
 
 import ipaddress
 import logging
+import re
 import time
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol
 
 from web.http11 import Headers
-from web.messages import IncomingRequest, Request, Response
+from web.messages import IncomingRequest, Request, Response, new_request_id
 from web.problems import STATUS_BY_EXCEPTION, PayloadTooLarge, TooManyRequests, problem_response, status_for
 from web.ratelimit import RateLimiter, retry_after_header
-from web.router import Route, Router
+from web.router import MethodNotAllowed, Route, RouteNotFound, Router
 
 error_log = logging.getLogger("meditrack.errors")
+
+# A request id we take from a proxy: 1 to 128 visible ASCII characters, nothing that
+# could break a log line or a header.
+PROXY_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted_proxies: frozenset[str]) -> str:
@@ -45,6 +56,42 @@ def client_address(peer: str, forwarded_for: str | None, trusted_proxies: frozen
     return peer
 
 
+def request_id(peer: str, proxied: str | None, trusted_proxies: frozenset[str]) -> str:
+    """The request's id: the one a trusted proxy gave it (so one request can be followed
+    from the proxy's log to ours), or a new one. A client's own X-Request-Id is not
+    believed: it could pose as another request's."""
+    if proxied is not None and peer in trusted_proxies and PROXY_REQUEST_ID.fullmatch(proxied):
+        return proxied
+    return new_request_id()
+
+
+@dataclass
+class Exchange:
+    """One request's way through the pipeline: what each step learnt, however far it got."""
+    incoming: IncomingRequest
+    request_id: str
+    client: str = ""
+    route: Route | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    user: dict | None = None        # set once authentication succeeds
+    facts: dict = field(default_factory=dict)  # what the handler left for the audit event
+
+    @property
+    def template(self) -> str:
+        """The route's template, or "-" when no route matched (for the access log)."""
+        return self.route.template if self.route else "-"
+
+
+class Observer(Protocol):
+    """Watches every request; the audit trail is one."""
+
+    def admit(self, exchange: Exchange) -> None:
+        """Called just before the handler runs: raise to refuse the request."""
+
+    def answered(self, exchange: Exchange, status: int) -> None:
+        """Called once per request, whatever its outcome, with the status answered."""
+
+
 class Dispatcher:
     """The pipeline, configured once: the routes, how to authenticate, the limits, and
     the application's own exceptions with the status each deserves."""
@@ -53,7 +100,7 @@ class Dispatcher:
                  max_body: int, exception_statuses: Mapping[type, int] | None = None,
                  general_limit: RateLimiter | None = None, credentials_limit: RateLimiter | None = None,
                  trusted_proxies: frozenset[str] = frozenset(), refusal_delay: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep):
         if authenticate is None and any(route.auth for route in router.routes):
             raise ValueError("routes require authentication, but no authenticate function was given")
         self.router = router
@@ -65,39 +112,56 @@ class Dispatcher:
         self.credentials_limit = credentials_limit
         self.trusted_proxies = trusted_proxies
         self.refusal_delay = refusal_delay
+        self.observer = observer
         self.sleep = sleep
 
-    def __call__(self, incoming: IncomingRequest) -> tuple[Response, str]:
-        """The response to a request, and the template of the route that answered it
-        ("-" when none did), for the access log."""
-        route = None
+    def __call__(self, incoming: IncomingRequest) -> tuple[Response, Exchange]:
+        """The response to a request, and the exchange that led to it (its route, its
+        id, its user), for the access log."""
+        exchange = Exchange(incoming, request_id(incoming.peer, incoming.headers.get("X-Request-Id"),
+                                                 self.trusted_proxies))
         try:
-            client = client_address(incoming.peer, incoming.headers.get("X-Forwarded-For"),
-                                    self.trusted_proxies)
-            self._check_rate(self.general_limit, client)
-            route, params = self.router.match(incoming.method, incoming.path)
-            return self._handle(incoming, client, route, params), route.template
+            exchange.client = client_address(incoming.peer, incoming.headers.get("X-Forwarded-For"),
+                                             self.trusted_proxies)
+            # The route is found before the rate limit is checked, so that a refused
+            # request is still known by its route; an unknown path is limited all the same.
+            unrouted = None
+            try:
+                exchange.route, exchange.params = self.router.match(incoming.method, incoming.path)
+            except (RouteNotFound, MethodNotAllowed) as exc:
+                unrouted = exc
+            self._check_rate(self.general_limit, exchange.client)
+            if unrouted is not None:
+                raise unrouted
+            response = self._handle(exchange)
         except Exception as exc:
-            template = route.template if route else "-"
             if status_for(exc, self.statuses) == 500:
                 # The traceback names code, not data; the request body is never logged.
-                error_log.exception("unhandled error in %s %s", incoming.method, template)
-            return problem_response(exc, self.statuses), template
+                error_log.exception("unhandled error in %s %s", incoming.method, exchange.template)
+            response = problem_response(exc, self.statuses)
+        if self.observer is not None:
+            self.observer.answered(exchange, response.status)
+        return response, exchange
 
-    def _handle(self, incoming: IncomingRequest, client: str, route: Route, params: dict[str, str]) -> Response:
+    def _handle(self, exchange: Exchange) -> Response:
+        incoming, route = exchange.incoming, exchange.route
         if route.credentials:
             # A stricter bucket where passwords are checked: it slows guessing and
             # keeps a storm of bcrypt work from starving every other request.
-            self._check_rate(self.credentials_limit, client)
+            self._check_rate(self.credentials_limit, exchange.client)
         max_body = self.max_body if route.max_body is None else route.max_body
         if incoming.content_length > max_body:
             # Refused before a byte of the body is read (and before any 100 Continue).
             raise PayloadTooLarge(f"the body is larger than {max_body} bytes")
-        user = self.authenticate(incoming.headers) if route.auth else None
+        if route.auth:
+            exchange.user = self.authenticate(incoming.headers)
         request = Request(method=incoming.method, path=incoming.path, query=incoming.query,
                           headers=incoming.headers, body=incoming.body,
-                          content_length=incoming.content_length, client=client,
-                          route=route.template, params=params, user=user)
+                          content_length=incoming.content_length, client=exchange.client,
+                          route=route.template, params=exchange.params, user=exchange.user,
+                          request_id=exchange.request_id, facts=exchange.facts)
+        if self.observer is not None:
+            self.observer.admit(exchange)
         return route.handler(request)
 
     def _check_rate(self, limiter: RateLimiter | None, client: str) -> None:

@@ -7,6 +7,7 @@ touch the socket, so a handler can be tested without a network.
 """
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
@@ -39,6 +40,10 @@ class Request:
     route: str                      # the matched path template, e.g. /patients/{patientId}
     params: dict[str, str]          # path parameters, percent-decoded
     user: dict | None               # the authenticated user on routes that require one, else None
+    request_id: str = ""            # X-Request-Id: follows the request through logs and the audit trail
+    # What only the handler learns and the audit event needs ("userId": whom a login was
+    # for, "resourceId": what a POST created). The one mutable part of a request.
+    facts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +57,11 @@ class Response:
 
 
 JSON_TYPE = "application/json; charset=utf-8"
+
+
+def new_request_id() -> str:
+    """A fresh X-Request-Id: 128 random bits in hex, unique without coordination."""
+    return secrets.token_hex(16)
 
 
 def encode_json(data: Any) -> bytes:

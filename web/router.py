@@ -39,6 +39,9 @@ class Route:
     auth: bool = False              # the request must carry a valid bearer token
     credentials: bool = False       # passwords are checked here: the stricter rate limit applies
     max_body: int | None = None     # the largest body accepted; None: the dispatcher's default
+    # What the route does to which kind of record, e.g. ("read", "Patient"): the audit
+    # trail records an event for every request to a route that says (handlers/audit.py).
+    audit: tuple[str, str] | None = None
 
 
 def compile_template(template: str) -> re.Pattern:
@@ -64,13 +67,14 @@ class Router:
         self._templates: dict[str, dict[str, _Template]] = {}
 
     def add(self, method: str, template: str, handler: Callable, *, auth: bool = False,
-            credentials: bool = False, max_body: int | None = None) -> None:
+            credentials: bool = False, max_body: int | None = None,
+            audit: tuple[str, str] | None = None) -> None:
         """Add a route. Its options are keyword parameters, so a misspelt one (`auht=True`)
         is a TypeError when the route table is built, never a route silently left open."""
         if not template.startswith("/") or PARAMETER.search(_first_segment(template)):
             raise ValueError(f"a template starts with / and a literal segment: {template!r}")
         route = Route(method, template, handler, compile_template(template),
-                      auth=auth, credentials=credentials, max_body=max_body)
+                      auth=auth, credentials=credentials, max_body=max_body, audit=audit)
         self.routes.append(route)
         by_template = self._templates.setdefault(_first_segment(template), {})
         routes = by_template.setdefault(template, _Template(route.pattern, {})).routes

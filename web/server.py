@@ -23,7 +23,7 @@ from socketserver import StreamRequestHandler, TCPServer
 from web.connections import ConnectionRegistry
 from web.http11 import (CONTINUE, IncompleteMessage, ProtocolError, RequestHead, RequestHeadReader,
                         response_has_body, response_head)
-from web.messages import IncomingRequest, Response
+from web.messages import IncomingRequest, Response, new_request_id
 from web.problems import ServiceUnavailable, problem_response
 
 SERVER_NAME = "MediTrack"       # the Server header: no version of Python or of us
@@ -47,9 +47,9 @@ def http_date() -> str:
     return _date[1]
 
 
-def encode_head(response: Response, keep_alive: bool) -> bytes:
+def encode_head(response: Response, keep_alive: bool, request_id: str) -> bytes:
     """The response's head with the headers every response carries."""
-    headers = [("Server", SERVER_NAME), ("Date", http_date()), *response.headers]
+    headers = [("Server", SERVER_NAME), ("Date", http_date()), ("X-Request-Id", request_id), *response.headers]
     present = {name.lower() for name, _ in response.headers}
     headers += [(name, value) for name, value in DEFAULT_HEADERS if name.lower() not in present]
     length = len(response.body) if isinstance(response.body, bytes) else response.content_length
@@ -179,35 +179,36 @@ class ConnectionHandler(StreamRequestHandler):
                           send_continue=self._send_continue if head.expects_continue else None,
                           # The body has its own deadline: a slow POST must not hold the thread.
                           on_start=partial(connections.reading_body, self.connection))
-        response, route = self.server.dispatch(IncomingRequest(
+        response, exchange = self.server.dispatch(IncomingRequest(
             method=head.method, path=head.path, query=head.query, headers=head.headers, body=body,
             content_length=head.content_length, peer=self.client_address[0]))
         # A 413 was refused for its size: reading the body now would defeat that.
         keep_alive = (head.keep_alive and response.status != 413 and not self.server.stopping
                       and body.finish())
         try:
-            self._send(response, head.method, keep_alive)
+            self._send(response, head.method, keep_alive, exchange.request_id)
         except OSError:
             return False
         connections.working(self.connection, False)
-        access_log.info("%s %s %d %.1fms", head.method, route, response.status,
-                        (time.perf_counter() - started) * 1000)
+        # The route's template, never the path itself: a path can hold what a client typed.
+        access_log.info("%s %s %d %.1fms %s", head.method, exchange.template, response.status,
+                        (time.perf_counter() - started) * 1000, exchange.request_id)
         # A server that is shutting down answers this request, then ends the connection.
         return keep_alive and not self.server.stopping
 
     def _answer_refusal(self, error: ProtocolError) -> None:
-        response = problem_response(error)
+        response, request_id = problem_response(error), new_request_id()
         try:
-            self._send(response, "-", keep_alive=False)
+            self._send(response, "-", False, request_id)
         except OSError:
             return
-        access_log.info("- - %d", response.status)
+        access_log.info("- - %d - %s", response.status, request_id)
 
     def _send_continue(self):
         self.wfile.write(CONTINUE)
 
-    def _send(self, response: Response, method: str, keep_alive: bool) -> None:
-        head, body = encode_head(response, keep_alive), response.body
+    def _send(self, response: Response, method: str, keep_alive: bool, request_id: str) -> None:
+        head, body = encode_head(response, keep_alive, request_id), response.body
         if not response_has_body(method, response.status):
             # RFC 9110 §9.3.2: HEAD gets GET's headers (Content-Length included) and no
             # body; sending one would be read as the start of the next response.
@@ -228,7 +229,7 @@ class MediTrackServer(ThreadingHTTPServer):
     """A thread per connection, never more than `max_connections` of them, a deep listen
     backlog, the dispatch function to call, and a shutdown that lets requests finish.
 
-    `dispatch(IncomingRequest)` returns the response and the route template that
+    `dispatch(IncomingRequest)` returns the response and the exchange (route template, request id) that
     answered it (for the access log)."""
 
     request_queue_size = 128  # socketserver's default of 5 drops connections in a burst
@@ -259,7 +260,7 @@ class MediTrackServer(ThreadingHTTPServer):
                                                        headers=(("Retry-After", "1"),)))
         try:
             connection.setblocking(False)
-            connection.send(encode_head(response, keep_alive=False) + response.body)
+            connection.send(encode_head(response, False, new_request_id()) + response.body)
         except OSError:
             pass
         super().shutdown_request(connection)

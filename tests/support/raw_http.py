@@ -118,4 +118,4 @@ def assert_still_serving(server) -> None:
     """A refusal must cost the client one connection, never the server its service."""
     response = exchange(server, http_request("GET", "/health"))
     assert response.status == 200
-    assert response.json() == {"status": "ok", "store": server.store.name}
+    assert response.json()["status"] == "ok" and response.json()["store"] == server.store.name

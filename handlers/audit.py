@@ -1,0 +1,125 @@
+"""The audit trail: who read, searched, changed or downloaded which record, and when.
+
+Events are recorded in one place. The request pipeline (`web/dispatch.py`) tells its
+observer, `AuditTrail`, about every request once its answer is decided, and every
+route that declares `audit=(action, resourceType)` in meditrack.py's route table gets
+exactly one event, whatever the outcome: a 200, another user's 403 on your patient,
+a 404, a 429. A route cannot forget to record: what it does is in its declaration.
+
+An event holds ids, an action, the status answered, a time, the client's address and
+the request id — never a name, a search term, a body, a filename or a token: nothing a
+patient could be identified by. Ids come from the path only when they have an id's
+shape, so a path like /patients/Jane%20Doe records nothing but the attempt.
+
+Who may read an event: the user who acted, and the owner of the patient it concerns,
+so another user's refused attempt on your patient shows in your audit as well as in
+theirs. A patient's owner never changes, so it is looked up once and remembered.
+
+Batching, the hash chain and what a crash can lose are in storage/audit.py.
+"""
+
+from handlers.inputs import object_id, query_int, query_value
+from handlers.patients import PatientRecords
+from storage.audit import AuditWriter
+from storage.base import Store
+from storage.errors import StoreError
+from storage.ids import is_object_id
+from web.dispatch import Exchange
+from web.messages import Request, Response, json_response
+from web.problems import BadRequest, ServiceUnavailable
+
+ACTIONS = ("create", "read", "update", "delete", "search", "download", "login", "login-failed", "refresh",
+           "logout", "password-change", "account-delete", "export")
+RESOURCE_TYPES = ("Patient", "Report", "Session", "Account", "Export")
+# An action that did not succeed is recorded under its own name where the contract has one.
+FAILED_ACTIONS = {"login": "login-failed"}
+# The path parameter that names the record a route acts on, by resource type.
+ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId"}
+KNOWN_OWNERS = 10_000  # patient id → owner id pairs remembered (about 1.5 MB)
+MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 100, 20
+
+
+class AuditTrail:
+    """The pipeline's observer: turns each audited request into an event for the writer."""
+
+    def __init__(self, store: Store, writer: AuditWriter):
+        self.store = store
+        self.writer = writer
+        self._owners: dict[str, str] = {}
+
+    def admit(self, exchange: Exchange) -> None:
+        # NOTE: fail closed. While the store cannot take events and the queue is full,
+        # serving patient data would leave no trace of who saw it: refuse instead.
+        if exchange.route.audit is not None and self.writer.full:
+            raise ServiceUnavailable("the audit trail cannot record this request now; retry shortly",
+                                     headers=(("Retry-After", "5"),))
+
+    def answered(self, exchange: Exchange, status: int) -> None:
+        if exchange.route is None or exchange.route.audit is None:
+            return
+        action, resource_type = exchange.route.audit
+        if status >= 400:
+            action = FAILED_ACTIONS.get(action, action)
+        facts = exchange.facts
+        user_id = exchange.user["id"] if exchange.user else facts.get("userId")
+        resource_id = facts.get("resourceId") or id_parameter(exchange, ID_PARAMETERS.get(resource_type))
+        if resource_type == "Account":
+            resource_id = resource_id or user_id
+        patient_id = id_parameter(exchange, "patientId") or (resource_id if resource_type == "Patient" else None)
+        self.writer.record({
+            "action": action, "outcome": status, "userId": user_id,
+            "clientAddress": exchange.client or exchange.incoming.peer, "requestId": exchange.request_id,
+            "resourceType": resource_type, "resourceId": resource_id, "patientId": patient_id,
+            "ownerId": self.owner_of(patient_id) if patient_id else None})
+
+    def owner_of(self, patient_id: str) -> str | None:
+        """Who owns the patient (None if no one does, or the store cannot say now)."""
+        owner = self._owners.get(patient_id)
+        if owner is None:
+            try:
+                owner = self.store.patient_owner(patient_id)
+            except StoreError:
+                return None  # the event is still recorded; only its owner will not see it
+            if owner is not None:
+                if len(self._owners) >= KNOWN_OWNERS:
+                    self._owners.clear()
+                self._owners[patient_id] = owner
+        return owner
+
+
+def check_declarations(routes) -> None:
+    """Stop start-up on a route that declares an action or resource type the contract lacks."""
+    for route in routes:
+        if route.audit is not None and (route.audit[0] not in ACTIONS or route.audit[1] not in RESOURCE_TYPES):
+            raise ValueError(f"{route.method} {route.template}: unknown audit declaration {route.audit!r}")
+
+
+def id_parameter(exchange: Exchange, name: str | None) -> str | None:
+    """A path parameter if it has an id's shape (anything else could be a name)."""
+    value = exchange.params.get(name) if name else None
+    return value if is_object_id(value) else None
+
+
+def list_events(trail: AuditTrail, request: Request) -> Response:
+    """GET /audit: the events of the user's account and of their patients, newest first."""
+    patient_id = query_value(request, "patientId")
+    return _page(trail, request, None if patient_id is None else object_id(patient_id, "patientId"))
+
+
+def patient_events(trail: AuditTrail, records: PatientRecords, request: Request) -> Response:
+    """GET /patients/{patientId}/audit: one patient's events (403/404 as for the patient)."""
+    return _page(trail, request, records.owned_patient(request)["id"])
+
+
+def _page(trail: AuditTrail, request: Request, patient_id: str | None) -> Response:
+    limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    cursor = query_value(request, "cursor")
+    if cursor is not None:
+        cursor = object_id(cursor, "cursor")  # the id of the last event of the previous page
+    action = query_value(request, "action")
+    if action is not None and action not in ACTIONS:
+        raise BadRequest(f"action must be one of: {', '.join(ACTIONS)}")
+    events = trail.store.list_audit(request.user["id"], limit=limit + 1, before=cursor,
+                                    patient_id=patient_id, action=action)
+    page = events[:limit]
+    return json_response({"items": page, "nextCursor": page[-1]["id"] if len(events) > limit else None})

@@ -1,0 +1,224 @@
+"""The audit trail's writer and its hash chain: events in, batches to the store.
+
+A request never waits for its audit event to reach the disk. `AuditWriter.record`
+puts the event on a queue and returns; one writer thread takes whatever has queued,
+links each event into this process's hash chain, and hands the batch to the store,
+which commits it in one transaction (SQLite: one sync for the whole batch; MongoDB:
+one `insert_many`). That is group commit: a hundred reads a moment apart cost one
+sync, not a hundred.
+
+What a crash can lose: the writer waits at most half of `flush_interval` for a batch
+to fill, then commits it, so an event is on disk within about `flush_interval` of
+being recorded (`MEDITRACK_AUDIT_FLUSH_MS`, 50 ms by default). `kill -9` loses the
+events of that last moment and nothing older; a graceful stop (`close`) commits every
+queued event first. If the store refuses a batch (it is down, the disk is full), the
+batch is kept and retried with a growing pause, and new events wait behind it, up to
+`MAX_BACKLOG`; while the queue is full the request pipeline refuses audited requests
+with 503 rather than serve patient data it cannot record (`handlers/audit.py`).
+
+The hash chain makes tampering visible. Every event carries
+`hash = SHA-256(previous event's hash ‖ canonical JSON of this event)`, the first
+event's "previous hash" being `GENESIS`; changing, removing or inserting one event
+breaks the hash of the next one. One chain per writer, i.e. per process: a single
+global chain would need every process, on every machine, to agree on "the previous
+event" before writing one — a lock across the cluster on every request. Instead each
+process starts its own chain (its id is a fresh ObjectId) and the store keeps each
+chain's head (last sequence number and hash), so deleting the newest events of a
+chain is caught too. `verify_chains` walks them all (`python meditrack.py verify-audit`).
+
+What the chain cannot do: someone who can rewrite the database can rewrite a whole
+chain from the altered event onwards, recomputing every hash. Copying the chain heads
+somewhere else (they are printed by verify-audit) is what catches that.
+"""
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Iterable
+
+from storage.base import Store, utc_timestamp
+from storage.errors import StoreError
+from storage.ids import new_id
+
+GENESIS = "0" * 64                  # the "previous hash" of a chain's first event
+MAX_BACKLOG = 50_000                 # events that may wait for the store before requests are refused
+MAX_BATCH = 1_000                    # events per commit when a backlog drains
+MAX_RETRY_PAUSE = 2.0                # seconds between attempts while the store refuses events
+PURGE_INTERVAL = 3600                # seconds between purges of events older than the retention
+DAY = 86_400
+
+# An event as the store keeps it. Every field but `hash` goes into the hash; `ownerId`
+# (whose patient it was) decides who may read the event and is never shown.
+PUBLIC_FIELDS = ("id", "recorded", "action", "outcome", "userId", "clientAddress", "requestId",
+                 "resourceType", "resourceId", "patientId", "hash")
+STORED_FIELDS = PUBLIC_FIELDS + ("ownerId", "chain", "sequence")
+
+log = logging.getLogger("meditrack.audit")
+
+
+def canonical_json(event: dict) -> bytes:
+    """The one byte string an event hashes to: keys sorted, no spaces, UTF-8.
+
+    For events (strings, integers and nulls under ASCII keys) this is exactly the JSON
+    Canonicalization Scheme of RFC 8785, so anyone can recompute a hash in any language.
+    """
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def chain_hash(previous_hash: str, event: dict) -> str:
+    """SHA-256(previous hash ‖ canonical JSON of every field of the event but `hash`)."""
+    content = {name: value for name, value in event.items() if name != "hash"}
+    return hashlib.sha256(previous_hash.encode("ascii") + canonical_json(content)).hexdigest()
+
+
+class AuditWriter:
+    """Queues events, links them into this process's chain, and commits them in batches."""
+
+    def __init__(self, store: Store, *, flush_interval: float = 0.05, retention_days: int = 2190,
+                 clock=time.time, max_backlog: int = MAX_BACKLOG):
+        self.store = store
+        self.flush_interval = flush_interval
+        self.retention = retention_days * DAY
+        self.clock = clock
+        self.max_backlog = max_backlog
+        self.chain = new_id(clock)   # this process's chain
+        self.dropped = 0             # events refused because the queue was full
+        self._sequence, self._last_hash = 0, GENESIS
+        self._queue: deque[dict] = deque()
+        self._unsaved: list[dict] = []   # a chained batch the store has not taken yet
+        self._wake = threading.Condition()
+        self._closing = False
+        self._next_purge = 0.0
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    # -- the request side ------------------------------------------------------------
+    def record(self, event: dict) -> None:
+        """Queue an event (the fields of PUBLIC_FIELDS but id and hash, plus ownerId); it
+        gets its id and time now, its place in the chain when the writer takes it."""
+        event = {"id": new_id(self.clock), "recorded": utc_timestamp(self.clock()), **event}
+        with self._wake:
+            if len(self._queue) + len(self._unsaved) >= self.max_backlog:
+                self.dropped += 1
+                log.error("audit backlog full: an event was dropped (%d so far)", self.dropped)
+                return
+            self._queue.append(event)
+            if len(self._queue) == 1:
+                self._wake.notify()
+
+    @property
+    def backlog(self) -> int:
+        """Events recorded but not yet committed."""
+        return len(self._queue) + len(self._unsaved)
+
+    @property
+    def full(self) -> bool:
+        return self.backlog >= self.max_backlog
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Commit every queued event, then stop; False if the store refused them until
+        `timeout` passed (they are lost, and the log says how many)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive() or self.backlog:
+            log.error("audit writer stopped with %d events not committed", self.backlog)
+            return False
+        return True
+
+    # -- the writer thread -----------------------------------------------------------
+    def _run(self) -> None:
+        pause = self.flush_interval
+        while True:
+            self._purge_if_due()
+            with self._wake:
+                if not (self._queue or self._unsaved or self._closing):
+                    self._wake.wait(self._until_purge())  # record() wakes us
+                    continue
+                if not self._closing and not self._unsaved:
+                    # Group commit: wait a moment for company, so one sync carries many events.
+                    self._wake.wait(self.flush_interval / 2)
+                if not self._unsaved:
+                    self._unsaved = self._chained(self._take(MAX_BATCH))
+                if not self._unsaved:
+                    return  # closing, and nothing is left
+                batch = self._unsaved
+            try:
+                self.store.append_audit(self.chain, batch)
+            except Exception as exc:
+                # Kept for the next attempt (appending a batch twice stores it once);
+                # new events queue behind it. On close, we retry until close's timeout.
+                if not isinstance(exc, StoreError):
+                    log.exception("unexpected error appending audit events")
+                log.warning("the store refused %d audit events; retrying in %.2f s", len(batch), pause)
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
+                continue
+            with self._wake:
+                self._unsaved = []
+            pause = self.flush_interval
+
+    def _take(self, limit: int) -> list[dict]:
+        batch = []
+        while self._queue and len(batch) < limit:
+            batch.append(self._queue.popleft())
+        return batch
+
+    def _chained(self, events: Iterable[dict]) -> list[dict]:
+        chained = []
+        for event in events:
+            self._sequence += 1
+            event = {**event, "chain": self.chain, "sequence": self._sequence}
+            event["hash"] = self._last_hash = chain_hash(self._last_hash, event)
+            chained.append(event)
+        return chained
+
+    def _until_purge(self) -> float:
+        return max(0.0, min(self._next_purge - self.clock(), PURGE_INTERVAL))
+
+    def _purge_if_due(self) -> None:
+        """Delete events past the retention period (HIPAA keeps documentation six years)."""
+        if self.clock() < self._next_purge:
+            return
+        self._next_purge = self.clock() + PURGE_INTERVAL
+        try:
+            self.store.purge_audit(utc_timestamp(self.clock() - self.retention))
+        except StoreError:
+            log.warning("the audit purge failed; it is tried again in an hour")
+
+
+class ChainBroken(Exception):
+    """verify_chains found an event that was altered, removed or inserted."""
+
+
+def verify_chains(store: Store) -> tuple[int, int]:
+    """Walk every chain in the store; (chains, events) if all hold, else ChainBroken
+    naming the first event where one breaks."""
+    heads = {head["chain"]: head for head in store.audit_chains()}
+    chains = set(heads)
+    total = 0
+    for chain in sorted(store.audit_chain_ids() | chains):
+        head = heads.get(chain)
+        if head is None:
+            raise ChainBroken(f"chain {chain} has events but no head: they were inserted")
+        expected, previous_hash, last = head["firstSequence"], head["previousHash"], None
+        for event in store.audit_events(chain):
+            if event["sequence"] < expected:
+                continue  # older than the retention cut, being purged
+            where = f"event {event['id']} (chain {chain}, sequence {event['sequence']})"
+            if event["sequence"] != expected:
+                raise ChainBroken(f"{where}: the event with sequence {expected} before it was removed")
+            if chain_hash(previous_hash, event) != event["hash"]:
+                raise ChainBroken(f"{where}: altered, or inserted in place of the real one")
+            previous_hash, expected, last = event["hash"], expected + 1, event
+            total += 1
+        if expected <= head["lastSequence"]:
+            after = f"after event {last['id']}" if last else "from its start"
+            raise ChainBroken(f"chain {chain}: events {after} up to sequence {head['lastSequence']} were removed")
+        if last is not None and last["sequence"] == head["lastSequence"] and last["hash"] != head["lastHash"]:
+            raise ChainBroken(f"chain {chain}: its head does not match event {last['id']}")
+    return len(chains), total

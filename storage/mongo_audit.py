@@ -1,0 +1,96 @@
+"""The MongoDB store's audit trail: an append-only `audit` collection and each chain's head.
+
+`MongoAudit` is mixed into `MongoStore` (storage/mongo.py) and works through its
+collections and error translation. Documents:
+
+    audit        {_id: the event's id, <every other field of STORED_FIELDS>}
+    auditChains  {_id: the chain's id, firstSequence, previousHash, lastSequence, lastHash}
+
+Events are only inserted (never updated), so nothing here depends on an update's
+isolation, which a compatible server may not give (see storage/mongo_accounts.py).
+A batch is one `insert_many`; the head moves after it. MongoDB has no transaction
+across the two here, so a crash between them leaves events past the head: verify-audit
+accepts those when they chain on correctly (the head says how far the chain at least
+reaches; it is what catches the newest events being deleted).
+"""
+
+import pymongo
+from bson import ObjectId
+from pymongo.errors import BulkWriteError
+
+from storage.audit import GENESIS, PUBLIC_FIELDS, STORED_FIELDS
+from storage.errors import Unavailable
+
+DUPLICATE_KEY = 11000
+HEAD_FIELDS = ("firstSequence", "previousHash", "lastSequence", "lastHash")
+
+
+class MongoAudit:
+    def _create_audit_indexes(self) -> None:
+        self._audit.create_index([("chain", 1), ("sequence", 1)], unique=True, name="audit_by_chain")
+        # Who may read an event: the user who acted, and the owner of the patient acted on.
+        self._audit.create_index([("userId", 1), ("_id", -1)], name="audit_by_user")
+        self._audit.create_index([("ownerId", 1), ("_id", -1)], name="audit_by_owner")
+        self._audit.create_index([("patientId", 1), ("_id", -1)], name="audit_by_patient")
+
+    def append_audit(self, chain, events):
+        documents = [{"_id": ObjectId(event["id"]), **{name: event[name] for name in STORED_FIELDS if name != "id"}}
+                     for event in events]
+        with self._errors_translated():
+            try:
+                # ordered=False: after a failure half-way, a retry inserts the rest and
+                # the events already stored only collide on their _id.
+                self._audit.insert_many(documents, ordered=False)
+            except BulkWriteError as exc:
+                if any(error["code"] != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                    raise Unavailable("the database did not take the audit events") from exc
+            last = events[-1]
+            self._audit_chains.update_one(
+                {"_id": chain},
+                {"$setOnInsert": {"firstSequence": 1, "previousHash": GENESIS},
+                 "$set": {"lastSequence": last["sequence"], "lastHash": last["hash"]}},
+                upsert=True)
+
+    def list_audit(self, viewer_id, *, limit, before=None, patient_id=None, action=None):
+        criteria = {"$or": [{"userId": viewer_id}, {"ownerId": viewer_id}]}
+        if before is not None:
+            criteria["_id"] = {"$lt": ObjectId(before)}
+        if patient_id is not None:
+            criteria["patientId"] = patient_id
+        if action is not None:
+            criteria["action"] = action
+        projection = {name: 1 for name in PUBLIC_FIELDS if name != "id"}
+        with self._errors_translated():
+            documents = self._audit.find(criteria, projection).sort("_id", pymongo.DESCENDING).limit(limit)
+            return [_event_from_document(document, PUBLIC_FIELDS) for document in documents]
+
+    def audit_chains(self):
+        with self._errors_translated():
+            return [{"chain": document["_id"], **{name: document[name] for name in HEAD_FIELDS}}
+                    for document in self._audit_chains.find()]
+
+    def audit_chain_ids(self):
+        with self._errors_translated():
+            return set(self._audit.distinct("chain"))
+
+    def audit_events(self, chain):
+        with self._errors_translated():
+            for document in self._audit.find({"chain": chain}).sort("sequence", pymongo.ASCENDING):
+                yield _event_from_document(document, STORED_FIELDS)
+
+    def purge_audit(self, recorded_before):
+        with self._errors_translated():
+            for head in self.audit_chains():
+                newest = self._audit.find_one({"chain": head["chain"], "recorded": {"$lt": recorded_before}},
+                                              sort=[("sequence", pymongo.DESCENDING)])
+                if newest is None:
+                    continue
+                # The chain's start moves first: a crash before the delete leaves old
+                # events that verify-audit skips, never a chain that seems cut.
+                self._audit_chains.update_one({"_id": head["chain"]}, {"$set": {
+                    "firstSequence": newest["sequence"] + 1, "previousHash": newest["hash"]}})
+                self._audit.delete_many({"chain": head["chain"], "sequence": {"$lte": newest["sequence"]}})
+
+
+def _event_from_document(document, fields) -> dict:
+    return {name: str(document["_id"]) if name == "id" else document.get(name) for name in fields}
