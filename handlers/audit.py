@@ -119,6 +119,8 @@ def _page(trail: AuditTrail, request: Request, patient_id: str | None) -> Respon
     action = query_value(request, "action")
     if action is not None and action not in ACTIONS:
         raise BadRequest(f"action must be one of: {', '.join(ACTIONS)}")
+    # The events of requests answered a moment ago may still be queued: commit them first.
+    trail.writer.flush()
     events = trail.store.list_audit(request.user["id"], limit=limit + 1, before=cursor,
                                     patient_id=patient_id, action=action)
     page = events[:limit]

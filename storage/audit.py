@@ -89,8 +89,11 @@ class AuditWriter:
         self._sequence, self._last_hash = 0, GENESIS
         self._queue: deque[dict] = deque()
         self._unsaved: list[dict] = []   # a chained batch the store has not taken yet
-        self._wake = threading.Condition()
+        self._wake = threading.Condition()                 # the writer waits on it for events
+        self._done = threading.Condition(self._wake._lock)  # flush() waits on it for commits
+        self._accepted = self._committed = 0               # events queued / stored, ever
         self._closing = False
+        self._hurry = False   # someone is waiting in flush(): commit without waiting for company
         self._next_purge = 0.0
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -106,6 +109,7 @@ class AuditWriter:
                 log.error("audit backlog full: an event was dropped (%d so far)", self.dropped)
                 return
             self._queue.append(event)
+            self._accepted += 1
             if len(self._queue) == 1:
                 self._wake.notify()
 
@@ -117,6 +121,16 @@ class AuditWriter:
     @property
     def full(self) -> bool:
         return self.backlog >= self.max_backlog
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until every event recorded before this call is committed (GET /audit
+        calls it, so a user's audit shows the request they made a moment ago); False
+        if the store has not taken them within `timeout`."""
+        with self._wake:
+            target = self._accepted
+            self._hurry = True
+            self._wake.notify()
+            return self._done.wait_for(lambda: self._committed >= target, timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Commit every queued event, then stop; False if the store refused them until
@@ -139,10 +153,10 @@ class AuditWriter:
                 if not (self._queue or self._unsaved or self._closing):
                     self._wake.wait(self._until_purge())  # record() wakes us
                     continue
-                if not self._closing and not self._unsaved:
-                    # Group commit: wait a moment for company, so one sync carries many events.
-                    self._wake.wait(self.flush_interval / 2)
                 if not self._unsaved:
+                    # Group commit: wait a moment for company, so one sync carries many events.
+                    self._wake.wait_for(lambda: self._closing or self._hurry, self.flush_interval / 2)
+                    self._hurry = False
                     self._unsaved = self._chained(self._take(MAX_BATCH))
                 if not self._unsaved:
                     return  # closing, and nothing is left
@@ -160,6 +174,8 @@ class AuditWriter:
                 continue
             with self._wake:
                 self._unsaved = []
+                self._committed += len(batch)
+                self._done.notify_all()
             pause = self.flush_interval
 
     def _take(self, limit: int) -> list[dict]:

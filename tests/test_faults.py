@@ -25,20 +25,16 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from contextlib import closing
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 import pytest
 import requests
 
-from bench.processes import launch_meditrack
-from tests.support.api import TEST_SECRET, ApiClient
-from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
+from tests.support.api import ApiClient
+from tests.support.deployment import PROCESS_EXIT, Deployment, MediTrackProcess
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import MULTIPART, file_part, multipart
@@ -48,96 +44,12 @@ KiB, MiB = 1024, 1024 * 1024
 WRITERS = 6                  # client threads writing at once
 KILL_AFTER = 60              # acknowledged writes before the kill -9
 ACKNOWLEDGED_IN_TIME = 60.0  # seconds those writes may take
-PROCESS_EXIT = 15.0          # seconds any process may take to stop when told to
 # The graceful tests check that the server stops *before* its grace period runs out
 # (it did not wait for what it had no need to wait for), on a real clock in another
 # process. A long grace makes those bounds generous for a loaded CI machine, and costs
 # nothing when the server works: it never waits the grace out.
 GRACE = 30                   # MEDITRACK_SHUTDOWN_GRACE for the graceful tests
 SOCKET_TIMEOUT = GRACE / 2   # our sockets' timeout: what "at once" may take, well short of GRACE
-
-
-# -- a MediTrack process -------------------------------------------------------------------
-
-@dataclass
-class MediTrackProcess:
-    """A running `python meditrack.py`, its address, and every line of its stderr."""
-    process: subprocess.Popen
-    host: str
-    port: int
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stderr_text(self) -> str:
-        return "".join(self.log)
-
-
-def read_lines_into(stream, lines: list[str]) -> None:
-    # NOTE: the server logs a line per request to stderr; an unread pipe fills up
-    # (64 KiB) and would block the server, so a thread keeps reading it.
-    for line in stream:
-        lines.append(line)
-    stream.close()
-
-
-class Deployment:
-    """One data directory (and, for MongoDB, one database) that MediTrack processes
-    start on one after another, and that this process can open as a store between them."""
-
-    def __init__(self, data_dir: Path, store_kind: str):
-        self.data_dir = data_dir
-        self.store_kind = store_kind
-        self.mongodb_uri = fresh_mongodb_uri() if store_kind == "mongodb" else None
-        self.processes: list[MediTrackProcess] = []
-
-    def start(self, **env: str) -> MediTrackProcess:
-        process, url = launch_meditrack(self.data_dir, {
-            "MONGODB_URI": self.mongodb_uri or "", "MEDITRACK_BCRYPT_ROUNDS": "4", "MEDITRACK_RATE_LIMIT": "0",
-            "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_JWT_SECRET": TEST_SECRET.decode("ascii"), **env})
-        address = urlsplit(url)
-        started = MediTrackProcess(process, address.hostname, address.port)
-        threading.Thread(target=read_lines_into, args=(process.stderr, started.log), daemon=True).start()
-        self.processes.append(started)
-        return started
-
-    def open_store(self):
-        """The store, opened here on the same data: its start-up sweep runs now."""
-        if self.store_kind == "mongodb":
-            from storage.mongo import SWEEP_MIN_AGE, MongoStore
-            later = SWEEP_MIN_AGE.total_seconds() + 60  # so every leftover is old enough to sweep
-            return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later)
-        from storage.sqlite import SQLiteStore
-        return SQLiteStore(self.data_dir)
-
-    @property
-    def temp_dir(self) -> Path:
-        return self.data_dir / "reports" / "tmp"
-
-    def report_ids_before_sweep(self) -> set[str]:
-        """The ids of all report bytes as they lie, committed or not, read without
-        opening a store (which would sweep): what a crash or a cut-off left."""
-        if self.store_kind == "mongodb":
-            import pymongo
-            with pymongo.MongoClient(self.mongodb_uri, serverSelectionTimeoutMS=5000) as client:
-                database = client.get_default_database()
-                files = database["reports.files"].distinct("_id")
-                chunks = database["reports.chunks"].distinct("files_id")
-            return {str(file_id) for file_id in files + chunks}
-        reports_dir = self.data_dir / "reports"
-        # A temp file's name starts with its report id (storage/sqlite.py).
-        return ({path.name[:24] for path in self.temp_dir.iterdir()}
-                | {path.name for path in reports_dir.iterdir() if path.is_file()})
-
-    def clean_up(self) -> None:
-        for started in self.processes:
-            if started.process.poll() is None:
-                started.process.kill()
-            started.process.wait(timeout=PROCESS_EXIT)
-        if self.mongodb_uri:
-            drop_mongodb_database(self.mongodb_uri)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ CONTRACT_ROUTES = {
     ("get", "/patients/{patientId}"), ("put", "/patients/{patientId}"), ("delete", "/patients/{patientId}"),
     ("get", "/patients/{patientId}/reports"), ("post", "/patients/{patientId}/reports"),
     ("get", "/patients/{patientId}/reports/{reportId}"), ("delete", "/patients/{patientId}/reports/{reportId}"),
+    ("get", "/audit"), ("get", "/patients/{patientId}/audit"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
 }
 PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),
@@ -155,7 +156,7 @@ def test_every_operation_has_an_id_a_summary_and_a_tag(spec):
     operation_ids = []
     for method, path, operation in operations(spec):
         assert operation.get("summary"), (method, path)
-        assert operation.get("tags") and operation["tags"][0] in {"auth", "patients", "reports", "service"}
+        assert operation.get("tags") and operation["tags"][0] in {"auth", "patients", "reports", "audit", "service"}
         operation_ids.append(operation["operationId"])
     assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
 

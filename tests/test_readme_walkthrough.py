@@ -19,6 +19,8 @@ MASKS = [
     (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"), "<time>"),
     (re.compile(r"^Date: .*$", re.MULTILINE), "Date: <date>"),
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<request-id>"),
+    (re.compile(r'"hash":"[0-9a-f]{64}"'), '"hash":"<hash>"'),
 ]
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 

@@ -70,6 +70,8 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_SHUTDOWN_GRACE", "3", "shutdown_grace", 3),
     ("MEDITRACK_REFUSAL_DELAY", "2", "refusal_delay", 2),
     ("MEDITRACK_MIN_BODY_RATE", "4096", "min_body_rate", 4096),
+    ("MEDITRACK_AUDIT_FLUSH_MS", "20", "audit_flush_ms", 20),
+    ("MEDITRACK_AUDIT_RETENTION_DAYS", "30", "audit_retention_days", 30),
 ]
 
 
@@ -116,6 +118,8 @@ def test_jwt_secret_length_is_counted_in_utf8_bytes():
     ("MEDITRACK_SHUTDOWN_GRACE", 0, 3600),
     ("MEDITRACK_REFUSAL_DELAY", 0, 60),
     ("MEDITRACK_MIN_BODY_RATE", 1, 2**30),
+    ("MEDITRACK_AUDIT_FLUSH_MS", 2, 60_000),
+    ("MEDITRACK_AUDIT_RETENTION_DAYS", 1, 36500),
 ])
 def test_integer_settings_accept_both_ends_of_their_range(variable, lowest, highest):
     field = settings_module.ENVIRONMENT[variable][0]

@@ -27,3 +27,40 @@ def user_row_exists(store: Store, user_id: str) -> bool:
             return db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
     from bson import ObjectId
     return store._users.count_documents({"_id": ObjectId(user_id)}) > 0
+
+
+def tamper_with_audit(store: Store, how: str, event: dict) -> None:
+    """Change the audit trail the way someone with the database in hand could, beneath
+    the interface (which offers no way to): "edit" an event's outcome (one more), "delete" it, or
+    "insert" `event` as a new one."""
+    if store.name == "sqlite":
+        from storage.sqlite_audit import COLUMNS
+        with store._connection() as db:
+            if how == "edit":
+                db.execute("UPDATE audit SET outcome = outcome + 1 WHERE id = ?", (event["id"],))
+            elif how == "delete":
+                db.execute("DELETE FROM audit WHERE id = ?", (event["id"],))
+            else:
+                db.execute(f"INSERT INTO audit ({', '.join(COLUMNS.values())}) VALUES "
+                           f"({', '.join('?' * len(COLUMNS))})", tuple(event[name] for name in COLUMNS))
+        return
+    from bson import ObjectId
+    if how == "edit":
+        store._audit.update_one({"_id": ObjectId(event["id"])}, {"$inc": {"outcome": 1}})
+    elif how == "delete":
+        store._audit.delete_one({"_id": ObjectId(event["id"])})
+    else:
+        store._audit.insert_one({"_id": ObjectId(event["id"]), **{k: v for k, v in event.items() if k != "id"}})
+
+
+def renumber_audit_chain(store: Store, chain: str, from_sequence: int) -> None:
+    """Shift a chain's events from `from_sequence` on up by one, making room for an insert."""
+    if store.name == "sqlite":
+        with store._connection() as db:
+            # Two steps, so the unique (chain, sequence) index never sees two at once.
+            db.execute("UPDATE audit SET sequence = -sequence - 1 WHERE chain = ? AND sequence >= ?",
+                       (chain, from_sequence))
+            db.execute("UPDATE audit SET sequence = -sequence WHERE chain = ? AND sequence < 0", (chain,))
+        return
+    for document in store._audit.find({"chain": chain, "sequence": {"$gte": from_sequence}}).sort("sequence", -1):
+        store._audit.update_one({"_id": document["_id"]}, {"$set": {"sequence": document["sequence"] + 1}})
