@@ -44,3 +44,30 @@ def test_an_outage_gives_503s_and_service_resumes_without_a_restart(tmp_path):
     finally:
         server.stop()
         ferretdb.stop()
+
+
+def test_audit_events_of_an_outage_are_recorded_once_it_is_back_and_none_twice(tmp_path):
+    ferretdb = FerretDB(Path(os.environ["MEDITRACK_FERRETDB_BIN"]), tmp_path / "ferretdb").start()
+    server = LiveServer(tmp_path / "data", "mongodb", mongodb_uri=ferretdb.uri + "auditoutage")
+    try:
+        client = ApiClient(server.url).register_and_login()
+        patient = client.post("/patients", json=PATIENT).json()
+        ferretdb.stop()
+        # Requests are still answered (503: the record itself is out of reach), and each
+        # leaves an event that waits in the writer's queue.
+        during = [client.get(f"/patients/{patient['id']}", timeout=30) for _ in range(3)]
+        assert all(response.status_code == 503 for response in during)
+        assert client.get("/health", timeout=30).status_code == 503
+        assert server.audit_writer.backlog >= 3
+
+        ferretdb.start()
+        assert server.audit_writer.flush(timeout=RECOVERY), "the queued events were not committed"
+        assert server.audit_writer.dropped == 0
+        stored = [event["requestId"] for chain in server.store.audit_chain_ids()
+                  for event in server.store.audit_events(chain)]
+        for response in during:
+            assert stored.count(response.headers["X-Request-Id"]) == 1
+        assert len(stored) == len(set(stored))
+    finally:
+        server.stop()
+        ferretdb.stop()
