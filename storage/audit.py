@@ -106,7 +106,8 @@ class AuditWriter:
         with self._wake:
             if len(self._queue) + len(self._unsaved) >= self.max_backlog:
                 self.dropped += 1
-                log.error("audit backlog full: an event was dropped (%d so far)", self.dropped)
+                if self.dropped % 1000 == 1:  # the first, then one line per thousand: no log flood
+                    log.error("audit backlog full: events are being dropped (%d so far)", self.dropped)
                 return
             self._queue.append(event)
             self._accepted += 1

@@ -140,7 +140,10 @@ class Dispatcher:
                 error_log.exception("unhandled error in %s %s", incoming.method, exchange.template)
             response = problem_response(exc, self.statuses)
         if self.observer is not None:
-            self.observer.answered(exchange, response.status)
+            try:
+                self.observer.answered(exchange, response.status)
+            except Exception:  # the answer stands; the failure is in the log for someone to fix
+                error_log.exception("the observer failed on %s %s", incoming.method, exchange.template)
         return response, exchange
 
     def _handle(self, exchange: Exchange) -> Response:
