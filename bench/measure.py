@@ -26,7 +26,7 @@ PASSWORD = "bench password 1"
 
 def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: float = 4, env=None) -> dict:
     """One wrk run: requests/s and latency percentiles (ms), non-2xx/3xx count."""
-    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     if script:
         command += ["-s", str(BENCH / script)]
     output = subprocess.run(command + [url], capture_output=True, text=True, env={**os.environ, **(env or {})},
