@@ -42,20 +42,15 @@ def start(root: Path, data_dir: Path):
     return process, f"{url}/patients/{patient['id']}", token
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("other", type=Path, help="the other checkout (its meditrack.py is started)")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=4)
-    arguments = parser.parse_args()
-    checkouts = {"this": ROOT, "other": arguments.other.resolve()}
+def side_by_side(checkouts: dict[str, Path], *, rounds: int, seconds: float) -> dict[str, list[float]]:
+    """Each checkout's server, read with wrk in turn, round by round: requests/s per round."""
     with tempfile.TemporaryDirectory(prefix="meditrack-compare-") as data:
         servers = {name: start(root, Path(data) / name) for name, root in checkouts.items()}
         rates = {name: [] for name in servers}
         try:
-            for _ in range(arguments.rounds):
+            for _ in range(rounds):
                 for name, (_, url, token) in servers.items():
-                    run = wrk(url, script="bearer.lua", seconds=arguments.seconds, env={"BENCH_TOKEN": token})
+                    run = wrk(url, script="bearer.lua", seconds=seconds, env={"BENCH_TOKEN": token})
                     if run["non2xx"]:
                         raise RuntimeError(f"{name}: {run['non2xx']} requests failed")
                     rates[name].append(run["rps"])
@@ -63,6 +58,17 @@ def main() -> int:
             for process, _, _ in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
+    return rates
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("other", type=Path, help="the other checkout (its meditrack.py is started)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=4)
+    arguments = parser.parse_args()
+    checkouts = {"this": ROOT, "other": arguments.other.resolve()}
+    rates = side_by_side(checkouts, rounds=arguments.rounds, seconds=arguments.seconds)
     for name, root in checkouts.items():
         print(f"{name:5} {root}: " + ", ".join(f"{rate:,.0f}" for rate in rates[name])
               + f" requests/s; median {statistics.median(rates[name]):,.0f}")

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import sqlite3
 import subprocess
 import sys
@@ -32,10 +33,14 @@ from bench.measure import (MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  
                            loopback_copy_mb_per_second, multipart_body, rss_during_uploads, wait_for_port, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
+from bench.compare import side_by_side  # noqa: E402
 from bench.soak import start_server  # noqa: E402
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results.json"
+# The last commit before the audit trail: its row compares the authenticated read with
+# every request audited against the same read on this commit, side by side.
+AUDIT_BASELINE = "0758290"
 USER = "bench"
 PATIENT = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10", "gender": "female",
            "email": "ada@example.org", "allergies": ["penicillin"], "notes": "Benchmark patient."}
@@ -200,6 +205,11 @@ def print_table(results: dict) -> None:
     versus("GET /patients/{id}", "get_patient", "≥ 0.50, p99 ≤ 25 ms")
     versus("GET /patients?limit=20", "list_patients", "≥ 0.35")
     versus("POST /patients", "create_patient")
+    baseline = results.get("audit_baseline")
+    if baseline:
+        rows.append(("GET /patients/{id}, audited, vs before the audit trail", f"{baseline['rps']:,.0f}/s",
+                     f"{baseline['before_rps']:,.0f}/s", f"{baseline['ratio']:.2f}",
+                     f"median of {len(baseline['rounds']['this'])} rounds, at {AUDIT_BASELINE}", "≥ 0.90"))
     scaling = embedded["list_scaling"]
     rows.append(("list p50: 100,000 vs 1,000 patients", f"{scaling['large']['p50']:.1f} ms",
                  f"{scaling['small']['p50']:.1f} ms", f"{scaling['p50_ratio']:.2f}", "(1,000,000 other rows)",
@@ -242,6 +252,7 @@ def main() -> None:
         wait_for_port(port)
         ceiling_url = f"http://127.0.0.1:{port}/"
         results["sqlite"] = run_embedded(ceiling_url, rounds, seconds, huge)
+        results["audit_baseline"] = run_against_baseline(rounds + 1, seconds)
         if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
             results["mongodb"] = run_mongodb(ceiling_url, os.environ["MEDITRACK_TEST_MONGODB_URI"], rounds, seconds)
     finally:
@@ -251,6 +262,25 @@ def main() -> None:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     print(f"\n(full results in {RESULTS.relative_to(ROOT)})")
+
+
+def run_against_baseline(rounds: int, seconds: float) -> dict | None:
+    """The authenticated read here and at AUDIT_BASELINE (a git worktree), in turn."""
+    with tempfile.TemporaryDirectory(prefix="meditrack-baseline-") as scratch:
+        checkout = Path(scratch) / "baseline"
+        made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(checkout), AUDIT_BASELINE],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            print(f"no baseline row: {made.stderr.strip()}", file=sys.stderr)
+            return None
+        try:
+            rates = side_by_side({"this": ROOT, "before": checkout}, rounds=rounds, seconds=seconds)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)],
+                           capture_output=True)
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    return {"rps": median["this"], "before_rps": median["before"], "ratio": median["this"] / median["before"],
+            "rounds": rates}
 
 
 def patient_read_bytes() -> bytes:

@@ -27,9 +27,13 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 -- Who may read an event: the user who acted, and the owner of the patient acted on.
 -- Each index serves one half of list_audit's query, newest first.
+-- NOTE: no index on patient_id. A patient's events are found by scanning its owner's,
+-- newest first: slower for an owner with many patients, but every index costs each
+-- event a write, and one keyed by patient is written all over the B-tree (measured
+-- here with 500 patients: it doubled the cost of appending an event, 27 → 57 µs).
 CREATE INDEX IF NOT EXISTS audit_by_user ON audit (user_id, id);
 CREATE INDEX IF NOT EXISTS audit_by_owner ON audit (owner_id, id);
-CREATE INDEX IF NOT EXISTS audit_by_patient ON audit (patient_id, id);
+DROP INDEX IF EXISTS audit_by_patient;
 
 -- Where each chain starts (after the retention purge) and how far it is known to reach.
 CREATE TABLE IF NOT EXISTS audit_chains (

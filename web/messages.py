@@ -7,7 +7,7 @@ touch the socket, so a handler can be tested without a network.
 """
 
 import json
-import secrets
+import random
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
@@ -60,8 +60,13 @@ JSON_TYPE = "application/json; charset=utf-8"
 
 
 def new_request_id() -> str:
-    """A fresh X-Request-Id: 128 random bits in hex, unique without coordination."""
-    return secrets.token_hex(16)
+    """A fresh X-Request-Id: 128 random bits in hex, unique without coordination.
+
+    NOTE: an id is no secret, so the `random` module's generator serves (it reseeds in
+    a forked child). `secrets`/`os.urandom` asks the kernel on every call, which in this
+    project's VM cost about 50 µs of CPU per request under load (bench/compare.py).
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def encode_json(data: Any) -> bytes:
