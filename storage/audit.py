@@ -37,7 +37,6 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Iterable
 
 from storage.base import Store, utc_timestamp
 from storage.errors import StoreError
@@ -59,19 +58,24 @@ STORED_FIELDS = PUBLIC_FIELDS + ("ownerId", "chain", "sequence")
 log = logging.getLogger("meditrack.audit")
 
 
+# One encoder, made once: json.dumps with options builds a new one on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(event: dict) -> bytes:
     """The one byte string an event hashes to: keys sorted, no spaces, UTF-8.
 
     For events (strings, integers and nulls under ASCII keys) this is exactly the JSON
     Canonicalization Scheme of RFC 8785, so anyone can recompute a hash in any language.
     """
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(event).encode("utf-8")
 
 
 def chain_hash(previous_hash: str, event: dict) -> str:
     """SHA-256(previous hash ‖ canonical JSON of every field of the event but `hash`)."""
-    content = {name: value for name, value in event.items() if name != "hash"}
-    return hashlib.sha256(previous_hash.encode("ascii") + canonical_json(content)).hexdigest()
+    if "hash" in event:
+        event = {name: value for name, value in event.items() if name != "hash"}
+    return hashlib.sha256(previous_hash.encode("ascii") + canonical_json(event)).hexdigest()
 
 
 class AuditWriter:
@@ -101,8 +105,9 @@ class AuditWriter:
     # -- the request side ------------------------------------------------------------
     def record(self, event: dict) -> None:
         """Queue an event (the fields of PUBLIC_FIELDS but id and hash, plus ownerId); it
-        gets its id and time now, its place in the chain when the writer takes it."""
-        event = {"id": new_id(self.clock), "recorded": utc_timestamp(self.clock()), **event}
+        gets its id and time now, its place in the chain when the writer takes it. The
+        writer owns the dict from here on (and adds those fields to it)."""
+        event["id"], event["recorded"] = new_id(self.clock), utc_timestamp(self.clock())
         with self._wake:
             if len(self._queue) + len(self._unsaved) >= self.max_backlog:
                 self.dropped += 1
@@ -154,14 +159,18 @@ class AuditWriter:
                 if not (self._queue or self._unsaved or self._closing):
                     self._wake.wait(self._until_purge())  # record() wakes us
                     continue
-                if not self._unsaved:
+                fresh = not self._unsaved
+                if fresh:
                     # Group commit: wait a moment for company, so one sync carries many events.
                     self._wake.wait_for(lambda: self._closing or self._hurry, self.flush_interval / 2)
                     self._hurry = False
-                    self._unsaved = self._chained(self._take(MAX_BATCH))
-                if not self._unsaved:
-                    return  # closing, and nothing is left
+                    self._unsaved = self._take(MAX_BATCH)
+                    if not self._unsaved:
+                        return  # closing, and nothing is left
                 batch = self._unsaved
+            if fresh:
+                # Outside the lock: a request recording an event never waits for hashing.
+                self._chained(batch)
             try:
                 self.store.append_audit(self.chain, batch)
             except Exception as exc:
@@ -185,14 +194,12 @@ class AuditWriter:
             batch.append(self._queue.popleft())
         return batch
 
-    def _chained(self, events: Iterable[dict]) -> list[dict]:
-        chained = []
+    def _chained(self, events: list[dict]) -> list[dict]:
         for event in events:
             self._sequence += 1
-            event = {**event, "chain": self.chain, "sequence": self._sequence}
+            event["chain"], event["sequence"] = self.chain, self._sequence
             event["hash"] = self._last_hash = chain_hash(self._last_hash, event)
-            chained.append(event)
-        return chained
+        return events
 
     def _until_purge(self) -> float:
         return max(0.0, min(self._next_purge - self.clock(), PURGE_INTERVAL))

@@ -5,6 +5,8 @@ connection pool. No statement here updates or deletes an event, except the reten
 purge. The events and the hash chain they form are explained in storage/audit.py.
 """
 
+from operator import itemgetter
+
 from storage.audit import GENESIS, PUBLIC_FIELDS, STORED_FIELDS
 
 SCHEMA = """
@@ -53,11 +55,12 @@ COLUMNS = {"id": "id", "recorded": "recorded", "action": "action", "outcome": "o
 assert tuple(COLUMNS) == STORED_FIELDS
 PUBLIC_COLUMNS = ", ".join(COLUMNS[name] for name in PUBLIC_FIELDS)
 STORED_COLUMNS = ", ".join(COLUMNS.values())
+STORED_ROW = itemgetter(*STORED_FIELDS)  # an event → the tuple of its column values
 
 
 class SQLiteAudit:
     def append_audit(self, chain, events):
-        rows = [tuple(event[name] for name in STORED_FIELDS) for event in events]
+        rows = [STORED_ROW(event) for event in events]
         last = events[-1]
         with self._transaction() as db:
             # ON CONFLICT (id) DO NOTHING: a batch retried after an unclear failure is

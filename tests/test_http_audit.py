@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import LiveServer
 from tests.support.api import ApiClient
 from tests.support.problems import assert_problem
-from tests.support.raw_http import exchange, http_request
+from tests.support.raw_http import exchange
 from tests.support.records import PATIENT
 from tests.support.uploads import MULTIPART, PDF, file_part, multipart, part
 
@@ -53,7 +53,7 @@ def expected(action, outcome, user_id, resource_type, resource_id=None, patient_
             "resourceId": resource_id, "patientId": patient_id, "clientAddress": "127.0.0.1"}
 
 
-def upload(client, patient_id, filename="scan.pdf", description=b"a scan") -> "requests.Response":
+def upload(client, patient_id, filename="scan.pdf", description=b"a scan"):
     body = multipart(file_part(PDF, filename), part("description", description))
     return client.post(f"/patients/{patient_id}/reports", data=body, headers={"Content-Type": MULTIPART})
 
