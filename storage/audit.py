@@ -93,8 +93,9 @@ class AuditWriter:
         self._sequence, self._last_hash = 0, GENESIS
         self._queue: deque[dict] = deque()
         self._unsaved: list[dict] = []   # a chained batch the store has not taken yet
-        self._wake = threading.Condition()                 # the writer waits on it for events
-        self._done = threading.Condition(self._wake._lock)  # flush() waits on it for commits
+        lock = threading.Lock()                     # one lock, two things to wait for:
+        self._wake = threading.Condition(lock)      # the writer waits for events,
+        self._done = threading.Condition(lock)      # flush() for commits
         self._accepted = self._committed = 0               # events queued / stored, ever
         self._closing = False
         self._hurry = False   # someone is waiting in flush(): commit without waiting for company
