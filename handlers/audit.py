@@ -28,6 +28,7 @@ from web.dispatch import Exchange
 from web.messages import Request, Response, json_response
 from web.problems import BadRequest, ServiceUnavailable
 
+# The contract's lists; "export"/"Export" are for GET /export, which comes with FHIR.
 ACTIONS = ("create", "read", "update", "delete", "search", "download", "login", "login-failed", "refresh",
            "logout", "password-change", "account-delete", "export")
 RESOURCE_TYPES = ("Patient", "Report", "Session", "Account", "Export")

@@ -8,10 +8,11 @@ collections and error translation. Documents:
 
 Events are only inserted (never updated), so nothing here depends on an update's
 isolation, which a compatible server may not give (see storage/mongo_accounts.py).
-A batch is one `insert_many`; the head moves after it. MongoDB has no transaction
-across the two here, so a crash between them leaves events past the head: verify-audit
-accepts those when they chain on correctly (the head says how far the chain at least
-reaches; it is what catches the newest events being deleted).
+A chain's head is made before its first event; a batch is one `insert_many`, and the
+head moves after it. MongoDB has no transaction across the two here, so a crash
+between them leaves events past the head: verify-audit accepts those when they chain
+on correctly (the head says how far the chain at least reaches; it is what catches the
+newest events being deleted).
 """
 
 import pymongo
@@ -38,19 +39,23 @@ class MongoAudit:
         documents = [{"_id": ObjectId(event["id"]), **{name: event[name] for name in STORED_FIELDS if name != "id"}}
                      for event in events]
         with self._errors_translated():
+            if events[0]["sequence"] == 1:
+                # The head exists before the first event does, so a crash between the
+                # insert and the head's move never leaves a chain that looks inserted.
+                self._audit_chains.update_one({"_id": chain}, {"$setOnInsert": {
+                    "firstSequence": 1, "previousHash": GENESIS, "lastSequence": 0, "lastHash": GENESIS}},
+                    upsert=True)
             try:
                 # ordered=False: after a failure half-way, a retry inserts the rest and
                 # the events already stored only collide on their _id.
                 self._audit.insert_many(documents, ordered=False)
             except BulkWriteError as exc:
-                if any(error["code"] != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                if (exc.details.get("writeConcernErrors")
+                        or any(error["code"] != DUPLICATE_KEY for error in exc.details.get("writeErrors", []))):
                     raise Unavailable("the database did not take the audit events") from exc
             last = events[-1]
-            self._audit_chains.update_one(
-                {"_id": chain},
-                {"$setOnInsert": {"firstSequence": 1, "previousHash": GENESIS},
-                 "$set": {"lastSequence": last["sequence"], "lastHash": last["hash"]}},
-                upsert=True)
+            self._audit_chains.update_one({"_id": chain}, {"$set": {
+                "lastSequence": last["sequence"], "lastHash": last["hash"]}})
 
     def list_audit(self, viewer_id, *, limit, before=None, patient_id=None, action=None):
         criteria = {"$or": [{"userId": viewer_id}, {"ownerId": viewer_id}]}
@@ -82,15 +87,25 @@ class MongoAudit:
     def purge_audit(self, recorded_before):
         with self._errors_translated():
             for head in self.audit_chains():
-                newest = self._audit.find_one({"chain": head["chain"], "recorded": {"$lt": recorded_before}},
-                                              sort=[("sequence", pymongo.DESCENDING)])
-                if newest is None:
-                    continue
+                oldest = self._audit.find_one({"chain": head["chain"]}, sort=[("sequence", pymongo.ASCENDING)])
+                if oldest is None or oldest["recorded"] >= recorded_before:
+                    continue  # nothing old enough: found without reading the whole chain
+                # Forward from the chain's start (events are in time order), so the work
+                # is the old events', not the whole chain's.
+                first_kept = self._audit.find_one({"chain": head["chain"], "recorded": {"$gte": recorded_before}},
+                                                  sort=[("sequence", pymongo.ASCENDING)])
+                newest = self._audit.find_one(
+                    {"chain": head["chain"],
+                     "sequence": {"$lt": first_kept["sequence"] if first_kept else head["lastSequence"] + 1}},
+                    sort=[("sequence", pymongo.DESCENDING)])
                 # The chain's start moves first: a crash before the delete leaves old
-                # events that verify-audit skips, never a chain that seems cut.
-                self._audit_chains.update_one({"_id": head["chain"]}, {"$set": {
-                    "firstSequence": newest["sequence"] + 1, "previousHash": newest["hash"]}})
-                self._audit.delete_many({"chain": head["chain"], "sequence": {"$lte": newest["sequence"]}})
+                # events that verify-audit skips, never a chain that seems cut. Only
+                # forward: a process with an older cut-off must not move it back.
+                moved = self._audit_chains.update_one(
+                    {"_id": head["chain"], "firstSequence": {"$lte": newest["sequence"]}},
+                    {"$set": {"firstSequence": newest["sequence"] + 1, "previousHash": newest["hash"]}})
+                if moved.matched_count:
+                    self._audit.delete_many({"chain": head["chain"], "sequence": {"$lte": newest["sequence"]}})
 
 
 def _event_from_document(document, fields) -> dict:

@@ -115,12 +115,22 @@ class SQLiteAudit:
 
     def purge_audit(self, recorded_before):
         for head in self.audit_chains():
+            with self._connection() as db:
+                oldest = db.execute("SELECT recorded FROM audit WHERE chain = ? ORDER BY sequence LIMIT 1",
+                                    (head["chain"],)).fetchone()
+            if oldest is None or oldest[0] >= recorded_before:
+                continue  # nothing old enough: found without reading the whole chain
             with self._transaction() as db:
-                newest = db.execute("SELECT sequence, hash FROM audit WHERE chain = ? AND recorded < ? "
-                                    "ORDER BY sequence DESC LIMIT 1", (head["chain"], recorded_before)).fetchone()
-                if newest is None:
-                    continue
+                # Forward from the chain's start (events are in time order), so the work
+                # is the old events', not the whole chain's.
+                first_kept = db.execute("SELECT sequence FROM audit WHERE chain = ? AND recorded >= ? "
+                                        "ORDER BY sequence LIMIT 1", (head["chain"], recorded_before)).fetchone()
+                last_purged = db.execute(
+                    "SELECT sequence, hash FROM audit WHERE chain = ? AND sequence < ? ORDER BY sequence DESC LIMIT 1",
+                    (head["chain"], first_kept[0] if first_kept else head["lastSequence"] + 1)).fetchone()
+                if last_purged is None:
+                    continue  # another process purged them first
                 # The chain now starts after the purged events: verify-audit begins there.
                 db.execute("UPDATE audit_chains SET first_sequence = ?, previous_hash = ? WHERE chain = ?",
-                           (newest[0] + 1, newest[1], head["chain"]))
-                db.execute("DELETE FROM audit WHERE chain = ? AND sequence <= ?", (head["chain"], newest[0]))
+                           (last_purged[0] + 1, last_purged[1], head["chain"]))
+                db.execute("DELETE FROM audit WHERE chain = ? AND sequence <= ?", (head["chain"], last_purged[0]))

@@ -16,7 +16,7 @@ import pytest
 from storage.audit import GENESIS, PUBLIC_FIELDS, AuditWriter, ChainBroken, canonical_json, chain_hash, verify_chains
 from storage.errors import Unavailable
 from storage.ids import new_id
-from tests.support.stores import START, renumber_audit_chain, tamper_with_audit
+from tests.support.stores import START, renumber_audit_chain, rewrite_audit_event, tamper_with_audit
 
 DAY = 86_400
 VIEWER, OTHER, STRANGER = new_id(), new_id(), new_id()
@@ -200,6 +200,19 @@ def test_an_event_inserted_in_the_middle_is_named(store, chain_of_five):
         verify_chains(store)
 
 
+def test_a_chain_rewritten_from_an_edit_on_with_every_hash_recomputed_is_caught_by_its_head(store, chain_of_five):
+    previous_hash = chain_of_five[1]["hash"]
+    for original in chain_of_five[2:]:
+        rewritten = {**original, "outcome": 200 if original is not chain_of_five[2] else 204}
+        rewritten["hash"] = previous_hash = chain_hash(previous_hash, rewritten)
+        rewrite_audit_event(store, rewritten)
+    forged = {**chain_of_five[4], "id": new_id(), "sequence": 6}
+    forged["hash"] = chain_hash(previous_hash, forged)
+    tamper_with_audit(store, "insert", forged)
+    with pytest.raises(ChainBroken, match=f"event {chain_of_five[4]['id']} .*does not match the chain's head"):
+        verify_chains(store)
+
+
 def test_an_event_inserted_in_a_chain_of_its_own_is_caught(store, chain_of_five):
     forged = {**chain_of_five[0], "id": new_id(), "chain": new_id(), "sequence": 1}
     forged["hash"] = chain_hash(GENESIS, forged)
@@ -233,6 +246,17 @@ def test_the_audit_filters_and_pages(store, clock):
     assert [each["requestId"] for each in rest] == ["request-2", "request-0"]
     assert len(store.list_audit(VIEWER, limit=10, patient_id=PATIENT_OF_VIEWER)) == 7
     assert store.list_audit(VIEWER, limit=10, patient_id=new_id()) == []
+
+
+def test_a_purge_by_a_process_with_an_older_cut_off_moves_nothing_back(store, clock):
+    writer = write(store, [event(number) for number in range(3)], clock)
+    clock.advance(10 * DAY)
+    write(store, [event(number) for number in range(3, 6)], clock)  # a second chain, newer
+    store.purge_audit(_iso(clock() + 1))       # one process purges everything up to now
+    store.purge_audit(_iso(clock() - 5 * DAY))  # another, behind it, purges again
+    assert stored_events(store) == []
+    assert {head["chain"]: head["firstSequence"] for head in store.audit_chains()}[writer.chain] == 4
+    assert verify_chains(store) == (2, 0)
 
 
 def test_events_start_at_the_clock_of_the_request(store, clock):

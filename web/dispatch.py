@@ -8,7 +8,8 @@ Each step either passes the request on or raises; `problem_response` turns whate
 was raised into the one right status. Handlers therefore only ever see requests that
 are within limits, routed, and (where the route says so) authenticated. What the
 steps learn (the client's address, the route, the user) is gathered first and the
-handler's `Request` is built from it once, never changed afterwards.
+handler's `Request` is built from it once, never changed afterwards (but for its
+`facts`, where a handler leaves what only it knows for the audit event).
 
 What the steps learn is kept in an `Exchange`. Once the response is decided — by the
 handler or by a refusal at any step — the observer (the audit trail,

@@ -53,6 +53,19 @@ def tamper_with_audit(store: Store, how: str, event: dict) -> None:
         store._audit.insert_one({"_id": ObjectId(event["id"]), **{k: v for k, v in event.items() if k != "id"}})
 
 
+def rewrite_audit_event(store: Store, event: dict) -> None:
+    """Overwrite a stored event (found by id) with `event`'s fields, hash included."""
+    if store.name == "sqlite":
+        from storage.sqlite_audit import COLUMNS
+        with store._connection() as db:
+            db.execute(f"UPDATE audit SET {', '.join(f'{column} = ?' for column in COLUMNS.values())} WHERE id = ?",
+                       (*(event[name] for name in COLUMNS), event["id"]))
+        return
+    from bson import ObjectId
+    store._audit.update_one({"_id": ObjectId(event["id"])},
+                            {"$set": {name: value for name, value in event.items() if name != "id"}})
+
+
 def renumber_audit_chain(store: Store, chain: str, from_sequence: int) -> None:
     """Shift a chain's events from `from_sequence` on up by one, making room for an insert."""
     if store.name == "sqlite":
