@@ -84,15 +84,17 @@ class Accounts:
         An existing user's id is left in `facts` for the audit trail, right password or
         wrong; an unknown username leaves nothing (and is never recorded)."""
         key = username.lower()
+        user = self.store.find_user(username)
+        if user is not None and facts is not None:
+            # The audit event names whose password was tried, so the owner of a locked
+            # account sees the attempts the lock refused too.
+            facts["userId"] = user["id"]
         # Checked before bcrypt, and for unknown usernames too: a locked name costs no
         # hashing, and whether a name is locked says nothing about whether it exists.
         wait = self.backoff.wait(key)
         if wait > 0:
             raise TooManyRequests("too many failed logins for this username; try again later",
                                   headers=(("Retry-After", retry_after_header(wait)),))
-        user = self.store.find_user(username)
-        if user is not None and facts is not None:
-            facts["userId"] = user["id"]  # the audit event names whose password was tried
         # NOTE: an unknown username still pays for one bcrypt check against a dummy hash
         # of the same cost, so the response time does not reveal which usernames exist.
         stored_hash = user["passwordHash"] if user else self.dummy_password_hash

@@ -258,6 +258,18 @@ def test_a_rate_limited_login_is_recorded_as_a_failed_login(start_server):
     assert the_event(server, limited) == expected("login-failed", 429, None, "Session")
 
 
+def test_a_login_refused_by_the_username_lock_names_the_account_it_tried(start_server):
+    server = start_server()
+    owner = ApiClient(server.url).register_and_login(username="locked-out-owner")
+    guesser = ApiClient(server.url)
+    for _ in range(5):  # the back-off locks a username after five failures
+        guesser.post("/auth/login", json={"username": "locked-out-owner", "password": "a wrong guess"})
+    locked = guesser.post("/auth/login", json={"username": "locked-out-owner", "password": "a wrong guess"})
+    assert locked.status_code == 429
+    assert the_event(server, locked) == expected("login-failed", 429, owner.user["id"], "Session")
+    assert locked.headers["X-Request-Id"] in [event["requestId"] for event in owner.get("/audit").json()["items"]]
+
+
 def test_while_the_audit_queue_is_full_audited_requests_are_refused_and_the_rest_served(start_server):
     server = start_server()
     client = ApiClient(server.url).register_and_login()
