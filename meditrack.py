@@ -131,7 +131,7 @@ def verify_audit(settings: Settings, store: Store) -> int:
         return 1
     for head in heads:  # the anchors just checked: worth copying somewhere else
         print(f"chain {head['chain']}: sequence {head['lastSequence']}, hash {head['lastHash']}")
-    print(f"audit trail intact: {events} events in {chains} chains")
+    print(f"audit trail intact: {events} events in {chains} chain{'' if chains == 1 else 's'}")
     return 0
 
 

@@ -133,7 +133,7 @@ def test_verify_audit_passes_an_intact_trail_and_names_an_edited_event(deploymen
 
     intact = verify_audit(deployment)
     assert intact.returncode == 0, intact.stderr
-    assert "audit trail intact: 13 events in 1 chains" in intact.stdout  # register, login, create, 10 reads
+    assert "audit trail intact: 13 events in 1 chain" in intact.stdout  # register, login, create, 10 reads
 
     store = deployment.open_store()
     try:
