@@ -80,7 +80,7 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
                auth=True, audit=("delete", "Report"))
     router.add("GET", "/audit", partial(audit.list_events, trail), auth=True)
-    router.add("GET", "/health", partial(service.health, store, trail and trail.writer))
+    router.add("GET", "/health", partial(service.health, store, trail))
     router.add("GET", "/openapi.json", partial(docs.get_openapi, documents))
     router.add("GET", "/docs", partial(docs.get_docs, documents))
     audit.check_declarations(router.routes)

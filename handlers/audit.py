@@ -18,7 +18,7 @@ theirs. A patient's owner never changes, so it is looked up once and remembered.
 Batching, the hash chain and what a crash can lose are in storage/audit.py.
 """
 
-from handlers.inputs import object_id, query_int, query_value
+from handlers.inputs import object_id, page_of, page_request, query_value
 from handlers.patients import PatientRecords
 from storage.audit import AuditWriter
 from storage.base import Store
@@ -37,7 +37,6 @@ FAILED_ACTIONS = {"login": "login-failed"}
 # The path parameter that names the record a route acts on, by resource type.
 ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId"}
 KNOWN_OWNERS = 10_000  # patient id → owner id pairs remembered (about 1.5 MB)
-MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 100, 20
 
 
 class AuditTrail:
@@ -113,10 +112,7 @@ def patient_events(trail: AuditTrail, records: PatientRecords, request: Request)
 
 
 def _page(trail: AuditTrail, request: Request, patient_id: str | None) -> Response:
-    limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
-    cursor = query_value(request, "cursor")
-    if cursor is not None:
-        cursor = object_id(cursor, "cursor")  # the id of the last event of the previous page
+    limit, cursor = page_request(request)
     action = query_value(request, "action")
     if action is not None and action not in ACTIONS:
         raise BadRequest(f"action must be one of: {', '.join(ACTIONS)}")
@@ -124,5 +120,5 @@ def _page(trail: AuditTrail, request: Request, patient_id: str | None) -> Respon
     trail.writer.flush()
     events = trail.store.list_audit(request.user["id"], limit=limit + 1, before=cursor,
                                     patient_id=patient_id, action=action)
-    page = events[:limit]
-    return json_response({"items": page, "nextCursor": page[-1]["id"] if len(events) > limit else None})
+    page, next_cursor = page_of(events, limit)
+    return json_response({"items": page, "nextCursor": next_cursor})

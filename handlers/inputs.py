@@ -57,6 +57,25 @@ def query_value(request, name: str, *, max_length: int = 100) -> str | None:
     return value
 
 
+MAX_PAGE_SIZE = 100  # items per page of a cursor-paged list (openapi.json: the limit parameter)
+DEFAULT_PAGE_SIZE = 20
+
+
+def page_request(request) -> tuple[int, str | None]:
+    """?limit= and ?cursor= of a cursor-paged list: how many items, and the id of the
+    last item of the previous page (None for the first page)."""
+    limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    cursor = query_value(request, "cursor")
+    return limit, None if cursor is None else object_id(cursor, "cursor")
+
+
+def page_of(items: list[dict], limit: int) -> tuple[list[dict], str | None]:
+    """A page from the `limit + 1` items a store was asked for, and the next page's
+    cursor: the extra item, if it came back, says there is a next page."""
+    page = items[:limit]
+    return page, page[-1]["id"] if len(items) > limit else None
+
+
 def query_int(request, name: str, *, default: int, minimum: int, maximum: int) -> int:
     """An integer query parameter in [minimum, maximum]; digits only, so no '+5' or ' 5'."""
     text = query_value(request, name, max_length=10)

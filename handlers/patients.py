@@ -8,7 +8,7 @@ record is 403 Forbidden, a record that does not exist 404 Not Found.
 import time
 from datetime import datetime, timedelta, timezone
 
-from handlers.inputs import object_id, path_id, query_int, query_value, read_json
+from handlers.inputs import page_of, page_request, path_id, query_value, read_json
 from storage.base import Store
 from web.messages import Request, Response, json_response
 from web.problems import Forbidden
@@ -17,9 +17,6 @@ from web.validation import SchemaValidator, ValidationError
 # The optional fields a stored patient always has, and what they are when not given.
 OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address": None,
                    "bloodType": None, "allergies": [], "notes": None}
-
-MAX_PAGE_SIZE = 100  # patients per page of GET /patients (openapi.json: limit maximum)
-DEFAULT_PAGE_SIZE = 20
 
 # The latest time zone is UTC+14 (Kiribati): a date of birth that is "today" there is
 # not in the future, even though it is still yesterday in UTC.
@@ -64,16 +61,11 @@ def public_patient(patient: dict) -> dict:
 
 
 def list_patients(records: PatientRecords, request: Request) -> Response:
-    limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
-    cursor = query_value(request, "cursor")
-    if cursor is not None:
-        cursor = object_id(cursor, "cursor")  # the cursor is the last id of the previous page
+    limit, cursor = page_request(request)
     search = query_value(request, "q")
-    # One more than asked for: if it comes back, there is a next page.
     patients = records.store.list_patients(request.user["id"], limit=limit + 1, after=cursor,
                                            name_contains=search.casefold() if search else None)
-    page = patients[:limit]
-    next_cursor = page[-1]["id"] if len(patients) > limit else None
+    page, next_cursor = page_of(patients, limit)
     return json_response({"items": [public_patient(p) for p in page], "nextCursor": next_cursor})
 
 

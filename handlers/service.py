@@ -1,14 +1,14 @@
 """Service endpoints: `/health`, for load balancers and monitors."""
 
-from storage.audit import AuditWriter
+from handlers.audit import AuditTrail
 from storage.base import Store
 from web.messages import Request, Response, json_response
 
 
-def health(store: Store, audit_writer: AuditWriter, request: Request) -> Response:
+def health(store: Store, trail: AuditTrail, request: Request) -> Response:
     """200 when the store answers; 503 problem+json when it does not (raised by ping).
     `audit.backlog`: events waiting to be committed (it grows while the store refuses
     them); `audit.dropped`: events lost because that queue was full."""
     store.ping()  # Unavailable → 503
     return json_response({"status": "ok", "store": store.name,
-                          "audit": {"backlog": audit_writer.backlog, "dropped": audit_writer.dropped}})
+                          "audit": {"backlog": trail.writer.backlog, "dropped": trail.writer.dropped}})

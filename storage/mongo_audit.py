@@ -24,6 +24,7 @@ from storage.errors import Unavailable
 
 DUPLICATE_KEY = 11000
 HEAD_FIELDS = ("firstSequence", "previousHash", "lastSequence", "lastHash")
+PUBLIC_PROJECTION = {name: 1 for name in PUBLIC_FIELDS if name != "id"}  # _id comes anyway
 
 
 class MongoAudit:
@@ -65,9 +66,8 @@ class MongoAudit:
             criteria["patientId"] = patient_id
         if action is not None:
             criteria["action"] = action
-        projection = {name: 1 for name in PUBLIC_FIELDS if name != "id"}
         with self._errors_translated():
-            documents = self._audit.find(criteria, projection).sort("_id", pymongo.DESCENDING).limit(limit)
+            documents = self._audit.find(criteria, PUBLIC_PROJECTION).sort("_id", pymongo.DESCENDING).limit(limit)
             return [_event_from_document(document, PUBLIC_FIELDS) for document in documents]
 
     def audit_chains(self):

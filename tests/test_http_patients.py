@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from handlers.patients import MAX_PAGE_SIZE
+from handlers.inputs import MAX_PAGE_SIZE
 from tests.support.problems import assert_problem
 from tests.support.records import PATIENT
 

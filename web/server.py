@@ -229,8 +229,8 @@ class MediTrackServer(ThreadingHTTPServer):
     """A thread per connection, never more than `max_connections` of them, a deep listen
     backlog, the dispatch function to call, and a shutdown that lets requests finish.
 
-    `dispatch(IncomingRequest)` returns the response and the exchange (route template, request id) that
-    answered it (for the access log)."""
+    `dispatch(IncomingRequest)` returns the response and the exchange that led to it
+    (its route template and request id, for the access log)."""
 
     request_queue_size = 128  # socketserver's default of 5 drops connections in a burst
     daemon_threads = True
