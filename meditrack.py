@@ -20,7 +20,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from handlers import ERROR_STATUSES, audit, auth, docs, patients, reports, service, sessions
+from handlers import ERROR_STATUSES, audit, auth, docs, patients, reports, service, sessions, versions
 from handlers.audit import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
@@ -67,8 +67,14 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
                audit=("read", "Patient"))
     router.add("PUT", "/patients/{patientId}", partial(patients.replace_patient, records), auth=True,
                audit=("update", "Patient"))
+    router.add("PATCH", "/patients/{patientId}", partial(patients.patch_patient, records), auth=True,
+               audit=("update", "Patient"))
     router.add("DELETE", "/patients/{patientId}", partial(patients.delete_patient, records), auth=True,
                audit=("delete", "Patient"))
+    router.add("GET", "/patients/{patientId}/versions", partial(versions.list_versions, records), auth=True,
+               audit=("read", "Patient"))
+    router.add("GET", "/patients/{patientId}/versions/{version}", partial(versions.get_version, records),
+               auth=True, audit=("read", "Patient"))
     router.add("GET", "/patients/{patientId}/audit", partial(audit.patient_events, trail, records), auth=True)
     router.add("GET", "/patients/{patientId}/reports", partial(reports.list_reports, records), auth=True,
                audit=("read", "Report"))
@@ -99,7 +105,7 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
     accounts = Accounts(store, validator, jwt_key=settings.jwt_secret or load_or_create_secret(settings.data_dir),
                         token_ttl=settings.token_ttl, refresh_ttl=settings.refresh_ttl,
                         bcrypt_rounds=settings.bcrypt_rounds, clock=clock)
-    records = PatientRecords(store, validator, clock=clock)
+    records = PatientRecords(store, validator, clock=clock, require_if_match=settings.require_if_match)
     trail = AuditTrail(store, audit_writer)
     return Dispatcher(build_router(settings, store, accounts, records, documents, trail),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,

@@ -48,6 +48,7 @@ class Settings:
     min_body_rate: int = 16 * 1024
     audit_flush_ms: int = 50                 # a kill -9 loses at most this last moment of audit events
     audit_retention_days: int = 2190         # six years, HIPAA's retention for documentation
+    require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -55,6 +56,12 @@ def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
     if not re.fullmatch(r"[0-9]{1,15}", text) or not minimum <= int(text) <= maximum:
         raise SettingError(f"{name} must be a whole number from {minimum} to {maximum}, not {text!r}")
     return int(text)
+
+
+def _flag(name: str, text: str) -> bool:
+    if text not in ("0", "1"):
+        raise SettingError(f"{name} must be 0 or 1, not {text!r}")
+    return text == "1"
 
 
 def _rate(name: str, text: str) -> tuple[int, float] | None:
@@ -104,6 +111,7 @@ ENVIRONMENT = {
     "MEDITRACK_MIN_BODY_RATE": ("min_body_rate", lambda name, text: _integer(name, text, 1, 2**30)),
     "MEDITRACK_AUDIT_FLUSH_MS": ("audit_flush_ms", lambda name, text: _integer(name, text, 2, 60_000)),
     "MEDITRACK_AUDIT_RETENTION_DAYS": ("audit_retention_days", lambda name, text: _integer(name, text, 1, 36500)),
+    "MEDITRACK_REQUIRE_IF_MATCH": ("require_if_match", _flag),
 }
 
 

@@ -13,5 +13,6 @@ from storage import errors as store_errors
 ERROR_STATUSES = {
     store_errors.NotFound: 404,      # no such record (or it vanished mid-request)
     store_errors.Conflict: 409,      # a unique key is taken, e.g. a username
+    store_errors.VersionMismatch: 412,  # If-Match named a version that is no longer current
     store_errors.Unavailable: 503,   # the database cannot be reached or cannot answer
 }

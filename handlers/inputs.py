@@ -18,12 +18,13 @@ def content_type(request) -> tuple[str, dict[str, str]]:
         raise BadRequest("the Content-Type header is malformed") from None
 
 
-def read_json(request):
-    """The request body as JSON; 415 unless it is declared application/json."""
-    media_type, parameters = content_type(request)
+def read_json(request, media_type: str = "application/json", *, refusal_headers=()):
+    """The request body as JSON; 415 (with `refusal_headers`) unless it is declared
+    `media_type`, application/json or a JSON-based type such as a merge patch's."""
+    declared, parameters = content_type(request)
     # RFC 9110 §15.5.16: 415 when the content is in a format the resource does not take.
-    if media_type != "application/json":
-        raise UnsupportedMediaType("the body must be application/json")
+    if declared != media_type:
+        raise UnsupportedMediaType(f"the body must be {media_type}", headers=refusal_headers)
     # RFC 9110 §8.3.2: the charset value is case-insensitive.
     if parameters.get("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("JSON bodies must be UTF-8 (RFC 8259 §8.1)")
@@ -69,18 +70,24 @@ def page_request(request) -> tuple[int, str | None]:
     return limit, None if cursor is None else object_id(cursor, "cursor")
 
 
-def page_of(items: list[dict], limit: int) -> tuple[list[dict], str | None]:
+def page_of(items: list[dict], limit: int, key: str = "id") -> tuple[list[dict], str | None]:
     """A page from the `limit + 1` items a store was asked for, and the next page's
-    cursor: the extra item, if it came back, says there is a next page."""
+    cursor (the last item's `key`): the extra item, if it came back, says there is a
+    next page."""
     page = items[:limit]
-    return page, page[-1]["id"] if len(items) > limit else None
+    return page, str(page[-1][key]) if len(items) > limit else None
 
 
-def query_int(request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+def query_int(request, name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
     """An integer query parameter in [minimum, maximum]; digits only, so no '+5' or ' 5'."""
     text = query_value(request, name, max_length=10)
-    if text is None:
-        return default
-    if not text.isascii() or not text.isdigit() or not minimum <= int(text) <= maximum:
+    return default if text is None else whole_number(text, name, minimum, maximum)
+
+
+MAX_VERSION = 2**31 - 1  # far more changes than one record will ever see
+
+
+def whole_number(text: str, name: str, minimum: int, maximum: int) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or not minimum <= int(text) <= maximum:
         raise BadRequest(f"{name} must be a whole number from {minimum} to {maximum}")
     return int(text)

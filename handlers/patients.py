@@ -1,8 +1,13 @@
-"""Patient records: list, create, read, replace, delete — each user sees only their own.
+"""Patient records: list, create, read, replace, patch, delete — each user sees only their own.
 
 Every handler takes `PatientRecords` (the store, the validator, the clock) first and
-reads the same way: parse the input → authorize → call the store → shape the response. Ownership is checked here, not in the store: another user's
-record is 403 Forbidden, a record that does not exist 404 Not Found.
+reads the same way: parse the input → authorize → call the store → shape the
+response. Ownership is checked here, not in the store: another user's record is 403
+Forbidden, a record that does not exist 404 Not Found.
+
+Every patient has a version, sent as its entity tag (`ETag: "3"`). A write that
+carries `If-Match: "3"` happens only if the patient is still at version 3, checked
+by the store in the same step as the write (web/conditional.py explains the headers).
 """
 
 import time
@@ -10,6 +15,9 @@ from datetime import datetime, timedelta, timezone
 
 from handlers.inputs import page_of, page_request, path_id, query_value, read_json
 from storage.base import Store
+from storage.errors import Conflict, VersionMismatch
+from web.conditional import ANY, NOT_MODIFIED, PreconditionRequired, evaluate_preconditions, parse_entity_tags, quoted
+from web.mergepatch import merge_patch
 from web.messages import Request, Response, json_response
 from web.problems import Forbidden
 from web.validation import SchemaValidator, ValidationError
@@ -23,18 +31,32 @@ OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address":
 LATEST_UTC_OFFSET = timedelta(hours=14)
 
 
+EDITABLE_FIELDS = ("firstName", "lastName", "dateOfBirth", *OPTIONAL_FIELDS)
+MERGE_PATCH_TYPE = "application/merge-patch+json"  # RFC 7396 §4
+# A PATCH without If-Match is still applied to the version it was merged onto; if that
+# changed meanwhile, it is merged again onto the new one, this many times at most.
+PATCH_ATTEMPTS = 5
+
+
 class PatientRecords:
     """What the patient and report handlers depend on: the store, the validator for
-    request bodies, and the clock that says what "today" is."""
+    request bodies, the clock that says what "today" is, and whether writes must
+    name the version they change (MEDITRACK_REQUIRE_IF_MATCH)."""
 
-    def __init__(self, store: Store, validator: SchemaValidator, *, clock=time.time):
+    def __init__(self, store: Store, validator: SchemaValidator, *, clock=time.time,
+                 require_if_match: bool = False):
         self.store = store
         self.validator = validator
         self.clock = clock
+        self.require_if_match = require_if_match
 
     def read_fields(self, request: Request) -> dict:
         """The request body as the complete set of a patient's editable fields."""
-        body = read_json(request)
+        return self.checked_fields(read_json(request))
+
+    def checked_fields(self, body) -> dict:
+        """A PUT body, or a patched patient, as the complete set of editable fields; 400
+        unless it is a valid PatientInput."""
         for name in ("firstName", "lastName"):
             if isinstance(body, dict) and isinstance(body.get(name), str):
                 body[name] = body[name].strip()  # the 1–100 character rule applies after trimming
@@ -54,10 +76,36 @@ class PatientRecords:
             raise Forbidden("this patient belongs to another user")
         return patient
 
+    def write_condition(self, request: Request, patient: dict) -> int | None:
+        """The version a PUT, PATCH or DELETE may change, or None for any: 412 now if its
+        preconditions already fail (RFC 9110 §13.2.2), 428 if one is required and absent.
+
+        The version returned goes to the store, which checks it again as it writes:
+        the check here only spares reading a body that would be refused anyway.
+        """
+        evaluate_preconditions(request.headers, request.method, etag_of(patient))
+        if_match = parse_entity_tags(request.headers.get_all("If-Match"))
+        if if_match is None or if_match == ANY:
+            if self.require_if_match:
+                # NOTE: "If-Match: *" only says the record exists; it cannot stop a lost
+                # update, which is what requiring a condition is for.
+                raise PreconditionRequired("this server requires If-Match with the patient's ETag on every write")
+            return None
+        return patient["version"]  # it matched: the store must still find this version
+
 
 def public_patient(patient: dict) -> dict:
     """A stored patient as clients see it: everything but the owner's id."""
     return {name: value for name, value in patient.items() if name != "ownerId"}
+
+
+def etag_of(patient: dict) -> str:
+    return str(patient["version"])
+
+
+def patient_response(patient: dict, status: int = 200, headers=()) -> Response:
+    """A patient with its version as a strong entity tag (RFC 9110 §8.8.3)."""
+    return json_response(public_patient(patient), status, [("ETag", quoted(etag_of(patient))), *headers])
 
 
 def list_patients(records: PatientRecords, request: Request) -> Response:
@@ -73,20 +121,48 @@ def create_patient(records: PatientRecords, request: Request) -> Response:
     fields = records.read_fields(request)
     patient = records.store.create_patient(request.user["id"], fields)
     request.facts["resourceId"] = patient["id"]  # for the audit event
-    return json_response(public_patient(patient), 201, [("Location", f"/patients/{patient['id']}")])
+    return patient_response(patient, 201, [("Location", f"/patients/{patient['id']}")])
 
 
 def get_patient(records: PatientRecords, request: Request) -> Response:
-    return json_response(public_patient(records.owned_patient(request)))
+    patient = records.owned_patient(request)
+    if evaluate_preconditions(request.headers, request.method, etag_of(patient)) == NOT_MODIFIED:
+        # RFC 9110 §15.4.5: a 304 carries the ETag a 200 would have, and no body.
+        return Response(304, headers=[("ETag", quoted(etag_of(patient)))])
+    return patient_response(patient)
 
 
 def replace_patient(records: PatientRecords, request: Request) -> Response:
     patient = records.owned_patient(request)
+    expected_version = records.write_condition(request, patient)
     fields = records.read_fields(request)
-    return json_response(public_patient(records.store.replace_patient(patient["id"], fields)))
+    return patient_response(records.store.replace_patient(patient["id"], fields, expected_version=expected_version))
+
+
+def patch_patient(records: PatientRecords, request: Request) -> Response:
+    """RFC 7396: the patch is merged onto the stored fields, and the result must be a
+    valid patient, exactly as a PUT body must."""
+    patient = records.owned_patient(request)
+    expected_version = records.write_condition(request, patient)
+    # RFC 5789 §3.1: a 415 to a PATCH names the patch formats the resource takes.
+    patch = read_json(request, MERGE_PATCH_TYPE, refusal_headers=(("Accept-Patch", MERGE_PATCH_TYPE),))
+    for _ in range(PATCH_ATTEMPTS):
+        stored = {name: patient[name] for name in EDITABLE_FIELDS if patient[name] is not None}
+        fields = records.checked_fields(merge_patch(stored, patch))
+        try:
+            # Always conditional on the version merged onto: a change in between must
+            # not be overwritten by fields read before it.
+            updated = records.store.replace_patient(patient["id"], fields, expected_version=patient["version"])
+        except VersionMismatch:
+            if expected_version is not None:
+                raise  # the client named the version: 412
+            patient = records.owned_patient(request)  # merge again, onto what is there now
+            continue
+        return patient_response(updated)
+    raise Conflict("the patient kept changing while the patch was being applied; send it again")
 
 
 def delete_patient(records: PatientRecords, request: Request) -> Response:
     patient = records.owned_patient(request)
-    records.store.delete_patient(patient["id"])
+    records.store.delete_patient(patient["id"], expected_version=records.write_condition(request, patient))
     return Response(204)

@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 from handlers.inputs import content_type, path_id
 from handlers.patients import PatientRecords
+from storage.errors import NotFound
+from web.conditional import NOT_MODIFIED, evaluate_preconditions, quoted, requested_range
 from web.messages import Request, Response, json_response
 from web.multipart import PartData, PartEnd, PartStart, boundary_from_content_type, iter_parts
 from web.problems import BadRequest, UnsupportedMediaType
@@ -142,14 +144,29 @@ def list_reports(records: PatientRecords, request: Request) -> Response:
 
 
 def download_report(records: PatientRecords, request: Request) -> Response:
+    """The report's bytes; its entity tag is their SHA-256, so If-None-Match answers 304
+    when the client has them, and Range asks for part of them (RFC 9110 §13, §14)."""
     patient = records.owned_patient(request)
-    report, chunks = records.store.open_report(patient["id"], path_id(request, "reportId"))
+    report_id = path_id(request, "reportId")
+    report = next((report for report in patient["reports"] if report["id"] == report_id), None)
+    if report is None:
+        raise NotFound("this patient has no report with this id")
+    etag_header = ("ETag", quoted(report["sha256"]))
+    if evaluate_preconditions(request.headers, request.method, report["sha256"]) == NOT_MODIFIED:
+        return Response(304, headers=[etag_header])
     # The server adds nosniff and no-store to every response: the browser must not
-    # re-guess the type, and patient data stays out of caches.
+    # re-guess the type, and patient data stays out of caches. Accept-Ranges (§14.3)
+    # tells the client it may ask for part of the file.
     headers = [("Content-Type", report["contentType"]),
                ("Content-Disposition", content_disposition(report["filename"])),
-               ("ETag", f"\"{report['sha256']}\"")]
-    return Response(200, chunks, headers, content_length=report["size"])
+               etag_header, ("Accept-Ranges", "bytes")]
+    wanted = requested_range(request.headers, report["size"], report["sha256"])
+    if wanted is None:
+        _, chunks = records.store.open_report(patient["id"], report_id)
+        return Response(200, chunks, headers, content_length=report["size"])
+    _, chunks = records.store.open_report(patient["id"], report_id, start=wanted.start, length=wanted.length)
+    headers.append(("Content-Range", wanted.content_range(report["size"])))
+    return Response(206, chunks, headers, content_length=wanted.length)
 
 
 def delete_report(records: PatientRecords, request: Request) -> Response:

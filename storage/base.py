@@ -9,7 +9,13 @@ that make them interchangeable:
 - failures are the project's own errors (`storage/errors.py`), never a driver's.
 
 A patient as a store returns it:
-    {"id", "ownerId", <the PatientInput fields>, "reports": [...], "createdAt", "updatedAt"}
+    {"id", "ownerId", <the PatientInput fields>, "reports": [...], "version", "createdAt", "updatedAt"}
+`version` is 1 when the patient is created and one more on every change (its fields
+replaced, a report added or deleted). A store keeps every version's fields: a
+patient's history, erased with it. Writes that take `expected_version` change nothing
+and raise `VersionMismatch` unless the patient is still at that version, checked in
+the same atomic step as the write, never by reading first.
+A version as a store returns it: {"version", <the PatientInput fields>, "updatedAt"}.
 A user: {"id", "username", "createdAt"} plus "passwordHash" (bytes) from `find_user`.
 A session: {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}; it is alive until
 it is ended or `expiresAt` passes (a fixed time after login: refreshing does not move
@@ -163,12 +169,23 @@ class Store(ABC):
         case-folded first or last name."""
 
     @abstractmethod
-    def replace_patient(self, patient_id: str, fields: dict) -> dict:
-        """Replace every editable field; `NotFound` if the patient is gone."""
+    def replace_patient(self, patient_id: str, fields: dict, *, expected_version: int | None = None) -> dict:
+        """Replace every editable field, making a new version; `NotFound` if the patient
+        is gone, `VersionMismatch` if `expected_version` is given and is not current."""
 
     @abstractmethod
-    def delete_patient(self, patient_id: str) -> None:
-        """Delete the patient and its report files; `NotFound` if there is none."""
+    def delete_patient(self, patient_id: str, *, expected_version: int | None = None) -> None:
+        """Delete the patient, its history and its report files; `NotFound` if there is
+        none, `VersionMismatch` if `expected_version` is given and is not current."""
+
+    @abstractmethod
+    def list_versions(self, patient_id: str, *, below: int, limit: int) -> list[dict]:
+        """Up to `limit` of the patient's versions numbered below `below`, the newest
+        first, each {"version", "updatedAt"}."""
+
+    @abstractmethod
+    def get_version(self, patient_id: str, version: int) -> dict:
+        """One version of the patient's fields; `NotFound` if it has no such version."""
 
     # -- reports -----------------------------------------------------------------
     @abstractmethod
@@ -176,8 +193,10 @@ class Store(ABC):
         """A writer for a new report's bytes (use it in a `with` block)."""
 
     @abstractmethod
-    def open_report(self, patient_id: str, report_id: str) -> tuple[dict, "ReportChunks"]:
-        """The report's metadata and its bytes as chunks; `NotFound` unless this
+    def open_report(self, patient_id: str, report_id: str, *, start: int = 0,
+                    length: int | None = None) -> tuple[dict, "ReportChunks"]:
+        """The report's metadata and its bytes from `start` (`length` of them, or to the
+        end) as chunks, never reading the bytes before `start`; `NotFound` unless this
         patient has this report."""
 
     @abstractmethod
@@ -237,16 +256,27 @@ class ReportChunks:
     """A report's bytes as an iterable of chunks that closes its source when done.
 
     The server iterates it to stream a download and calls `close()` afterwards, even
-    when the client goes away half-way, so no file or cursor is left open.
+    when the client goes away half-way, so no file or cursor is left open. A ranged
+    download (RFC 9110 §14) seeks its source to the first byte wanted and stops after
+    the last: the bytes before and after the range are never read.
     """
 
     CHUNK_SIZE = 64 * 1024
 
-    def __init__(self, source):
-        self._source = source  # anything with read(n) and close()
+    def __init__(self, source, *, start: int = 0, length: int | None = None):
+        self._source = source  # anything with read(n), seek(n) and close()
+        if start:
+            source.seek(start)
+        self._remaining = length
 
     def __iter__(self):
-        while chunk := self._source.read(self.CHUNK_SIZE):
+        while self._remaining is None or self._remaining > 0:
+            size = self.CHUNK_SIZE if self._remaining is None else min(self.CHUNK_SIZE, self._remaining)
+            chunk = self._source.read(size)
+            if not chunk:
+                return
+            if self._remaining is not None:
+                self._remaining -= len(chunk)
             yield chunk
 
     def close(self) -> None:

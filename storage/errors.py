@@ -1,7 +1,8 @@
 """The errors every store raises, so handlers never see a driver's exceptions.
 
 A store translates its driver's failures into these: a duplicate key becomes
-`Conflict`, a missing row `NotFound`, a lost connection or full disk `Unavailable`.
+`Conflict`, a missing row `NotFound`, a lost connection or full disk `Unavailable`,
+and a write made on condition of a version that is no longer current `VersionMismatch`.
 `web/problems.py` maps each one to exactly one HTTP status.
 """
 
@@ -20,3 +21,8 @@ class Conflict(StoreError):
 
 class Unavailable(StoreError):
     """The database cannot be reached or cannot write now; retrying later may work."""
+
+
+class VersionMismatch(StoreError):
+    """A conditional write named a version that is no longer the record's current one:
+    someone else changed it first, and nothing was written."""

@@ -7,16 +7,18 @@ Documents:
     users     {_id, username, usernameKey (lower-cased, unique), passwordHash, createdAt,
                erasing (true while the account is being erased)}
     patients  {_id, ownerId, fields: {<PatientInput fields>}, firstNameKey, lastNameKey,
-               reports: [Report], createdAt, updatedAt}
+               reports: [Report], version, createdAt, updatedAt}
     reports.files / reports.chunks   GridFS, one file per report, _id = the report's id
+    patientVersions   every version of every patient: see storage/mongo_versions.py
 
 A patient's reports are embedded in its document, so reading a patient is one
-look-up; its editable fields sit in one sub-document, so a replace is a single `$set`
-that MongoDB never lets race with an upload's `$push` onto `reports` (a compatible
-server may: see storage/mongo_accounts.py). An upload writes its GridFS file first and
-then pushes the metadata onto the patient; if that update fails the file is deleted. A crash in between leaves a file no
-patient names, which the start-up sweep removes once it is old enough that it cannot
-be an upload still in flight.
+look-up. Every change to a patient — its fields replaced, a report added or removed,
+the patient deleted — is a new version, claimed by an insert and then applied
+(storage/mongo_versions.py): that is how two writes never lose one another, on
+MongoDB and on servers that only resemble it. An upload writes its GridFS file first
+and then adds the metadata to the patient; if that fails the file is deleted. A crash
+in between leaves a file no patient names, which the start-up sweep removes once it
+is old enough that it cannot be an upload still in flight.
 
 Sessions and account erasure are in storage/mongo_accounts.py, the audit trail in
 storage/mongo_audit.py.
@@ -37,6 +39,7 @@ from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import is_object_id, new_id
 from storage.mongo_accounts import MongoAccounts, as_object_id
 from storage.mongo_audit import MongoAudit
+from storage.mongo_versions import MongoVersions
 
 # How long an unreachable server may take before a request gives up with a 503: a few
 # seconds, never a hang (pymongo's default server selection wait is 30 s).
@@ -46,7 +49,7 @@ TIMEOUT_MS = 3000
 SWEEP_MIN_AGE = timedelta(minutes=10)
 
 
-class MongoStore(MongoAccounts, MongoAudit, Store):
+class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
     name = "mongodb"
 
     def __init__(self, uri: str, *, clock=time.time):
@@ -65,6 +68,8 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
         self._refresh_tokens = database["refreshTokens"]
         self._spent_tokens = database["spentRefreshTokens"]
         self._patients = database["patients"]
+        self._versions = database["patientVersions"]
+        self._migrations = database["schemaMigrations"]
         self._audit = database["audit"]
         self._audit_chains = database["auditChains"]
         self._files = gridfs.GridFSBucket(database, bucket_name="reports")
@@ -73,6 +78,7 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
         with self._errors_translated():
             self._create_indexes()
             self._housekeeping()
+            self._finish_versions()
             self._sweep_report_files()
 
     def _create_indexes(self) -> None:
@@ -80,6 +86,7 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
         self._users.create_index("usernameKey", unique=True, name="users_by_username")
         self._create_account_indexes()
         self._create_audit_indexes()
+        self._create_version_indexes()
         # An owner's listing in id order, and the cursor's {_id: {$gt: ...}} range.
         self._patients.create_index([("ownerId", 1), ("_id", 1)], name="patients_by_owner")
         # The sweep's question "does any patient name this file?".
@@ -138,7 +145,7 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
         patient_id, now = new_id(self._clock), self._now()
         first_key, last_key = name_keys(fields)
         document = {"_id": as_object_id(patient_id), "ownerId": ObjectId(owner_id), "fields": fields,
-                    "firstNameKey": first_key, "lastNameKey": last_key, "reports": [],
+                    "firstNameKey": first_key, "lastNameKey": last_key, "reports": [], "version": 1,
                     "createdAt": now, "updatedAt": now}
         with self._errors_translated():
             self._patients.insert_one(document)
@@ -147,6 +154,9 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
             if self._users.find_one({"_id": document["ownerId"], "erasing": {"$ne": True}}, {"_id": 1}) is None:
                 self._patients.delete_one({"_id": document["_id"]})
                 raise NotFound("no user with this id")
+            # After the patient: a crash before this loses version 1 from its history,
+            # never leaves a history whose patient does not exist.
+            self._record_first_version(document)
         return self._patient_from_document(document)
 
     def get_patient(self, patient_id):
@@ -169,44 +179,35 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
             documents = list(self._patients.find(query).sort("_id", 1).limit(limit))
         return [self._patient_from_document(document) for document in documents]
 
-    def replace_patient(self, patient_id, fields):
-        first_key, last_key = name_keys(fields)
-        update = {"$set": {"fields": fields, "firstNameKey": first_key, "lastNameKey": last_key,
-                           "updatedAt": self._now()}}
+    def replace_patient(self, patient_id, fields, *, expected_version=None):
         with self._errors_translated():
-            document = self._patients.find_one_and_update({"_id": as_object_id(patient_id)}, update,
-                                                          return_document=pymongo.ReturnDocument.AFTER)
-        if document is None:
-            raise NotFound("no patient with this id")
-        return self._patient_from_document(document)
+            record, head = self._write_version(patient_id, expected_version,
+                                               lambda head: {"fields": fields, "reports": head["reports"]})
+        return self._patient_from_document({**head, **record, "_id": head["_id"]})
 
-    def delete_patient(self, patient_id):
+    def delete_patient(self, patient_id, *, expected_version=None):
+        # The head goes first, then its history, then its files (a crash part-way leaves
+        # orphan files for the sweep, never a report that names a missing file).
         with self._errors_translated():
-            document = self._patients.find_one_and_delete({"_id": as_object_id(patient_id)})
-            if document is None:
-                raise NotFound("no patient with this id")
-            # After the patient is gone: a crash here leaves orphans for the sweep,
-            # never a report that names a missing file.
-            for report in document["reports"]:
-                self._delete_file(report["id"])
+            self._write_version(patient_id, expected_version, lambda head: {"deleted": True})
 
     @staticmethod
     def _patient_from_document(document) -> dict:
         return {"id": str(document["_id"]), "ownerId": str(document["ownerId"]), **document["fields"],
-                "reports": document["reports"], "createdAt": document["createdAt"],
-                "updatedAt": document["updatedAt"]}
+                "reports": document["reports"], "version": document["version"],
+                "createdAt": document["createdAt"], "updatedAt": document["updatedAt"]}
 
     # -- reports -----------------------------------------------------------------
     def report_writer(self):
         return MongoReportWriter(self)
 
     def _attach_report(self, patient_id: str, report: dict) -> None:
+        # NotFound if the patient was deleted while the upload ran.
         with self._errors_translated():
-            updated = self._patients.update_one({"_id": as_object_id(patient_id)}, {"$push": {"reports": report}})
-        if updated.matched_count == 0:
-            raise NotFound("no patient with this id")  # deleted while the upload ran
+            self._write_version(patient_id, None,
+                                lambda head: {"fields": head["fields"], "reports": [*head["reports"], report]})
 
-    def open_report(self, patient_id, report_id):
+    def open_report(self, patient_id, report_id, *, start=0, length=None):
         report_object_id = as_object_id(report_id)
         with self._errors_translated():
             document = self._patients.find_one({"_id": as_object_id(patient_id), "reports.id": report_id},
@@ -218,17 +219,19 @@ class MongoStore(MongoAccounts, MongoAudit, Store):
                 source = self._files.open_download_stream(report_object_id)
             except gridfs.errors.NoFile as exc:
                 raise Unavailable("the report's file cannot be read") from exc
-        return report, ReportChunks(source)
+        # GridOut.seek only moves its position: the next read asks for the chunks from
+        # the one holding `start` on (files_id, n ≥ start // chunkSize).
+        return report, ReportChunks(source, start=start, length=length)
 
     def delete_report(self, patient_id, report_id):
-        report, chunks = self.open_report(patient_id, report_id)  # NotFound unless it is there
-        chunks.close()
+        def without_report(head):
+            reports = [report for report in head["reports"] if report["id"] != report_id]
+            if len(reports) == len(head["reports"]):
+                raise NotFound("this patient has no report with this id")
+            return {"fields": head["fields"], "reports": reports}
+
         with self._errors_translated():
-            # $pull the exact element: MongoDB would also take the condition {"id": ...},
-            # but exact equality is what every MongoDB-compatible server understands.
-            updated = self._patients.update_one({"_id": as_object_id(patient_id)}, {"$pull": {"reports": report}})
-            if updated.modified_count == 0:
-                raise NotFound("this patient has no report with this id")  # deleted meanwhile
+            self._write_version(patient_id, None, without_report)
             self._delete_file(report_id)
 
     def _delete_file(self, report_id: str) -> None:

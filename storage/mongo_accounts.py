@@ -199,6 +199,9 @@ class MongoAccounts:
                     self.delete_patient(str(patient_id))  # the patient, then its GridFS files
                 except NotFound:
                     pass  # deleted meanwhile by another request: just as good
+        # A version a write claimed while its patient was being deleted (that write then
+        # takes it back, unless it stopped half-way).
+        self._versions.delete_many({"ownerId": user})
         # Again at the end: a login that began before step 1 may have added a session.
         self._sessions.delete_many({"userId": user})
         self._refresh_tokens.delete_many({"userId": user})

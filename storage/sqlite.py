@@ -3,7 +3,13 @@
 One file, `DATA_DIR/meditrack.sqlite3`, in write-ahead-log mode so readers never
 wait for a writer. Patients keep their PatientInput fields as one JSON document
 (the same shape the MongoDB store keeps), beside the columns that queries need:
-the owner, the id, and case-folded names for search.
+the owner, the id, case-folded names for search, and the version.
+
+`patient_versions` is the patient's history: one row per version, the current one
+included, written in the same transaction as the change that made it. A conditional
+write is one `UPDATE … WHERE id = ? AND version = ?` inside `BEGIN IMMEDIATE`: the
+write lock is held from the check to the commit, so of any number of writers naming
+one version exactly one changes a row; the others change nothing and are told so.
 
 Report bytes live in files, `DATA_DIR/reports/<report id>`, named by a generated id
 and never by anything a client sent. An upload is written to `reports/tmp/`, fsynced,
@@ -25,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
-from storage.errors import Conflict, NotFound, Unavailable
+from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
 from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA, SQLiteAccounts
 from storage.sqlite_audit import SCHEMA as AUDIT_SCHEMA, SQLiteAudit
@@ -47,6 +53,7 @@ CREATE TABLE IF NOT EXISTS patients (
     first_name_key TEXT NOT NULL,
     last_name_key  TEXT NOT NULL,
     fields         TEXT NOT NULL,
+    version        INTEGER NOT NULL,
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL
 );
@@ -64,9 +71,18 @@ CREATE TABLE IF NOT EXISTS reports (
     uploaded_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
+
+-- Every version of a patient's fields, the current one included; deleted with the patient.
+CREATE TABLE IF NOT EXISTS patient_versions (
+    patient_id TEXT NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL,
+    fields     TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (patient_id, version)
+) WITHOUT ROWID;
 """
 
-PATIENT_COLUMNS = "id, owner_id, fields, created_at, updated_at"
+PATIENT_COLUMNS = "id, owner_id, fields, version, created_at, updated_at"
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
 REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "description", "uploadedAt")
 # A patient with its reports in one query: the correlated subquery folds the patient's
@@ -97,6 +113,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             db.executescript(ACCOUNTS_SCHEMA)
             db.executescript(AUDIT_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
+            _add_patient_versions(db)
         self._next_housekeeping = 0.0
         self._housekeeping()
         self._sweep_report_files()
@@ -187,14 +204,15 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
         patient_id, now = new_id(self._clock), self._now()
-        with self._connection() as db:
+        with self._transaction() as db:
             # The owner is read in the INSERT: an account being erased gets no new patient.
             inserted = db.execute(f"INSERT INTO patients ({PATIENT_COLUMNS}, first_name_key, last_name_key) "
-                                  "SELECT ?, id, ?, ?, ?, ?, ? FROM users WHERE id = ? AND erasing = 0",
+                                  "SELECT ?, id, ?, 1, ?, ?, ?, ? FROM users WHERE id = ? AND erasing = 0",
                                   (patient_id, json.dumps(fields), now, now, *name_keys(fields), owner_id))
             if inserted.rowcount == 0:
                 raise NotFound("no user with this id")
-        return self._patient_document(patient_id, owner_id, fields, [], now, now)
+            self._record_version(db, patient_id)
+        return self._patient_document(patient_id, owner_id, fields, [], 1, now, now)
 
     def get_patient(self, patient_id):
         with self._connection() as db:
@@ -216,36 +234,74 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             rows = db.execute(sql, (*args, limit)).fetchall()
         return [self._patient_from_row(row) for row in rows]
 
-    def replace_patient(self, patient_id, fields):
-        now = self._now()
+    def replace_patient(self, patient_id, fields, *, expected_version=None):
         with self._transaction() as db:
-            updated = db.execute("UPDATE patients SET fields = ?, first_name_key = ?, last_name_key = ?, "
-                                 "updated_at = ? WHERE id = ?",
-                                 (json.dumps(fields), *name_keys(fields), now, patient_id))
-            if updated.rowcount == 0:
-                raise NotFound("no patient with this id")
+            self._new_version(db, patient_id, expected_version,
+                              "fields = ?, first_name_key = ?, last_name_key = ?,",
+                              (json.dumps(fields), *name_keys(fields)))
             row = db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
         return self._patient_from_row(row)
 
-    def delete_patient(self, patient_id):
+    def _new_version(self, db, patient_id: str, expected_version: int | None, assignments: str = "",
+                     values: tuple = ()) -> None:
+        """Inside a write transaction: apply `assignments` to the patient, move it to its
+        next version and record that version. The version check is the UPDATE's own
+        WHERE clause, so it and the write are one step."""
+        updated = db.execute(f"UPDATE patients SET {assignments} version = version + 1, updated_at = ? "
+                             "WHERE id = ? AND (? IS NULL OR version = ?)",
+                             (*values, self._now(), patient_id, expected_version, expected_version))
+        if updated.rowcount == 0:
+            self._refuse_write(db, patient_id)
+        self._record_version(db, patient_id)
+
+    @staticmethod
+    def _record_version(db, patient_id: str) -> None:
+        db.execute("INSERT INTO patient_versions (patient_id, version, fields, updated_at) "
+                   "SELECT id, version, fields, updated_at FROM patients WHERE id = ?", (patient_id,))
+
+    @staticmethod
+    def _refuse_write(db, patient_id: str):
+        """Why a write that named this patient changed no row: it is gone, or it has
+        moved past the version the write expected."""
+        if db.execute("SELECT 1 FROM patients WHERE id = ?", (patient_id,)).fetchone() is None:
+            raise NotFound("no patient with this id")
+        raise VersionMismatch("the patient has changed since the version the write named")
+
+    def delete_patient(self, patient_id, *, expected_version=None):
         with self._transaction() as db:
             report_ids = [row[0] for row in db.execute("SELECT id FROM reports WHERE patient_id = ?", (patient_id,))]
-            deleted = db.execute("DELETE FROM patients WHERE id = ?", (patient_id,))  # reports cascade
+            # Its reports and versions go with it (ON DELETE CASCADE).
+            deleted = db.execute("DELETE FROM patients WHERE id = ? AND (? IS NULL OR version = ?)",
+                                 (patient_id, expected_version, expected_version))
             if deleted.rowcount == 0:
-                raise NotFound("no patient with this id")
+                self._refuse_write(db, patient_id)
         # After the commit: a crash before these unlinks leaves orphans for the sweep,
         # never a row without its file.
         for report_id in report_ids:
             self._report_path(report_id).unlink(missing_ok=True)
 
+    def list_versions(self, patient_id, *, below, limit):
+        with self._connection() as db:
+            rows = db.execute("SELECT version, updated_at FROM patient_versions WHERE patient_id = ? "
+                              "AND version < ? ORDER BY version DESC LIMIT ?", (patient_id, below, limit)).fetchall()
+        return [{"version": version, "updatedAt": updated_at} for version, updated_at in rows]
+
+    def get_version(self, patient_id, version):
+        with self._connection() as db:
+            row = db.execute("SELECT fields, updated_at FROM patient_versions WHERE patient_id = ? AND version = ?",
+                             (patient_id, version)).fetchone()
+        if row is None:
+            raise NotFound("this patient has no such version")
+        return {"version": version, **json.loads(row[0]), "updatedAt": row[1]}
+
     def _patient_from_row(self, row) -> dict:
-        patient_id, owner_id, fields, created_at, updated_at, reports = row
+        patient_id, owner_id, fields, version, created_at, updated_at, reports = row
         return self._patient_document(patient_id, owner_id, json.loads(fields), json.loads(reports),
-                                      created_at, updated_at)
+                                      version, created_at, updated_at)
 
     @staticmethod
-    def _patient_document(patient_id, owner_id, fields, reports, created_at, updated_at) -> dict:
-        return {"id": patient_id, "ownerId": owner_id, **fields, "reports": reports,
+    def _patient_document(patient_id, owner_id, fields, reports, version, created_at, updated_at) -> dict:
+        return {"id": patient_id, "ownerId": owner_id, **fields, "reports": reports, "version": version,
                 "createdAt": created_at, "updatedAt": updated_at}
 
     # -- reports -----------------------------------------------------------------
@@ -257,12 +313,14 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
 
     def _insert_report(self, patient_id: str, report: dict) -> None:
         # A patient deleted while the upload ran fails the foreign key: NotFound (see
-        # _connection). One statement, so SQLite makes it atomic without a BEGIN.
-        with self._connection() as db:
+        # _connection). The patient's representation lists its reports, so it moves on
+        # to a new version in the same transaction.
+        with self._transaction() as db:
             db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (patient_id, *(report[name] for name in REPORT_FIELDS)))
+            self._new_version(db, patient_id, None)
 
-    def open_report(self, patient_id, report_id):
+    def open_report(self, patient_id, report_id, *, start=0, length=None):
         with self._connection() as db:
             row = db.execute(f"SELECT {REPORT_COLUMNS} FROM reports WHERE id = ? AND patient_id = ?",
                              (report_id, patient_id)).fetchone()
@@ -272,13 +330,14 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             source = open(self._report_path(report_id), "rb")
         except OSError as exc:
             raise Unavailable("the report's file cannot be read") from exc
-        return dict(zip(REPORT_FIELDS, row)), ReportChunks(source)
+        return dict(zip(REPORT_FIELDS, row)), ReportChunks(source, start=start, length=length)
 
     def delete_report(self, patient_id, report_id):
         with self._transaction() as db:
             deleted = db.execute("DELETE FROM reports WHERE id = ? AND patient_id = ?", (report_id, patient_id))
             if deleted.rowcount == 0:
                 raise NotFound("this patient has no report with this id")
+            self._new_version(db, patient_id, None)
         self._report_path(report_id).unlink(missing_ok=True)
 
     def stored_report_ids(self):
@@ -363,6 +422,21 @@ def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, defi
         # Two processes starting on the same file at once: the other one added it first.
         if "duplicate column" not in str(exc):
             raise
+
+
+def _add_patient_versions(db: sqlite3.Connection) -> None:
+    """A database made before patients had versions: each patient becomes version 1,
+    and that version is its first history row. One transaction: all of it or none."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "version" not in {row[1] for row in db.execute("PRAGMA table_info(patients)")}:
+            db.execute("ALTER TABLE patients ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+            db.execute("INSERT INTO patient_versions (patient_id, version, fields, updated_at) "
+                       "SELECT id, version, fields, updated_at FROM patients")
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
 
 
 def _fsync_directory(path: Path) -> None:

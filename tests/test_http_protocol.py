@@ -191,7 +191,7 @@ def test_unknown_path_is_404_problem(live_server, target):
     ("DELETE", "/auth/login", "POST"),
     ("GET", "/auth/register", "POST"),
     ("POST", "/health", "GET, HEAD"),
-    ("POST", "/patients/0123456789abcdef01234567", "DELETE, GET, HEAD, PUT"),
+    ("POST", "/patients/0123456789abcdef01234567", "DELETE, GET, HEAD, PATCH, PUT"),
 ])
 def test_wrong_method_is_405_problem_with_allow(live_server, method, target, allow):
     response = exchange(live_server, http_request(method, target))

@@ -72,6 +72,8 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_MIN_BODY_RATE", "4096", "min_body_rate", 4096),
     ("MEDITRACK_AUDIT_FLUSH_MS", "20", "audit_flush_ms", 20),
     ("MEDITRACK_AUDIT_RETENTION_DAYS", "30", "audit_retention_days", 30),
+    ("MEDITRACK_REQUIRE_IF_MATCH", "1", "require_if_match", True),
+    ("MEDITRACK_REQUIRE_IF_MATCH", "0", "require_if_match", False),
 ]
 
 
@@ -193,6 +195,9 @@ def test_a_bad_port_flag_is_refused_naming_the_flag(text):
     ("MEDITRACK_SOCKET_TIMEOUT", "1.5"),
     ("MEDITRACK_TRUSTED_PROXIES", "not-an-address"),
     ("MEDITRACK_TRUSTED_PROXIES", "10.0.0.1, proxy.internal"),
+    ("MEDITRACK_REQUIRE_IF_MATCH", "yes"),
+    ("MEDITRACK_REQUIRE_IF_MATCH", "true"),
+    ("MEDITRACK_REQUIRE_IF_MATCH", ""),
 ])
 def test_a_bad_value_is_refused_naming_the_setting(variable, text):
     with pytest.raises(SettingError) as caught:

@@ -34,7 +34,7 @@ FULL_PATIENT = {
     "notes": "Line one\nLine two \"quoted\" \\ back-slash\ttab",
 }
 
-STORE_KEYS = {"id", "ownerId", "reports", "createdAt", "updatedAt"}
+STORE_KEYS = {"id", "ownerId", "reports", "version", "createdAt", "updatedAt"}
 
 
 @pytest.fixture

@@ -288,8 +288,8 @@ def body_length(headers: Headers) -> int:
 
 
 def response_has_body(method: str, status: int) -> bool:
-    """RFC 9110 §9.3.2, §15.3.5: a response to HEAD, and a 204, carry no body."""
-    return method != "HEAD" and status != HTTPStatus.NO_CONTENT
+    """RFC 9110 §9.3.2, §15.3.5, §15.4.5: a response to HEAD, a 204 and a 304 carry no body."""
+    return method != "HEAD" and status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED)
 
 
 def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_length: int,
@@ -306,9 +306,11 @@ def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_le
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {name} contains a line break")
         lines.append(f"{name}: {value}")
-    # RFC 9110 §8.6: a 204 carries no Content-Length (and no body). Every other
-    # response does, so a keep-alive connection knows where it ends (RFC 9112 §6.3).
-    if status != HTTPStatus.NO_CONTENT:
+    # RFC 9110 §8.6: a 204 carries no Content-Length (and no body), nor does our 304
+    # (it may only repeat the 200's length, which a bodiless answer does not need).
+    # Every other response does, so a keep-alive connection knows where it ends
+    # (RFC 9112 §6.3).
+    if status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
         lines.append(f"Content-Length: {content_length}")
     if not keep_alive:
         lines.append("Connection: close")  # RFC 9112 §9.6

@@ -1,0 +1,145 @@
+"""The MongoDB store's patient versions: every change is an insert first, then an update.
+
+`MongoVersions` is mixed into `MongoStore` (storage/mongo.py). Documents:
+
+    patientVersions  {_id: "<patient id>/<version>", patientId, ownerId, version, updatedAt,
+                      fields, reports}   — or, for a delete, {…, deleted: true} without them
+
+A patient's history is the log of its versions; the `patients` document is the
+newest of them plus what queries need (the "head"). A change is made in two steps:
+
+1. **Claim** the next version: insert its document under the unique _id
+   "<patient>/<version + 1>". Of any number of writers that read version N, exactly
+   one inserts "<patient>/<N + 1>"; every other insert fails on the duplicate key.
+   This insert *is* the compare-and-set behind If-Match: the check and the write are
+   one atomic step, never a read followed by a write.
+2. **Apply** it: `$set` the head to that version's state, only if the head is still
+   older (`version: {$lt: N + 1}`), so a head only ever moves forward.
+
+NOTE: why not one `update_one({_id, version: N}, …)`, which MongoDB itself runs
+atomically? Because a MongoDB-compatible server need not: FerretDB 1.x runs a filtered
+update as a read and a later write (see storage/mongo_accounts.py), and sixteen
+writers naming one version could all "win". An insert under a unique _id is the one
+atomic step every such server keeps.
+
+A writer that stopped between the steps (a crash, a lost connection) leaves a claimed
+version that is not applied yet. Whoever next fails to claim that number applies it
+for them ("rolls it forward"): a version's document holds the whole state the head
+should show, so applying it twice is harmless. Until then readers see the version
+before it, as they would while the writer was still at work; `list_versions` and
+`get_version` are only ever asked about versions up to the head's.
+
+A delete claims a version too, so a conditional delete and a conditional update can
+never both succeed. Deleting the head comes before deleting the history; deletes
+that a crash cut off between the two are finished when the store next opens.
+"""
+
+from pymongo.errors import DuplicateKeyError
+
+from storage.base import name_keys
+from storage.errors import NotFound, Unavailable, VersionMismatch
+from storage.mongo_accounts import as_object_id
+
+# A writer that loses the race for a version reads the new one and tries again (unless
+# it named a version, when it is told at once). Each retry means another writer
+# succeeded, so this many in a row only happens under a storm of writes to one patient.
+WRITE_ATTEMPTS = 50
+MIGRATION = "patient-versions"  # the schemaMigrations document once old patients have versions
+
+
+def version_key(patient_key, version: int) -> str:
+    return f"{patient_key}/{version}"
+
+
+class MongoVersions:
+    def _create_version_indexes(self) -> None:
+        self._versions.create_index([("patientId", 1), ("version", 1)], name="versions_by_patient")
+        self._versions.create_index("ownerId", name="versions_by_owner")  # an erasure's last sweep
+        self._versions.create_index("deleted", name="versions_deleting")  # deletes to finish at start-up
+
+    def _write_version(self, patient_id: str, expected_version: int | None, change) -> tuple[dict, dict]:
+        """Claim and apply the patient's next version; `change(head)` says what it holds:
+        {"fields", "reports"}, or {"deleted": True}. Returns (the version, the head it
+        was made from)."""
+        key = as_object_id(patient_id)
+        for _ in range(WRITE_ATTEMPTS):
+            head = self._patients.find_one({"_id": key})
+            if head is None:
+                raise NotFound("no patient with this id")
+            if expected_version is not None and head["version"] != expected_version:
+                raise VersionMismatch("the patient has changed since the version the write named")
+            version = head["version"] + 1
+            record = {"_id": version_key(key, version), "patientId": key, "ownerId": head["ownerId"],
+                      "version": version, "updatedAt": self._now(), **change(head)}
+            try:
+                self._versions.insert_one(record)  # step 1, the claim
+            except DuplicateKeyError:
+                self._roll_forward(key, version)  # taken: make sure the head shows it, then look again
+                continue
+            self._apply_version(record)  # step 2
+            return record, head
+        raise Unavailable("the patient is being changed too often to write now")
+
+    def _apply_version(self, record: dict) -> None:
+        """Make the head show this version, if it does not yet; NotFound if the patient
+        was deleted meanwhile (the version then belongs to nothing and goes too)."""
+        key = record["patientId"]
+        if record.get("deleted"):
+            head = self._patients.find_one_and_delete({"_id": key, "version": {"$lt": record["version"]}})
+            # After the head: a crash between the two leaves history whose deletion the
+            # next start finishes (the "deleted" version is still there to say so).
+            self._versions.delete_many({"patientId": key})
+            for report in head["reports"] if head else ():
+                self._delete_file(report["id"])
+            return
+        first_key, last_key = name_keys(record["fields"])
+        updated = self._patients.update_one({"_id": key, "version": {"$lt": record["version"]}}, {"$set": {
+            "fields": record["fields"], "firstNameKey": first_key, "lastNameKey": last_key,
+            "reports": record["reports"], "version": record["version"], "updatedAt": record["updatedAt"]}})
+        if updated.matched_count == 0 and self._patients.find_one({"_id": key}, {"_id": 1}) is None:
+            self._versions.delete_many({"patientId": key})
+            raise NotFound("no patient with this id")
+
+    def _roll_forward(self, key, version: int) -> None:
+        record = self._versions.find_one({"_id": version_key(key, version)})
+        if record is not None:
+            try:
+                self._apply_version(record)
+            except NotFound:
+                pass  # deleted meanwhile: the caller finds that out when it reads the head
+
+    def _record_first_version(self, document: dict) -> None:
+        self._versions.insert_one({"_id": version_key(document["_id"], 1), "patientId": document["_id"],
+                                   "ownerId": document["ownerId"], "version": 1, "updatedAt": document["updatedAt"],
+                                   "fields": document["fields"], "reports": document["reports"]})
+
+    def list_versions(self, patient_id, *, below, limit):
+        with self._errors_translated():
+            documents = self._versions.find({"patientId": as_object_id(patient_id), "version": {"$lt": below}},
+                                            {"version": 1, "updatedAt": 1}).sort("version", -1).limit(limit)
+            return [{"version": document["version"], "updatedAt": document["updatedAt"]} for document in documents]
+
+    def get_version(self, patient_id, version):
+        with self._errors_translated():
+            document = self._versions.find_one({"_id": version_key(as_object_id(patient_id), version)})
+        if document is None or document.get("deleted"):
+            raise NotFound("this patient has no such version")
+        return {"version": version, **document["fields"], "updatedAt": document["updatedAt"]}
+
+    def _finish_versions(self) -> None:
+        """At start-up: give patients stored before versions existed their version 1
+        (once per database), and finish deletes a crash cut off half-way."""
+        if self._migrations.find_one({"_id": MIGRATION}) is None:
+            for document in self._patients.find({"version": {"$exists": False}}):
+                try:
+                    self._record_first_version(document)
+                except DuplicateKeyError:
+                    pass  # another process starting at the same time got here first
+                self._patients.update_one({"_id": document["_id"], "version": {"$exists": False}},
+                                          {"$set": {"version": 1}})
+            try:
+                self._migrations.insert_one({"_id": MIGRATION})
+            except DuplicateKeyError:
+                pass
+        for record in self._versions.find({"deleted": True}):
+            self._apply_version(record)
