@@ -30,13 +30,16 @@ before it, as they would while the writer was still at work; `list_versions` and
 `get_version` are only ever asked about versions up to the head's.
 
 A delete claims a version too, so a conditional delete and a conditional update can
-never both succeed. Deleting the head comes before deleting the history; deletes
-that a crash cut off between the two are finished when the store next opens.
+never both succeed. Deleting the head comes before deleting the history. A delete is
+never rolled forward by another writer (that writer is told the patient is gone):
+so a deleter that finds no head to delete knows the patient was gone before its
+claim, and answers NotFound, rather than guessing whether someone did its work.
+Deletes a crash cut off are finished when the store next opens.
 """
 
 from pymongo.errors import DuplicateKeyError
 
-from storage.base import name_keys
+from storage.base import name_keys, utc_timestamp
 from storage.errors import NotFound, Unavailable, VersionMismatch
 from storage.mongo_accounts import as_object_id
 
@@ -89,7 +92,9 @@ class MongoVersions:
             # After the head: a crash between the two leaves history whose deletion the
             # next start finishes (the "deleted" version is still there to say so).
             self._versions.delete_many({"patientId": key})
-            for report in head["reports"] if head else ():
+            if head is None:
+                raise NotFound("no patient with this id")  # deleted before this claim was made
+            for report in head["reports"]:
                 self._delete_file(report["id"])
             return
         first_key, last_key = name_keys(record["fields"])
@@ -102,11 +107,14 @@ class MongoVersions:
 
     def _roll_forward(self, key, version: int) -> None:
         record = self._versions.find_one({"_id": version_key(key, version)})
-        if record is not None:
-            try:
-                self._apply_version(record)
-            except NotFound:
-                pass  # deleted meanwhile: the caller finds that out when it reads the head
+        if record is None:
+            return  # the patient was deleted meanwhile: the caller finds out when it reads the head
+        if record.get("deleted"):
+            raise NotFound("no patient with this id")  # being deleted: its deleter finishes that
+        try:
+            self._apply_version(record)
+        except NotFound:
+            pass
 
     def _record_first_version(self, document: dict) -> None:
         self._versions.insert_one({"_id": version_key(document["_id"], 1), "patientId": document["_id"],
@@ -141,5 +149,10 @@ class MongoVersions:
                 self._migrations.insert_one({"_id": MIGRATION})
             except DuplicateKeyError:
                 pass
-        for record in self._versions.find({"deleted": True}):
-            self._apply_version(record)
+        # NOTE: only deletes older than a minute, so one another process is making right
+        # now is left to it.
+        for record in self._versions.find({"deleted": True, "updatedAt": {"$lt": utc_timestamp(self._clock() - 60)}}):
+            try:
+                self._apply_version(record)
+            except NotFound:
+                pass  # its head was already gone: its history is now too

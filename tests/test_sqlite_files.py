@@ -90,3 +90,20 @@ def test_a_not_null_violation_is_a_bug_not_a_store_error(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         store.create_user("ada", None)
     assert store.find_user("ada") is None
+
+
+def test_a_database_from_before_versions_gets_version_1_with_its_history(tmp_path):
+    """A file made by the previous release (patients had no version column): on opening,
+    every patient becomes version 1, and that version is the first of its history."""
+    store = SQLiteStore(tmp_path)
+    owner = store.create_user("u", b"h")
+    patient = store.create_patient(owner["id"], PATIENT)
+    store.close()
+    with sqlite3.connect(tmp_path / "meditrack.sqlite3") as db:  # back to the old shape
+        db.execute("DROP TABLE patient_versions")
+        db.execute("ALTER TABLE patients DROP COLUMN version")
+    reopened = SQLiteStore(tmp_path)
+    assert reopened.get_patient(patient["id"])["version"] == 1
+    assert {**reopened.get_version(patient["id"], 1), "version": None} == {
+        "version": None, **PATIENT, "updatedAt": patient["updatedAt"]}
+    assert reopened.replace_patient(patient["id"], PATIENT, expected_version=1)["version"] == 2

@@ -77,3 +77,12 @@ def renumber_audit_chain(store: Store, chain: str, from_sequence: int) -> None:
         return
     for document in store._audit.find({"chain": chain, "sequence": {"$gte": from_sequence}}).sort("sequence", -1):
         store._audit.update_one({"_id": document["_id"]}, {"$set": {"sequence": document["sequence"] + 1}})
+
+
+def stored_version_count(store: Store, patient_id: str) -> int:
+    """How many versions of the patient are stored at all: what an erasure must bring to 0."""
+    if store.name == "sqlite":
+        with store._connection() as db:
+            return db.execute("SELECT count(*) FROM patient_versions WHERE patient_id = ?", (patient_id,)).fetchone()[0]
+    from bson import ObjectId
+    return store._versions.count_documents({"patientId": ObjectId(patient_id)})

@@ -1,0 +1,116 @@
+"""The MongoDB store alone: what its two-step writes leave when a writer stops half-way,
+how patients stored before versions get theirs, and GridFS ranged reads.
+
+Collected only when a MongoDB-compatible server is there (`make test-mongo`).
+"""
+
+import pytest
+from bson import ObjectId
+
+from storage.errors import NotFound, Unavailable, VersionMismatch
+from storage.mongo import MongoStore
+from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
+from tests.support.records import PATIENT, write_report
+from tests.support.stores import stored_version_count
+
+RENAMED = {**PATIENT, "lastName": "King"}
+
+
+@pytest.fixture
+def uri():
+    uri = fresh_mongodb_uri()
+    yield uri
+    drop_mongodb_database(uri)
+
+
+@pytest.fixture
+def store(uri, clock):
+    store = MongoStore(uri, clock=clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def patient(store) -> dict:
+    return store.create_patient(store.create_user("owner", b"h")["id"], PATIENT)
+
+
+def stop_after_the_claim(store, monkeypatch):
+    """Make the next write stop between its two steps, as a crash or a lost connection would."""
+    def stopped(record):
+        monkeypatch.undo()
+        raise Unavailable("the connection dropped")
+    monkeypatch.setattr(store, "_apply_version", stopped)
+
+
+def test_a_version_claimed_but_not_applied_is_not_shown_yet(store, patient, monkeypatch):
+    stop_after_the_claim(store, monkeypatch)
+    with pytest.raises(Unavailable):
+        store.replace_patient(patient["id"], RENAMED, expected_version=1)
+    assert store.get_patient(patient["id"])["version"] == 1
+    assert stored_version_count(store, patient["id"]) == 2  # the claim is there, unapplied
+
+
+def test_the_next_writer_rolls_a_stopped_write_forward(store, patient, monkeypatch):
+    stop_after_the_claim(store, monkeypatch)
+    with pytest.raises(Unavailable):
+        store.replace_patient(patient["id"], RENAMED, expected_version=1)
+    # A writer that read version 1 is told it changed, and the change is now in place.
+    with pytest.raises(VersionMismatch):
+        store.replace_patient(patient["id"], {**PATIENT, "notes": "late"}, expected_version=1)
+    after = store.get_patient(patient["id"])
+    assert after["version"] == 2 and after["lastName"] == "King"
+    assert store.replace_patient(patient["id"], PATIENT)["version"] == 3
+
+
+def test_an_unconditional_writer_goes_on_after_rolling_forward(store, patient, monkeypatch):
+    stop_after_the_claim(store, monkeypatch)
+    with pytest.raises(Unavailable):
+        store.replace_patient(patient["id"], RENAMED)
+    assert store.replace_patient(patient["id"], {**PATIENT, "notes": "n"})["version"] == 3
+    assert store.get_version(patient["id"], 2)["lastName"] == "King"
+
+
+def test_a_stopped_delete_stops_writers_and_is_finished_at_the_next_start(store, uri, clock, patient, monkeypatch):
+    report = write_report(store, patient["id"])
+    stop_after_the_claim(store, monkeypatch)
+    with pytest.raises(Unavailable):
+        store.delete_patient(patient["id"])
+    with pytest.raises(NotFound):
+        store.replace_patient(patient["id"], RENAMED)  # the patient is on its way out
+    clock.advance(61)
+    reopened = MongoStore(uri, clock=clock)
+    try:
+        with pytest.raises(NotFound):
+            reopened.get_patient(patient["id"])
+        assert stored_version_count(reopened, patient["id"]) == 0
+        assert report["id"] not in reopened.stored_report_ids()
+    finally:
+        reopened.close()
+
+
+def test_patients_from_before_versions_get_version_1_once(store, uri, clock, patient):
+    # The previous release's shape: no version on the patient, no history, no marker.
+    store._patients.update_one({"_id": ObjectId(patient["id"])}, {"$unset": {"version": ""}})
+    store._versions.delete_many({})
+    store._migrations.delete_many({})
+    reopened = MongoStore(uri, clock=clock)
+    try:
+        assert reopened.get_patient(patient["id"])["version"] == 1
+        assert reopened.get_version(patient["id"], 1)["updatedAt"] == patient["updatedAt"]
+        assert reopened._migrations.count_documents({}) == 1
+    finally:
+        reopened.close()
+
+
+def test_a_ranged_read_starts_at_the_chunk_holding_its_first_byte(store, patient):
+    data = bytes(range(256)) * 2048  # 512 KiB: chunks 0, 1 and 2
+    report = write_report(store, patient["id"], data)
+    # Take chunk 0 away: a read that needs it fails, a read that starts in chunk 1 must not.
+    store._chunk_documents.delete_one({"files_id": ObjectId(report["id"]), "n": 0})
+    chunk = 255 * 1024
+    _, chunks = store.open_report(patient["id"], report["id"], start=chunk + 10, length=100)
+    try:
+        assert b"".join(chunks) == data[chunk + 10:chunk + 110]
+    finally:
+        chunks.close()
