@@ -124,6 +124,35 @@ def test_every_audited_request_leaves_exactly_one_event_with_the_right_fields(se
     assert any(event["userId"] == user and event["action"] == "create" for event in all_events(server))
 
 
+def test_versions_and_conditional_writes_are_audited_with_their_outcome(server):
+    client = ApiClient(server.url).register_and_login()
+    user = client.user["id"]
+    patient = client.post("/patients", json=PATIENT).json()["id"]
+    client.put(f"/patients/{patient}", json=PATIENT)
+    stale = client.put(f"/patients/{patient}", json=PATIENT, headers={"If-Match": '"1"'})
+    assert the_event(server, stale) == expected("update", 412, user, "Patient", patient, patient)
+    patched = client.request("PATCH", f"/patients/{patient}", json={"notes": "x"},
+                             headers={"Content-Type": "application/merge-patch+json", "If-Match": '"2"'})
+    assert the_event(server, patched) == expected("update", 200, user, "Patient", patient, patient)
+    assert the_event(server, client.get(f"/patients/{patient}/versions")) == expected(
+        "read", 200, user, "Patient", patient, patient)
+    assert the_event(server, client.get(f"/patients/{patient}/versions/1")) == expected(
+        "read", 200, user, "Patient", patient, patient)
+    not_modified = client.get(f"/patients/{patient}", headers={"If-None-Match": '"3"'})
+    assert the_event(server, not_modified) == expected("read", 304, user, "Patient", patient, patient)
+    report = upload(client, patient).json()["id"]
+    ranged = client.get(f"/patients/{patient}/reports/{report}", headers={"Range": "bytes=0-3"})
+    assert the_event(server, ranged) == expected("download", 206, user, "Report", report, patient)
+
+
+def test_a_write_refused_for_want_of_if_match_is_audited_as_428(start_server):
+    strict = start_server(require_if_match=True)
+    client = ApiClient(strict.url).register_and_login()
+    patient = client.post("/patients", json=PATIENT).json()["id"]
+    refused = client.delete(f"/patients/{patient}")
+    assert the_event(strict, refused) == expected("delete", 428, client.user["id"], "Patient", patient, patient)
+
+
 def test_requests_that_touch_no_patient_data_leave_no_event(server):
     client = ApiClient(server.url).register_and_login()
     for response in (client.get("/auth/me"), client.get("/auth/sessions"), client.get("/health"),

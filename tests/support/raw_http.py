@@ -62,7 +62,7 @@ class RawConnection:
         return self.read_response(head=head)
 
     def read_response(self, *, head: bool = False) -> RawResponse:
-        """Status line, headers, then exactly Content-Length bytes (none for 1xx, 204, HEAD)."""
+        """Status line, headers, then exactly Content-Length bytes (none for 1xx, 204, 304, HEAD)."""
         status_line = self.rfile.readline(65537)
         assert status_line, "the server closed the connection instead of answering"
         assert status_line.endswith(b"\r\n"), f"not a status line: {status_line!r}"
@@ -78,8 +78,8 @@ class RawConnection:
             assert colon, f"not a header line: {line!r}"
             headers.append((name, value.strip()))
         response = RawResponse(version, int(status), reason, headers, b"")
-        # RFC 9112 §6.3: 1xx, 204 and any response to HEAD end with the header section.
-        if response.status < 200 or response.status == 204 or head:
+        # RFC 9112 §6.3: 1xx, 204, 304 and any response to HEAD end with the header section.
+        if response.status < 200 or response.status in (204, 304) or head:
             return response
         length = response.header("Content-Length")
         assert length is not None, f"a {response.status} response has no Content-Length"
