@@ -24,9 +24,13 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 PASSWORD = "bench password 1"
 
 
-def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: float = 4, env=None) -> dict:
-    """One wrk run: requests/s and latency percentiles (ms), non-2xx/3xx count."""
-    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: float = 4, env=None,
+        threads: int | None = None) -> dict:
+    """One wrk run: requests/s and latency percentiles (ms), non-2xx/3xx count. Two wrk
+    threads unless `threads` says (a script that keeps state per connection needs one
+    thread per connection)."""
+    threads = threads or min(2, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     if script:
         command += ["-s", str(BENCH / script)]
     output = subprocess.run(command + [url], capture_output=True, text=True, env={**os.environ, **(env or {})},

@@ -57,9 +57,12 @@ def seed_patients(data_dir: Path, owner_id: str, count: int, batch: int = 50_000
     stamp = "2026-01-01T00:00:00.000Z"
     with sqlite3.connect(data_dir / "meditrack.sqlite3") as db:
         for start in range(0, count, batch):
-            db.executemany("INSERT INTO patients (id, owner_id, first_name_key, last_name_key, fields, created_at,"
-                           " updated_at) VALUES (?, ?, 'ada', 'lovelace', ?, ?, ?)",
-                           ((new_id(), owner_id, fields, stamp, stamp) for _ in range(min(batch, count - start))))
+            ids = [new_id() for _ in range(min(batch, count - start))]
+            db.executemany("INSERT INTO patients (id, owner_id, first_name_key, last_name_key, fields, version,"
+                           " created_at, updated_at) VALUES (?, ?, 'ada', 'lovelace', ?, 1, ?, ?)",
+                           ((patient_id, owner_id, fields, stamp, stamp) for patient_id in ids))
+            db.executemany("INSERT INTO patient_versions (patient_id, version, fields, updated_at) VALUES (?, 1, ?, ?)",
+                           ((patient_id, fields, stamp) for patient_id in ids))
 
 
 def login(url: str, username: str) -> str:
@@ -103,6 +106,7 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
                                                  seconds=seconds, script="bearer.lua", env=env)
             results["create_patient"] = alternate(f"{url}/patients", ceiling_url, rounds=rounds, seconds=seconds,
                                                   script="create_patient.lua", env=env)
+            results["conditional_put"] = conditional_puts(url, headers, env, rounds, seconds)
 
             print("measuring list scaling...", file=sys.stderr, flush=True)
             lists = {}
@@ -154,6 +158,24 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
     return results
 
 
+def conditional_puts(url: str, headers: dict, env: dict, rounds: int, seconds: float) -> dict:
+    """PUT with If-Match naming the current version (32 connections, each editing a patient
+    of its own) against the same PUTs without If-Match, in turn: what the check costs."""
+    ids = [requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()["id"]
+           for _ in range(32)]
+    runs = {"conditional": [], "unconditional": []}
+    for _ in range(rounds):
+        for kind in runs:
+            put_env = {**env, "BENCH_PATIENTS": ",".join(ids), "BENCH_CONDITIONAL": "1" if kind == "conditional" else "0"}
+            runs[kind].append(wrk(f"{url}/patients/{ids[0]}", script="conditional_put.lua", threads=32,
+                                  seconds=seconds, env=put_env))
+    median = {kind: {key: statistics.median(run[key] for run in kind_runs) for key in ("rps", "p50", "p99")}
+              for kind, kind_runs in runs.items()}
+    return {**median["conditional"], "unconditional_rps": median["unconditional"]["rps"],
+            "ratio": median["conditional"]["rps"] / median["unconditional"]["rps"],
+            "non2xx": sum(run["non2xx"] for run in runs["conditional"])}
+
+
 def read_p99_during_storm(data_dir: Path, environ: dict, read_path: str, seconds: float) -> tuple[float, float]:
     """p99 of patient reads (ms) alone, then while 16 connections log in as fast as they can."""
     process, url = start_server(data_dir, environ)
@@ -184,7 +206,8 @@ def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict
             return {"get_patient": alternate(f"{url}/patients/{patient['id']}", ceiling_url, rounds=rounds,
                                              seconds=seconds, script="bearer.lua", env=env),
                     "list_patients": alternate(f"{url}/patients?limit=20", ceiling_url, rounds=rounds,
-                                               seconds=seconds, script="bearer.lua", env=env)}
+                                               seconds=seconds, script="bearer.lua", env=env),
+                    "conditional_put": conditional_puts(url, headers, env, rounds, seconds)}
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -205,6 +228,14 @@ def print_table(results: dict) -> None:
     versus("GET /patients/{id}", "get_patient", "≥ 0.50, p99 ≤ 25 ms")
     versus("GET /patients?limit=20", "list_patients", "≥ 0.35")
     versus("POST /patients", "create_patient")
+
+    def conditional(store):
+        put = results[store]["conditional_put"]
+        rows.append((f"PUT /patients/{{id}} with If-Match [{store}]", f"{put['rps']:,.0f}/s",
+                     f"{put['unconditional_rps']:,.0f}/s", f"{put['ratio']:.2f}",
+                     f"p50 {put['p50']:.1f} ms, p99 {put['p99']:.1f} ms, {put['non2xx']} non-2xx; vs without If-Match", ""))
+
+    conditional("sqlite")
     baseline = results.get("audit_baseline")
     if baseline:
         rows.append(("GET /patients/{id}, audited, vs before the audit trail", f"{baseline['rps']:,.0f}/s",
@@ -231,6 +262,7 @@ def print_table(results: dict) -> None:
     if "mongodb" in results:
         versus("GET /patients/{id}", "get_patient", store="mongodb")
         versus("GET /patients?limit=20", "list_patients", store="mongodb")
+        conditional("mongodb")
     header = ("scenario", "MediTrack", "reference", "ratio", "detail", "target")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * width for width in widths), *rows]:

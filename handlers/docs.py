@@ -40,7 +40,7 @@ section.operation { border: 1px solid #d0d7de; border-radius: 6px; padding: 0 1r
 .method { display: inline-block; min-width: 4.5rem; text-align: center; color: #fff; border-radius: 4px;
           font: bold 0.85rem monospace; padding: 0.1rem 0.4rem; background: #57606a; }
 .get { background: #0969da; } .post { background: #1a7f37; }
-.put { background: #9a6700; } .delete { background: #cf222e; }
+.put { background: #9a6700; } .patch { background: #8250df; } .delete { background: #cf222e; }
 code { background: #f6f8fa; padding: 0 0.2rem; border-radius: 3px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: 0.3rem 0.5rem; border-bottom: 1px solid #d0d7de; }
