@@ -9,7 +9,10 @@ and deliberately bad requests. It passes when
 
 - no response was a 5xx, and every bad request got the 4xx it deserves;
 - every write that was acknowledged is readable at the end, exactly as acknowledged
-  (patients compared field by field, reports by SHA-256), and deleted ones are gone;
+  (patients compared field by field, version included, but for the moment of a change
+  an upload made, which its answer does not give; reports by SHA-256), and deleted
+  ones are gone; half of the edits name the version they change (If-Match), and no
+  edit is refused;
 - the server's thread count and resident memory are flat after the warm-up (the first
   fifth of the run, at least 3 s): threads never exceed their warm-up peak by more than 2, and RSS
   grows by at most RSS_GROWTH_LIMIT.
@@ -109,9 +112,16 @@ class Worker(threading.Thread):
         self.call("GET", "/patients", 200, params={"limit": 20, "q": "soak"})
 
     def replace(self):
+        """A PUT, or a merge PATCH; half of them name the version this worker last saw
+        (If-Match), which must always still be current: no one else writes its patients."""
         if patient_id := self.some_patient():
-            body = {**PATIENT, "notes": secrets.token_hex(8), "allergies": ["dust"]}
-            response = self.call("PUT", f"/patients/{patient_id}", 200, json=body)
+            headers = {"If-Match": f'"{self.patients[patient_id]["version"]}"'} if self.random.random() < 0.5 else {}
+            if self.random.random() < 0.5:
+                body = {**PATIENT, "notes": secrets.token_hex(8), "allergies": ["dust"]}
+                response = self.call("PUT", f"/patients/{patient_id}", 200, json=body, headers=headers)
+            else:
+                response = self.call("PATCH", f"/patients/{patient_id}", 200, json={"notes": secrets.token_hex(8)},
+                                     headers={**headers, "Content-Type": "application/merge-patch+json"})
             if response is not None:
                 self.patients[patient_id] = response.json()
 
@@ -123,7 +133,11 @@ class Worker(threading.Thread):
             if response is not None:
                 report = response.json()
                 self.reports[report["id"]] = (patient_id, hashlib.sha256(data).hexdigest())
-                self.patients[patient_id]["reports"].append(report)
+                patient = self.patients[patient_id]
+                patient["reports"].append(report)
+                # The patient moved to its next version; when exactly, only a read would say.
+                patient["version"] += 1
+                patient["updatedAt"] = None
 
     def download(self):
         if self.reports:
@@ -158,7 +172,10 @@ class Worker(threading.Thread):
         problems = []
         for patient_id, expected in self.patients.items():
             response = self.session.get(f"{self.url}/patients/{patient_id}", timeout=30)
-            if response.status_code != 200 or response.json() != expected:
+            stored = response.json() if response.status_code == 200 else None
+            if stored is not None and expected["updatedAt"] is None:
+                stored["updatedAt"] = None
+            if stored != expected:
                 problems.append(f"patient {patient_id} is not as acknowledged")
         for report_id, (patient_id, sha256) in self.reports.items():
             response = self.session.get(f"{self.url}/patients/{patient_id}/reports/{report_id}", timeout=60)

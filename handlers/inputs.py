@@ -20,7 +20,7 @@ def content_type(request) -> tuple[str, dict[str, str]]:
 
 def read_json(request, media_type: str = "application/json", *, refusal_headers=()):
     """The request body as JSON; 415 (with `refusal_headers`) unless it is declared
-    `media_type`, application/json or a JSON-based type such as a merge patch's."""
+    `media_type`: application/json, or a JSON-based type such as a merge patch's."""
     declared, parameters = content_type(request)
     # RFC 9110 §15.5.16: 415 when the content is in a format the resource does not take.
     if declared != media_type:

@@ -160,7 +160,8 @@ def download_report(records: PatientRecords, request: Request) -> Response:
     headers = [("Content-Type", report["contentType"]),
                ("Content-Disposition", content_disposition(report["filename"])),
                etag_header, ("Accept-Ranges", "bytes")]
-    wanted = requested_range(request.headers, report["size"], report["sha256"])
+    # RFC 9110 §14.2: Range is defined for GET only; a HEAD gets the whole file's headers.
+    wanted = requested_range(request.headers, report["size"], report["sha256"]) if request.method == "GET" else None
     if wanted is None:
         _, chunks = records.store.open_report(patient["id"], report_id)
         return Response(200, chunks, headers, content_length=report["size"])

@@ -39,7 +39,7 @@ from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import is_object_id, new_id
 from storage.mongo_accounts import MongoAccounts, as_object_id
 from storage.mongo_audit import MongoAudit
-from storage.mongo_versions import MongoVersions
+from storage.mongo_versions import ClaimedNotApplied, MongoVersions
 
 # How long an unreachable server may take before a request gives up with a 503: a few
 # seconds, never a hang (pymongo's default server selection wait is 30 s).
@@ -77,8 +77,8 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
         self._chunk_documents = database["reports.chunks"]
         with self._errors_translated():
             self._create_indexes()
+            self._finish_versions()  # first: the housekeeping's erasures need every patient's version
             self._housekeeping()
-            self._finish_versions()
             self._sweep_report_files()
 
     def _create_indexes(self) -> None:
@@ -189,7 +189,7 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
         # The head goes first, then its history, then its files (a crash part-way leaves
         # orphan files for the sweep, never a report that names a missing file).
         with self._errors_translated():
-            self._write_version(patient_id, expected_version, lambda head: {"deleted": True})
+            self._write_version(patient_id, expected_version, lambda head: {"deleted": True, "pending": True})
 
     @staticmethod
     def _patient_from_document(document) -> dict:
@@ -251,7 +251,8 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
         than SWEEP_MIN_AGE (a report id starts with its creation time, like any ObjectId)."""
         cutoff = ObjectId.from_datetime(datetime.fromtimestamp(self._clock(), timezone.utc) - SWEEP_MIN_AGE)
         for file_id in self._file_documents.distinct("_id", {"_id": {"$lt": cutoff}}):
-            if self._patients.find_one({"reports.id": str(file_id)}, {"_id": 1}) is None:
+            if (self._patients.find_one({"reports.id": str(file_id)}, {"_id": 1}) is None
+                    and not self._claimed_version_lists(str(file_id))):
                 self._delete_file(str(file_id))
         # Chunks with no files document: an upload cut off before it was closed.
         known = set(self._file_documents.distinct("_id"))
@@ -323,7 +324,11 @@ class MongoReportWriter(ReportWriter):
                 "uploadDate": datetime.now(timezone.utc), "filename": self.report_id})
         self._file_written = True
         report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
-        self._store._attach_report(patient_id, report)  # if this fails, abort() deletes the file
+        try:
+            self._store._attach_report(patient_id, report)  # if this fails, abort() deletes the file...
+        except ClaimedNotApplied:
+            self._committed = True  # ...unless a version naming it is claimed: the next write applies it
+            raise
         self._committed = True
         return report
 

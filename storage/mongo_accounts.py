@@ -196,11 +196,13 @@ class MongoAccounts:
         while patient_ids := self._patients.distinct("_id", {"ownerId": user}):
             for patient_id in patient_ids:
                 try:
-                    self.delete_patient(str(patient_id))  # the patient, then its GridFS files
+                    self.delete_patient(str(patient_id))  # the patient, its history, then its GridFS files
                 except NotFound:
-                    pass  # deleted meanwhile by another request: just as good
-        # A version a write claimed while its patient was being deleted (that write then
-        # takes it back, unless it stopped half-way).
+                    # Deleted meanwhile by another request, or a delete that stopped half-way
+                    # (storage/mongo_versions.py), which no other writer finishes: this one does.
+                    self._finish_pending_delete(patient_id)
+        # The deleted patients' tombstones (storage/mongo_versions.py), and any version a
+        # write that stopped half-way claimed meanwhile.
         self._versions.delete_many({"ownerId": user})
         # Again at the end: a login that began before step 1 may have added a session.
         self._sessions.delete_many({"userId": user})

@@ -3,7 +3,10 @@
 `MongoVersions` is mixed into `MongoStore` (storage/mongo.py). Documents:
 
     patientVersions  {_id: "<patient id>/<version>", patientId, ownerId, version, updatedAt,
-                      fields, reports}   — or, for a delete, {…, deleted: true} without them
+                      fields, reports}
+                     or, for a delete, a tombstone without the patient's data:
+                     {_id, patientId, ownerId, version, updatedAt, deleted: true, pending: true
+                      until the delete is done}
 
 A patient's history is the log of its versions; the `patients` document is the
 newest of them plus what queries need (the "head"). A change is made in two steps:
@@ -13,14 +16,17 @@ newest of them plus what queries need (the "head"). A change is made in two step
    one inserts "<patient>/<N + 1>"; every other insert fails on the duplicate key.
    This insert *is* the compare-and-set behind If-Match: the check and the write are
    one atomic step, never a read followed by a write.
-2. **Apply** it: `$set` the head to that version's state, only if the head is still
-   older (`version: {$lt: N + 1}`), so a head only ever moves forward.
+2. **Apply** it: `$set` the head to that version's state if the head is still older
+   (`version: {$lt: N + 1}`).
 
 NOTE: why not one `update_one({_id, version: N}, …)`, which MongoDB itself runs
 atomically? Because a MongoDB-compatible server need not: FerretDB 1.x runs a filtered
 update as a read and a later write (see storage/mongo_accounts.py), and sixteen
 writers naming one version could all "win". An insert under a unique _id is the one
-atomic step every such server keeps.
+atomic step every such server keeps. On such a server a slow apply of version N + 1
+can even land after version N + 2's; so every writer, once its own version is
+applied, applies any newer one it finds, and the head is back at the newest before
+that writer answers.
 
 A writer that stopped between the steps (a crash, a lost connection) leaves a claimed
 version that is not applied yet. Whoever next fails to claim that number applies it
@@ -30,11 +36,13 @@ before it, as they would while the writer was still at work; `list_versions` and
 `get_version` are only ever asked about versions up to the head's.
 
 A delete claims a version too, so a conditional delete and a conditional update can
-never both succeed. Deleting the head comes before deleting the history. A delete is
-never rolled forward by another writer (that writer is told the patient is gone):
-so a deleter that finds no head to delete knows the patient was gone before its
-claim, and answers NotFound, rather than guessing whether someone did its work.
-Deletes a crash cut off are finished when the store next opens.
+never both succeed, and its document stays as a tombstone: the version number after
+the last stays taken, so no write that read the patient before the delete can claim
+it and leave a version of a deleted patient behind. A delete is never rolled forward
+by another writer (that writer is told the patient is gone), so a deleter that finds
+no head to delete knows the patient was gone before its claim. Deletes a crash cut
+off (still `pending`) are finished when the store next opens, or by the owner's
+erasure.
 """
 
 from pymongo.errors import DuplicateKeyError
@@ -50,6 +58,12 @@ WRITE_ATTEMPTS = 50
 MIGRATION = "patient-versions"  # the schemaMigrations document once old patients have versions
 
 
+class ClaimedNotApplied(Unavailable):
+    """The change's version was claimed but could not be applied: it is in the log,
+    and the next write to the patient applies it. The client is told 503 all the same,
+    since it cannot know when that will be."""
+
+
 def version_key(patient_key, version: int) -> str:
     return f"{patient_key}/{version}"
 
@@ -58,12 +72,12 @@ class MongoVersions:
     def _create_version_indexes(self) -> None:
         self._versions.create_index([("patientId", 1), ("version", 1)], name="versions_by_patient")
         self._versions.create_index("ownerId", name="versions_by_owner")  # an erasure's last sweep
-        self._versions.create_index("deleted", name="versions_deleting")  # deletes to finish at start-up
+        self._versions.create_index("pending", name="versions_pending")   # deletes to finish at start-up
 
     def _write_version(self, patient_id: str, expected_version: int | None, change) -> tuple[dict, dict]:
         """Claim and apply the patient's next version; `change(head)` says what it holds:
-        {"fields", "reports"}, or {"deleted": True}. Returns (the version, the head it
-        was made from)."""
+        {"fields", "reports"}, or {"deleted": True, "pending": True}. Returns (the
+        version, the head it was made from)."""
         key = as_object_id(patient_id)
         for _ in range(WRITE_ATTEMPTS):
             head = self._patients.find_one({"_id": key})
@@ -79,38 +93,53 @@ class MongoVersions:
             except DuplicateKeyError:
                 self._roll_forward(key, version)  # taken: make sure the head shows it, then look again
                 continue
-            self._apply_version(record)  # step 2
+            try:
+                self._apply_version(record)  # step 2
+            except Unavailable as exc:
+                raise ClaimedNotApplied("the change is recorded but not yet applied") from exc
             return record, head
         raise Unavailable("the patient is being changed too often to write now")
 
     def _apply_version(self, record: dict) -> None:
-        """Make the head show this version, if it does not yet; NotFound if the patient
-        was deleted meanwhile (the version then belongs to nothing and goes too)."""
+        """Make the head show this version (and any newer one claimed meanwhile), if it
+        does not yet; NotFound if the patient was deleted before this version was claimed
+        (the version then belongs to nothing and goes too)."""
         key = record["patientId"]
         if record.get("deleted"):
-            head = self._patients.find_one_and_delete({"_id": key, "version": {"$lt": record["version"]}})
-            # After the head: a crash between the two leaves history whose deletion the
-            # next start finishes (the "deleted" version is still there to say so).
-            self._versions.delete_many({"patientId": key})
-            if head is None:
-                raise NotFound("no patient with this id")  # deleted before this claim was made
-            for report in head["reports"]:
-                self._delete_file(report["id"])
+            self._finish_delete(record)
             return
         first_key, last_key = name_keys(record["fields"])
         updated = self._patients.update_one({"_id": key, "version": {"$lt": record["version"]}}, {"$set": {
             "fields": record["fields"], "firstNameKey": first_key, "lastNameKey": last_key,
             "reports": record["reports"], "version": record["version"], "updatedAt": record["updatedAt"]}})
         if updated.matched_count == 0 and self._patients.find_one({"_id": key}, {"_id": 1}) is None:
-            self._versions.delete_many({"patientId": key})
+            self._versions.delete_one({"_id": record["_id"]})
+            raise NotFound("no patient with this id")
+        try:
+            self._roll_forward(key, record["version"] + 1)  # see the NOTE above: a newer one may be waiting
+        except NotFound:
+            pass  # a delete comes next; this version was applied all the same
+
+    def _finish_delete(self, record: dict) -> None:
+        """The head, then the history but the tombstone, then the files; NotFound if the
+        head was already gone when this delete was claimed."""
+        key = record["patientId"]
+        head = self._patients.find_one_and_delete({"_id": key, "version": {"$lt": record["version"]}})
+        # After the head: a crash between the two leaves history whose deletion the
+        # next start finishes (the tombstone is still `pending` to say so).
+        self._versions.delete_many({"patientId": key, "_id": {"$ne": record["_id"]}})
+        for report in head["reports"] if head else ():
+            self._delete_file(report["id"])
+        self._versions.update_one({"_id": record["_id"]}, {"$unset": {"pending": ""}})
+        if head is None:
             raise NotFound("no patient with this id")
 
     def _roll_forward(self, key, version: int) -> None:
         record = self._versions.find_one({"_id": version_key(key, version)})
         if record is None:
-            return  # the patient was deleted meanwhile: the caller finds out when it reads the head
+            return  # not claimed, or the patient was deleted meanwhile: the caller finds out
         if record.get("deleted"):
-            raise NotFound("no patient with this id")  # being deleted: its deleter finishes that
+            raise NotFound("no patient with this id")  # deleted, or being deleted by its deleter
         try:
             self._apply_version(record)
         except NotFound:
@@ -134,6 +163,24 @@ class MongoVersions:
             raise NotFound("this patient has no such version")
         return {"version": version, **document["fields"], "updatedAt": document["updatedAt"]}
 
+    def _claimed_version_lists(self, report_id: str) -> bool:
+        """Whether a version claimed but not applied yet lists this report: its file must
+        stay, since the next write to the patient applies that version."""
+        for record in self._versions.find({"reports.id": report_id}, {"patientId": 1, "version": 1}):
+            head = self._patients.find_one({"_id": record["patientId"]}, {"version": 1})
+            if head is not None and head["version"] < record["version"]:
+                return True
+        return False
+
+    def _finish_pending_delete(self, key) -> None:
+        """Finish the delete a crash or a lost connection cut off, if the patient has one."""
+        record = self._versions.find_one({"patientId": key, "pending": True})
+        if record is not None:
+            try:
+                self._finish_delete(record)
+            except NotFound:
+                pass  # its head was already gone: its history now is too
+
     def _finish_versions(self) -> None:
         """At start-up: give patients stored before versions existed their version 1
         (once per database), and finish deletes a crash cut off half-way."""
@@ -151,8 +198,6 @@ class MongoVersions:
                 pass
         # NOTE: only deletes older than a minute, so one another process is making right
         # now is left to it.
-        for record in self._versions.find({"deleted": True, "updatedAt": {"$lt": utc_timestamp(self._clock() - 60)}}):
-            try:
-                self._apply_version(record)
-            except NotFound:
-                pass  # its head was already gone: its history is now too
+        stale = {"pending": True, "updatedAt": {"$lt": utc_timestamp(self._clock() - 60)}}
+        for key in self._versions.distinct("patientId", stale):
+            self._finish_pending_delete(key)

@@ -32,6 +32,8 @@ def headers(*fields: tuple[str, str]) -> Headers:
     ('"3', []),
     ('"3"x', []),
     ('*, "3"', []),                    # * stands alone
+    ('"a,b", "c"', [EntityTag("a,b"), EntityTag("c")]),  # a comma is an etagc
+    ('"1" "2"', []),                   # two tags need a comma between them
 ])
 def test_entity_tag_lists_parse_as_rfc_9110_8_8_3_says(value, expected):
     assert parse_entity_tags([value]) == expected

@@ -6,11 +6,12 @@ saving one record at once is the case all of this is for: the concurrency test s
 sixteen PUTs naming one version at the same moment, and exactly one may win.
 """
 
-import threading
+import json
 
 import pytest
 
 from tests.support.api import ApiClient
+from tests.support.concurrency import race
 from tests.support.problems import assert_problem
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
@@ -127,27 +128,15 @@ def test_if_match_is_checked_after_ownership_and_existence(client, other_client,
 
 
 def test_of_sixteen_puts_naming_one_version_exactly_one_is_200_and_fifteen_412(live_server, client, patient):
-    threads = 16
-    start_together = threading.Barrier(threads)
-    statuses, bodies = [], []
-
-    def save(index):
-        # A client of its own per thread: requests.Session is not safe to share.
-        own = ApiClient(live_server.url)
-        own.session.headers.update(client.session.headers)
-        start_together.wait()
-        response = own.put(path(patient), json={**PATIENT, "notes": f"clinician {index}"},
-                           headers={"If-Match": etag(1)})
-        statuses.append(response.status_code)
-        bodies.append(response.json())
-
-    workers = [threading.Thread(target=save, args=(index,)) for index in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert sorted(statuses) == [200] + [412] * 15
-    winner = next(body for body, status in zip(bodies, statuses) if status == 200)
+    clients = []
+    for _ in range(16):  # a client of its own per thread: requests.Session is not safe to share
+        clients.append(ApiClient(live_server.url))
+        clients[-1].session.headers.update(client.session.headers)
+    responses, errors = race(16, lambda index: clients[index].put(
+        path(patient), json={**PATIENT, "notes": f"clinician {index}"}, headers={"If-Match": etag(1)}))
+    assert errors == []
+    assert sorted(response.status_code for response in responses) == [200] + [412] * 15
+    winner = next(response.json() for response in responses if response.status_code == 200)
     after = client.get(path(patient)).json()
     assert after["version"] == 2 and after["notes"] == winner["notes"]
     assert [item["version"] for item in client.get(path(patient, "/versions")).json()["items"]] == [2, 1]
@@ -237,6 +226,40 @@ def test_patch_setting_a_required_field_to_null_is_400_and_changes_nothing(clien
 def test_patch_whose_result_is_not_a_valid_patient_is_400(client, patient, body):
     assert_problem(patch(client, patient, body), 400)
     assert client.get(path(patient)).json()["version"] == 1
+
+
+# RFC 7396 Appendix A, case by case, with the RFC's members played by a patient's fields:
+# (the stored fields beyond PATIENT, the patch, the fields after it — or 400 when the
+# merged result is no longer a valid patient).
+APPENDIX_A_ON_A_PATIENT = [
+    ({"notes": "b"}, {"notes": "c"}, {"notes": "c"}),                                      # 1
+    ({"notes": "b"}, {"phone": "555"}, {"notes": "b", "phone": "555"}),                    # 2
+    ({"notes": "b"}, {"notes": None}, {"notes": None}),                                    # 3
+    ({"notes": "b", "phone": "555"}, {"notes": None}, {"notes": None, "phone": "555"}),    # 4
+    ({"allergies": ["b"]}, {"allergies": "c"}, 400),                                       # 5
+    ({"notes": "c"}, {"notes": ["b"]}, 400),                                               # 6
+    ({"address": {"city": "c"}}, {"address": {"city": "d", "line": None}}, {"address": {"city": "d"}}),  # 7
+    ({"allergies": ["b", "c"]}, {"allergies": ["d"]}, {"allergies": ["d"]}),               # 8
+    ({"allergies": ["b"]}, ["c", "d"], 400),                                               # 9
+    ({"notes": "b"}, ["c"], 400),                                                          # 10
+    ({"notes": "foo"}, None, 400),                                                         # 11
+    ({"notes": "foo"}, "bar", 400),                                                        # 12
+    ({"email": None}, {"phone": "1"}, {"email": None, "phone": "1"}),                      # 13
+    ({}, {"address": {"city": {"ccc": None}}}, 400),                                       # 15
+]
+
+
+@pytest.mark.parametrize("stored, body, after", APPENDIX_A_ON_A_PATIENT,
+                         ids=[str(n) for n in (*range(1, 14), 15)])
+def test_rfc_7396_appendix_a_on_a_patient(client, stored, body, after):
+    patient = client.post("/patients", json={**PATIENT, **stored}).json()
+    response = client.request("PATCH", path(patient), data=json.dumps(body), headers=MERGE_PATCH)
+    if after == 400:
+        assert_problem(response, 400)
+        assert client.get(path(patient)).json()["version"] == 1
+        return
+    assert response.status_code == 200, response.text
+    assert {name: response.json()[name] for name in after} == after
 
 
 def test_patch_trims_names_like_put(client, patient):

@@ -1,14 +1,19 @@
-"""The MongoDB store alone: what its two-step writes leave when a writer stops half-way,
-how patients stored before versions get theirs, and GridFS ranged reads.
+"""The MongoDB store alone: what its two-step writes leave when a writer stops half-way
+(and who finishes it), delete tombstones, how patients stored before versions get
+theirs, and GridFS ranged reads.
 
 Collected only when a MongoDB-compatible server is there (`make test-mongo`).
 """
 
+import threading
+
 import pytest
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from storage.errors import NotFound, Unavailable, VersionMismatch
 from storage.mongo import MongoStore
+from storage.mongo_versions import version_key
 from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
 from tests.support.records import PATIENT, write_report
 from tests.support.stores import stored_version_count
@@ -114,3 +119,57 @@ def test_a_ranged_read_starts_at_the_chunk_holding_its_first_byte(store, patient
         assert b"".join(chunks) == data[chunk + 10:chunk + 110]
     finally:
         chunks.close()
+
+
+def test_an_erasure_finishes_a_delete_that_stopped_half_way(store, patient, monkeypatch):
+    stop_after_the_claim(store, monkeypatch)
+    with pytest.raises(Unavailable):
+        store.delete_patient(patient["id"])
+    eraser = threading.Thread(target=store.erase_user, args=(patient["ownerId"],), daemon=True)
+    eraser.start()
+    eraser.join(timeout=30)
+    assert not eraser.is_alive(), "the erasure went round the stopped delete for ever"
+    with pytest.raises(NotFound):
+        store.get_patient(patient["id"])
+    assert store._versions.count_documents({"ownerId": ObjectId(patient["ownerId"])}) == 0
+
+
+def test_a_delete_leaves_a_tombstone_so_no_write_that_read_before_it_can_claim_a_version(store, patient):
+    store.delete_patient(patient["id"])
+    tombstone = store._versions.find_one({"_id": version_key(ObjectId(patient["id"]), 2)})
+    assert tombstone["deleted"] is True and "fields" not in tombstone and "pending" not in tombstone
+    assert stored_version_count(store, patient["id"]) == 0
+    # A writer that read version 1 before the delete now claims version 2, and fails.
+    with pytest.raises(DuplicateKeyError):
+        store._versions.insert_one({"_id": version_key(ObjectId(patient["id"]), 2), "fields": PATIENT})
+
+
+def test_an_upload_whose_version_was_claimed_but_not_applied_keeps_its_file(store, uri, clock, patient,
+                                                                            monkeypatch):
+    stop_after_the_claim(store, monkeypatch)
+    with pytest.raises(Unavailable):
+        write_report(store, patient["id"], b"%PDF-1.4 kept")
+    (report_id,) = store.stored_report_ids()
+    # Past the sweep's age limit, a restart keeps the file: a claimed version names it...
+    clock.advance(11 * 60)
+    MongoStore(uri, clock=clock).close()
+    assert store.stored_report_ids() == {report_id}
+    # ...and the next write to the patient applies that version: the report is listed, whole.
+    store.replace_patient(patient["id"], RENAMED)
+    assert [report["id"] for report in store.get_patient(patient["id"])["reports"]] == [report_id]
+    _, chunks = store.open_report(patient["id"], report_id)
+    assert b"".join(chunks) == b"%PDF-1.4 kept"
+    chunks.close()
+
+
+def test_a_slow_apply_that_lands_after_a_newer_one_puts_the_newer_back(store, patient):
+    """What FerretDB's unisolated updates allow: version 3 is applied, then a slow apply
+    of version 2 overwrites it. The slow writer, before it answers, applies version 3 again."""
+    key = ObjectId(patient["id"])
+    store.replace_patient(patient["id"], RENAMED)
+    store.replace_patient(patient["id"], {**PATIENT, "notes": "newest"})
+    second = store._versions.find_one({"_id": version_key(key, 2)})
+    store._patients.update_one({"_id": key}, {"$set": {"version": 1}})  # as if version 2's write were still to land
+    store._apply_version(second)
+    after = store.get_patient(patient["id"])
+    assert after["version"] == 3 and after["notes"] == "newest"

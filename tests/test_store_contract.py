@@ -7,7 +7,6 @@ database is underneath.
 """
 
 import random
-import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -16,6 +15,7 @@ from storage.base import utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
 from tests.support.clock import FakeClock
+from tests.support.concurrency import race
 from tests.support.records import PATIENT, REPORT_METADATA, write_report
 from tests.support.stores import START
 
@@ -416,24 +416,12 @@ def test_store_names_itself(store):
 
 def test_concurrent_creates_all_succeed_with_unique_ids(store, owner):
     threads, per_thread = 8, 25
-    start_together = threading.Barrier(threads)
-    created: list[list[str]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
 
-    def create(index: int) -> None:
-        start_together.wait()
-        try:
-            for number in range(per_thread):
-                fields = {**PATIENT, "firstName": f"T{index}", "lastName": f"N{number}"}
-                created[index].append(store.create_patient(owner["id"], fields)["id"])
-        except BaseException as error:  # re-raised below so it fails the test
-            errors.append(error)
+    def create(index: int) -> list[str]:
+        return [store.create_patient(owner["id"], {**PATIENT, "firstName": f"T{index}", "lastName": f"N{number}"})["id"]
+                for number in range(per_thread)]
 
-    workers = [threading.Thread(target=create, args=(index,)) for index in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    created, errors = race(threads, create)
     assert errors == []
     every_id = [patient_id for batch in created for patient_id in batch]
     assert len(every_id) == len(set(every_id)) == threads * per_thread

@@ -3,12 +3,11 @@ moves by one on every change, a write conditional on a version is atomic (of rac
 writers naming one version exactly one wins), every version stays readable until the
 patient is deleted, and a report can be read from any offset."""
 
-import threading
-
 import pytest
 
 from storage.base import ReportChunks
 from storage.errors import NotFound, VersionMismatch
+from tests.support.concurrency import race
 from tests.support.records import PATIENT, write_report
 from tests.support.stores import stored_version_count
 
@@ -109,26 +108,6 @@ def test_a_conditional_write_to_a_missing_patient_is_not_found(store, patient, w
             store.replace_patient(patient["id"], RENAMED, expected_version=1)
         else:
             store.delete_patient(patient["id"], expected_version=1)
-
-
-def race(threads: int, action) -> tuple[list, list[BaseException]]:
-    """Run `action(index)` on `threads` threads released at once; (results, errors)."""
-    start_together = threading.Barrier(threads)
-    results, errors = [], []
-
-    def run(index):
-        start_together.wait()
-        try:
-            results.append(action(index))
-        except BaseException as error:
-            errors.append(error)
-
-    workers = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return results, errors
 
 
 def test_of_sixteen_writers_naming_one_version_exactly_one_wins(store, patient):

@@ -45,7 +45,12 @@ ANY = "*"  # If-Match: * / If-None-Match: * — any current representation
 
 # RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE,
 # etagc = %x21 / %x23-7E / obs-text (any visible character but the double quote).
-_ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+ENTITY_TAG_PATTERN = r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"'
+_ENTITY_TAG = re.compile(ENTITY_TAG_PATTERN)
+# One element of a comma-separated list of tags (§5.6.1: elements may be empty), and
+# what ends it. A tag may itself hold commas ("a,b"), so the list is read tag by tag,
+# never split on commas first.
+_TAG_LIST_ELEMENT = re.compile(rf"[ \t]*(?:{ENTITY_TAG_PATTERN})?[ \t]*(,|\Z)")
 _LIST_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 
 
@@ -62,14 +67,14 @@ def parse_entity_tags(values: list[str] | None) -> list[EntityTag] | str | None:
     text = ",".join(values).strip(" \t")
     if text == ANY:
         return ANY
-    tags = []
-    for element in _LIST_SEPARATOR.split(text):
-        if not element:
-            continue
-        match = _ENTITY_TAG.fullmatch(element)
-        if match is None:
+    tags, position = [], 0
+    while position < len(text):
+        element = _TAG_LIST_ELEMENT.match(text, position)
+        if element is None:
             return []
-        tags.append(EntityTag(match[2], weak=match[1] is not None))
+        if element[2] is not None:
+            tags.append(EntityTag(element[2], weak=element[1] is not None))
+        position = element.end()
     return tags
 
 
@@ -95,9 +100,10 @@ def evaluate_preconditions(headers, method: str, current: str) -> str | None:
     """RFC 9110 §13.2.2's order for a resource that exists, with entity tag `current`.
 
     Raises `PreconditionFailed` (412); returns `NOT_MODIFIED` when a GET or HEAD should
-    be answered 304, else None: carry on. The date conditions (If-Unmodified-Since,
-    If-Modified-Since) are ignored, as §13.1.3–4 require of a resource that sends no
-    Last-Modified.
+    be answered 304, else None: carry on. Steps 2 and 4, the date conditions
+    (If-Unmodified-Since, If-Modified-Since), are left out by choice: we send no
+    Last-Modified, so no client has a date of ours to send back, and a version says
+    more than a time with one-second resolution could.
     """
     # Step 1: If-Match, strong comparison (§13.1.1).
     if_match = parse_entity_tags(headers.get_all("If-Match"))

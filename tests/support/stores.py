@@ -80,9 +80,10 @@ def renumber_audit_chain(store: Store, chain: str, from_sequence: int) -> None:
 
 
 def stored_version_count(store: Store, patient_id: str) -> int:
-    """How many versions of the patient are stored at all: what an erasure must bring to 0."""
+    """How many versions of the patient's data are stored at all: what a delete must bring
+    to 0. (A MongoDB delete leaves a tombstone, which holds no patient data: not counted.)"""
     if store.name == "sqlite":
         with store._connection() as db:
             return db.execute("SELECT count(*) FROM patient_versions WHERE patient_id = ?", (patient_id,)).fetchone()[0]
     from bson import ObjectId
-    return store._versions.count_documents({"patientId": ObjectId(patient_id)})
+    return store._versions.count_documents({"patientId": ObjectId(patient_id), "deleted": {"$ne": True}})
