@@ -15,7 +15,8 @@ A patient's reports are embedded in its document, so reading a patient is one
 look-up. Every change to a patient — its fields replaced, a report added or removed,
 the patient deleted — is a new version, claimed by an insert and then applied
 (storage/mongo_versions.py): that is how two writes never lose one another, on
-MongoDB and on servers that only resemble it. An upload writes its GridFS file first
+MongoDB and on servers that only resemble it (where a reader can, for a moment, see
+the version before the newest: see the NOTE there). An upload writes its GridFS file first
 and then adds the metadata to the patient; if that fails the file is deleted. A crash
 in between leaves a file no patient names, which the start-up sweep removes once it
 is old enough that it cannot be an upload still in flight.
