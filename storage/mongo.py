@@ -249,11 +249,12 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
 
     def _sweep_report_files(self) -> None:
         """Remove GridFS files and chunks that no patient names, once they are older
-        than SWEEP_MIN_AGE (a report id starts with its creation time, like any ObjectId)."""
+        than SWEEP_MIN_AGE (a report id starts with its creation time, like any ObjectId),
+        but for an upload whose version was claimed and not applied: that one is applied."""
         cutoff = ObjectId.from_datetime(datetime.fromtimestamp(self._clock(), timezone.utc) - SWEEP_MIN_AGE)
         for file_id in self._file_documents.distinct("_id", {"_id": {"$lt": cutoff}}):
             if (self._patients.find_one({"reports.id": str(file_id)}, {"_id": 1}) is None
-                    and not self._claimed_version_lists(str(file_id))):
+                    and not self._apply_claimed_version_listing(str(file_id))):
                 self._delete_file(str(file_id))
         # Chunks with no files document: an upload cut off before it was closed.
         known = set(self._file_documents.distinct("_id"))

@@ -163,12 +163,17 @@ class MongoVersions:
             raise NotFound("this patient has no such version")
         return {"version": version, **document["fields"], "updatedAt": document["updatedAt"]}
 
-    def _claimed_version_lists(self, report_id: str) -> bool:
-        """Whether a version claimed but not applied yet lists this report: its file must
-        stay, since the next write to the patient applies that version."""
-        for record in self._versions.find({"reports.id": report_id}, {"patientId": 1, "version": 1}):
+    def _apply_claimed_version_listing(self, report_id: str) -> bool:
+        """For the start-up sweep, about a file no patient names: if a version claimed but
+        never applied lists it (an upload cut off between its two steps), apply that
+        version now, as the next write to the patient would, and say so: the file stays."""
+        for record in self._versions.find({"reports.id": report_id, "deleted": {"$ne": True}}):
             head = self._patients.find_one({"_id": record["patientId"]}, {"version": 1})
             if head is not None and head["version"] < record["version"]:
+                try:
+                    self._apply_version(record)
+                except NotFound:
+                    return False
                 return True
         return False
 

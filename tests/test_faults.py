@@ -135,19 +135,23 @@ class WriteLog:
         self.killed = threading.Event()   # set just before the kill: later failures are expected
         self.patients: set[str] = set()
         self.reports: dict[str, tuple[str, str, int]] = {}  # report id → (patient id, sha256, size)
+        self.edits: dict[str, tuple[int, str]] = {}  # patient id → (the version a PATCH made, its notes)
         self.cut_off: list[str] = []      # what each request in flight when the process died was
         self.unexpected: list[str] = []   # any other answer or failure
 
     @property
     def acknowledged(self) -> int:
-        return len(self.patients) + len(self.reports)
+        return len(self.patients) + len(self.reports) + len(self.edits)
 
-    def record(self, *, patient: str | None = None, report: tuple[str, str, str, int] | None = None) -> None:
+    def record(self, *, patient: str | None = None, report: tuple[str, str, str, int] | None = None,
+               edit: tuple[str, int, str] | None = None) -> None:
         with self.changed:
             if patient:
                 self.patients.add(patient)
             if report:
                 self.reports[report[0]] = report[1:]
+            if edit:
+                self.edits[edit[0]] = edit[1:]
             self.changed.notify_all()
 
     def wait_for(self, count: int, timeout: float) -> bool:
@@ -156,8 +160,9 @@ class WriteLog:
 
 
 def write_until_the_server_dies(url: str, token: str, log: WriteLog, seed: int) -> None:
-    """Create a patient, upload one to three reports to it (1 KiB – 2 MiB), repeat;
-    stop at the first request that fails, as every one does once the server is killed."""
+    """Create a patient, upload one to three reports to it (1 KiB – 2 MiB), edit it with
+    a PATCH naming its version (If-Match), repeat; stop at the first request that fails,
+    as every one does once the server is killed."""
     rng = random.Random(seed)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
@@ -167,7 +172,7 @@ def write_until_the_server_dies(url: str, token: str, log: WriteLog, seed: int) 
             response = session.post(url + "/patients", json=PATIENT, timeout=30)
             if response.status_code != 201:
                 raise AssertionError(f"creating a patient answered {response.status_code}")
-            patient_id = response.json()["id"]
+            patient_id, version = response.json()["id"], 1
             log.record(patient=patient_id)
             for _ in range(rng.randint(1, 3)):
                 data = random_pdf(rng, int(2 ** rng.uniform(10, 21)))  # 1 KiB – 2 MiB, log-uniform
@@ -179,6 +184,15 @@ def write_until_the_server_dies(url: str, token: str, log: WriteLog, seed: int) 
                 if response.status_code != 201 or response.json()["sha256"] != sha256:
                     raise AssertionError(f"an upload answered {response.status_code}: {response.text[:200]}")
                 log.record(report=(response.json()["id"], patient_id, sha256, len(data)))
+                version += 1  # each report added is a new version of the patient
+            notes = f"edit {rng.getrandbits(64):016x}"
+            sending = "an edit"
+            response = session.patch(f"{url}/patients/{patient_id}", json={"notes": notes}, timeout=30,
+                                     headers={"Content-Type": "application/merge-patch+json",
+                                              "If-Match": f'"{version}"'})
+            if response.status_code != 200 or response.json()["version"] != version + 1:
+                raise AssertionError(f"an edit answered {response.status_code}: {response.text[:200]}")
+            log.record(edit=(patient_id, version + 1, notes))
     except requests.ConnectionError as exc:
         with log.changed:
             if log.killed.is_set():
@@ -236,6 +250,12 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(deployment):
             assert store.get_patient(patient_id)["ownerId"] == client.user["id"]
         for report_id, (patient_id, sha256, _) in log.reports.items():
             assert stored_sha256(store, patient_id, report_id) == sha256, f"report {report_id} changed"
+        for patient_id, (version, notes) in log.edits.items():
+            # Each acknowledged edit is the patient's current version, with its whole history.
+            patient = store.get_patient(patient_id)
+            assert (patient["version"], patient["notes"]) == (version, notes)
+            history = store.list_versions(patient_id, below=version + 1, limit=100)
+            assert [item["version"] for item in history] == list(range(version, 0, -1))
         patient_ids, named = report_ids_patients_name(store, client.user["id"])
         assert log.patients <= patient_ids
         stored = store.stored_report_ids()
@@ -243,7 +263,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(deployment):
         assert stored == named, {"orphans": stored - named, "missing": named - stored}
         # Shown with `pytest -s`, or beside a failure: what this run's kill hit.
         print(f"[{deployment.store_kind}] {acknowledged_at_kill} writes acknowledged at the kill, "
-              f"{len(log.patients)} patients and {len(log.reports)} reports in the end; "
+              f"{len(log.patients)} patients, {len(log.reports)} reports and {len(log.edits)} edits in the end; "
               f"{len(log.cut_off)} requests cut off: {', '.join(sorted(log.cut_off))}; "
               f"{len(named) - len(log.reports)} reports committed but never acknowledged; "
               f"the sweep removed {len(left_behind - stored)} leftovers")
