@@ -30,7 +30,6 @@ OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address":
 # not in the future, even though it is still yesterday in UTC.
 LATEST_UTC_OFFSET = timedelta(hours=14)
 
-
 EDITABLE_FIELDS = ("firstName", "lastName", "dateOfBirth", *OPTIONAL_FIELDS)
 MERGE_PATCH_TYPE = "application/merge-patch+json"  # RFC 7396 §4
 # A PATCH without If-Match is still applied to the version it was merged onto; if that
