@@ -17,9 +17,11 @@ the patient deleted — is a new version, claimed by an insert and then applied
 (storage/mongo_versions.py): that is how two writes never lose one another, on
 MongoDB and on servers that only resemble it (where a reader can, for a moment, see
 the version before the newest: see the NOTE there). An upload writes its GridFS file first
-and then adds the metadata to the patient; if that fails the file is deleted. A crash
-in between leaves a file no patient names, which the start-up sweep removes once it
-is old enough that it cannot be an upload still in flight.
+and then adds the metadata to the patient; if that fails the file is deleted (unless
+the version naming it was claimed: it will be applied). A crash in between leaves a
+file no patient names, which the start-up sweep removes once it is old enough that it
+cannot be an upload still in flight (or, if an unapplied version names it, keeps, and
+applies that version).
 
 Sessions and account erasure are in storage/mongo_accounts.py, the audit trail in
 storage/mongo_audit.py.
@@ -149,15 +151,17 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
                     "firstNameKey": first_key, "lastNameKey": last_key, "reports": [], "version": 1,
                     "createdAt": now, "updatedAt": now}
         with self._errors_translated():
+            # The patient, then its version 1 (a crash between loses version 1 from its
+            # history, never leaves a version whose patient does not exist)...
             self._patients.insert_one(document)
-            # Checked after the insert, so an erasure that begins meanwhile either sees this
-            # patient (and erases it) or is seen here (and the patient is taken back).
+            self._record_first_version(document)
+            # ...then the owner, checked after both, so an erasure that begins meanwhile
+            # either sees this patient (and erases it, history and all) or is seen here
+            # (and both are taken back).
             if self._users.find_one({"_id": document["ownerId"], "erasing": {"$ne": True}}, {"_id": 1}) is None:
                 self._patients.delete_one({"_id": document["_id"]})
+                self._versions.delete_many({"patientId": document["_id"]})
                 raise NotFound("no user with this id")
-            # After the patient: a crash before this loses version 1 from its history,
-            # never leaves a history whose patient does not exist.
-            self._record_first_version(document)
         return self._patient_from_document(document)
 
     def get_patient(self, patient_id):

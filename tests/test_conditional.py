@@ -34,6 +34,8 @@ def headers(*fields: tuple[str, str]) -> Headers:
     ('*, "3"', []),                    # * stands alone
     ('"a,b", "c"', [EntityTag("a,b"), EntityTag("c")]),  # a comma is an etagc
     ('"1" "2"', []),                   # two tags need a comma between them
+    ('"1",' + " " * 5000 + "x", []),   # a long run of blanks, then garbage: refused in one pass
+    ('"1"' + " \t" * 2000 + ', "2"', [EntityTag("1"), EntityTag("2")]),
 ])
 def test_entity_tag_lists_parse_as_rfc_9110_8_8_3_says(value, expected):
     assert parse_entity_tags([value]) == expected

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import AutoReconnect, DuplicateKeyError
 
 from storage.errors import NotFound, Unavailable, VersionMismatch
 from storage.mongo import MongoStore
@@ -44,7 +44,7 @@ def stop_after_the_claim(store, monkeypatch):
     """Make the next write stop between its two steps, as a crash or a lost connection would."""
     def stopped(record):
         monkeypatch.undo()
-        raise Unavailable("the connection dropped")
+        raise AutoReconnect("the connection dropped")  # what pymongo raises then
     monkeypatch.setattr(store, "_apply_version", stopped)
 
 
@@ -76,13 +76,27 @@ def test_an_unconditional_writer_goes_on_after_rolling_forward(store, patient, m
     assert store.get_version(patient["id"], 2)["lastName"] == "King"
 
 
-def test_a_stopped_delete_stops_writers_and_is_finished_at_the_next_start(store, uri, clock, patient, monkeypatch):
+def stop_a_delete(store, patient, monkeypatch) -> dict:
     report = write_report(store, patient["id"])
     stop_after_the_claim(store, monkeypatch)
     with pytest.raises(Unavailable):
         store.delete_patient(patient["id"])
+    assert store.get_patient(patient["id"])["version"] == 2  # still there, its delete claimed
+    return report
+
+
+def test_the_next_writer_finishes_a_stopped_delete_and_is_told_the_patient_is_gone(store, patient, monkeypatch):
+    report = stop_a_delete(store, patient, monkeypatch)
     with pytest.raises(NotFound):
-        store.replace_patient(patient["id"], RENAMED)  # the patient is on its way out
+        store.replace_patient(patient["id"], RENAMED)
+    with pytest.raises(NotFound):
+        store.get_patient(patient["id"])
+    assert stored_version_count(store, patient["id"]) == 0
+    assert report["id"] not in store.stored_report_ids()
+
+
+def test_a_stopped_delete_no_one_meets_is_finished_at_the_next_start(store, uri, clock, patient, monkeypatch):
+    report = stop_a_delete(store, patient, monkeypatch)
     clock.advance(61)
     reopened = MongoStore(uri, clock=clock)
     try:
@@ -139,9 +153,11 @@ def test_a_delete_leaves_a_tombstone_so_no_write_that_read_before_it_can_claim_a
     tombstone = store._versions.find_one({"_id": version_key(ObjectId(patient["id"]), 2)})
     assert tombstone["deleted"] is True and "fields" not in tombstone and "pending" not in tombstone
     assert stored_version_count(store, patient["id"]) == 0
-    # A writer that read version 1 before the delete now claims version 2, and fails.
-    with pytest.raises(DuplicateKeyError):
-        store._versions.insert_one({"_id": version_key(ObjectId(patient["id"]), 2), "fields": PATIENT})
+    # A writer that read the patient before the delete now claims a version, and fails.
+    for version in (1, 2):
+        assert "fields" not in store._versions.find_one({"_id": version_key(ObjectId(patient["id"]), version)})
+        with pytest.raises(DuplicateKeyError):
+            store._versions.insert_one({"_id": version_key(ObjectId(patient["id"]), version), "fields": PATIENT})
 
 
 def test_an_upload_cut_off_after_its_claim_keeps_its_file_and_the_next_start_applies_it(
@@ -169,6 +185,9 @@ def test_a_slow_apply_that_lands_after_a_newer_one_puts_the_newer_back(store, pa
     store.replace_patient(patient["id"], {**PATIENT, "notes": "newest"})
     second = store._versions.find_one({"_id": version_key(key, 2)})
     store._patients.update_one({"_id": key}, {"$set": {"version": 1}})  # as if version 2's write were still to land
+    # The slow writer's last two steps, as _write_version takes them.
     store._apply_version(second)
+    assert store.get_patient(patient["id"])["version"] == 2  # what a reader could see for that moment
+    store._catch_up(key, 2)
     after = store.get_patient(patient["id"])
     assert after["version"] == 3 and after["notes"] == "newest"

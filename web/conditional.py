@@ -49,8 +49,9 @@ ENTITY_TAG_PATTERN = r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"'
 _ENTITY_TAG = re.compile(ENTITY_TAG_PATTERN)
 # One element of a comma-separated list of tags (§5.6.1: elements may be empty), and
 # what ends it. A tag may itself hold commas ("a,b"), so the list is read tag by tag,
-# never split on commas first.
-_TAG_LIST_ELEMENT = re.compile(rf"[ \t]*(?:{ENTITY_TAG_PATTERN})?[ \t]*(,|\Z)")
+# never split on commas first. (The blanks after a tag belong to the tag's group, so
+# a run of blanks can be matched one way only: no backtracking through its splits.)
+_TAG_LIST_ELEMENT = re.compile(rf"[ \t]*(?:{ENTITY_TAG_PATTERN}[ \t]*)?(,|\Z)")
 _LIST_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 
 
