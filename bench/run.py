@@ -160,12 +160,13 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
 
 def conditional_puts(url: str, headers: dict, env: dict, rounds: int, seconds: float) -> dict:
     """PUT with If-Match naming the current version (32 connections, each editing a patient
-    of its own) against the same PUTs without If-Match, in turn: what the check costs."""
-    ids = [requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()["id"]
-           for _ in range(32)]
+    of its own) against the same PUTs without If-Match, in turn: what the check costs.
+    Every run gets new patients, since the script starts from version 1."""
     runs = {"conditional": [], "unconditional": []}
     for _ in range(rounds):
         for kind in runs:
+            ids = [requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()["id"]
+                   for _ in range(32)]
             put_env = {**env, "BENCH_PATIENTS": ",".join(ids), "BENCH_CONDITIONAL": "1" if kind == "conditional" else "0"}
             runs[kind].append(wrk(f"{url}/patients/{ids[0]}", script="conditional_put.lua", threads=32,
                                   seconds=seconds, env=put_env))
