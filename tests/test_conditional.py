@@ -140,6 +140,7 @@ def test_a_range_past_the_end_is_not_satisfiable_and_says_the_size(value):
     "bytes=", "bytes=-", "bytes=a-b", "bytes=1-2-3", "bytes =0-1", "items=0-1", "0-1", "bytes=+1-2",
     "bytes=0x1-2", "bytes=1.5-2", "bytes=٣-4",
     "bytes=" + "9" * 19 + "-",            # more digits than any size needs
+    "bytes=1" + " " * 5000 + "x",         # a long run of blanks: refused in one pass
 ])
 def test_several_or_malformed_ranges_are_ignored(value):
     assert requested_range(headers(("Range", value)), SIZE, "tag") is None

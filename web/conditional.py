@@ -52,7 +52,6 @@ _ENTITY_TAG = re.compile(ENTITY_TAG_PATTERN)
 # never split on commas first. (The blanks after a tag belong to the tag's group, so
 # a run of blanks can be matched one way only: no backtracking through its splits.)
 _TAG_LIST_ELEMENT = re.compile(rf"[ \t]*(?:{ENTITY_TAG_PATTERN}[ \t]*)?(,|\Z)")
-_LIST_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 
 
 def parse_entity_tags(values: list[str] | None) -> list[EntityTag] | str | None:
@@ -150,7 +149,8 @@ def requested_range(headers, size: int, current: str) -> ByteRange | None:
     unit = _BYTES_UNIT.match(value)
     if unit is None:
         return None
-    specs = [spec for spec in _LIST_SEPARATOR.split(value[unit.end():].strip(" \t")) if spec]
+    # A range-spec holds no comma, so here the list may be split on commas (§5.6.1).
+    specs = [spec for spec in (element.strip(" \t") for element in value[unit.end():].split(",")) if spec]
     if len(specs) != 1:
         return None
     match = _RANGE_SPEC.fullmatch(specs[0])
