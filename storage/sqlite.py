@@ -5,11 +5,16 @@ wait for a writer. Patients keep their PatientInput fields as one JSON document
 (the same shape the MongoDB store keeps), beside the columns that queries need:
 the owner, the id, case-folded names for search, and the version.
 
+Reads use a pool of connections and never wait for a write (WAL). Every write is a
+function handed to the one writer thread (`_write`, storage/sqlite_writer.py), which
+runs the writes waiting in line in one transaction, each in a savepoint of its own,
+and syncs them to disk with one commit: group commit.
+
 `patient_versions` is the patient's history: one row per version, the current one
-included, written in the same transaction as the change that made it. A conditional
-write is one `UPDATE … WHERE id = ? AND version = ?` inside `BEGIN IMMEDIATE`: the
-write lock is held from the check to the commit, so of any number of writers naming
-one version exactly one changes a row; the others change nothing and are told so.
+included, written in the same unit as the change that made it. A conditional write is
+one `UPDATE … WHERE id = ? AND version = ?`, run by the one writer: of any number of
+writers naming one version exactly one changes a row; the others change nothing and
+are told so.
 
 Report bytes live in files, `DATA_DIR/reports/<report id>`, named by a generated id
 and never by anything a client sent. An upload is written to `reports/tmp/`, fsynced,
@@ -35,6 +40,7 @@ from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
 from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA, SQLiteAccounts
 from storage.sqlite_audit import SCHEMA as AUDIT_SCHEMA, SQLiteAudit
+from storage.sqlite_writer import BUSY_TIMEOUT, GroupCommitWriter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -114,14 +120,16 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             db.executescript(AUDIT_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
             _add_patient_versions(db)
+        self._writer = GroupCommitWriter(self._connect, store_error)
         self._next_housekeeping = 0.0
         self._housekeeping()
         self._sweep_report_files()
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no hidden BEGINs; transactions are explicit below.
-        # timeout: wait up to 10 s for another writer instead of failing at once.
-        db = sqlite3.connect(self._path, timeout=10, isolation_level=None, check_same_thread=False)
+        # isolation_level=None: no hidden BEGINs; transactions are explicit (the writer's).
+        # timeout: how long the writer waits for another process's write lock (readers
+        # never wait: WAL), instead of failing at once.
+        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode = WAL")
         # NOTE: FULL makes every commit durable before we answer 201, even across a
         # power cut; NORMAL would be faster but could lose the last commits.
@@ -141,36 +149,21 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
                 raise Unavailable("the database file cannot be opened") from exc
         try:
             yield db
-        except sqlite3.IntegrityError as exc:
-            # Which constraint failed is told by SQLite's extended result code, not by
-            # its message text, which is meant for people and may change.
-            if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
-                raise Conflict("a record with this key already exists") from exc
-            if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
-                # The parent row (a report's patient, a patient's owner) is gone, e.g.
-                # deleted while an upload ran; MongoDB's store answers that case alike.
-                raise NotFound("the patient or user this record belongs to does not exist") from exc
-            # NOTE: any other constraint (NOT NULL, CHECK) fails only on a bug, in this
-            # module's SQL or in a caller passing None where the contract wants a value.
-            # Unavailable would tell the client to retry and Conflict to change its
-            # request; neither would help. Re-raised, it becomes a 500 whose logged
-            # traceback names the constraint (SQLite's message names columns, not values).
-            raise
         except sqlite3.Error as exc:
-            raise Unavailable("the database cannot complete the request") from exc
+            error = store_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             if db.in_transaction:
                 db.rollback()
             self._idle.put(db)
 
-    @contextmanager
-    def _transaction(self):
-        """BEGIN IMMEDIATE takes the write lock up front, so the steps inside never
-        fail half-way for want of it; leaving the block commits, an error rolls back."""
-        with self._connection() as db:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
+    def _write(self, work):
+        """Run `work(connection)` in the writer's next group commit (storage/sqlite_writer.py);
+        its result once committed, or its error. Every write goes this way: only the
+        writer thread ever takes SQLite's write lock."""
+        return self._writer.submit(work)
 
     def _now(self) -> str:
         return utc_timestamp(self._clock())
@@ -178,9 +171,9 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
     # -- users ---------------------------------------------------------------
     def create_user(self, username, password_hash):
         user = {"id": new_id(self._clock), "username": username, "createdAt": self._now()}
-        with self._connection() as db:
-            db.execute("INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                       (user["id"], username, password_hash, user["createdAt"]))
+        self._write(lambda db: db.execute("INSERT INTO users (id, username, password_hash, created_at) "
+                                          "VALUES (?, ?, ?, ?)", (user["id"], username, password_hash,
+                                                                  user["createdAt"])))
         return user
 
     def find_user(self, username):
@@ -198,20 +191,23 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
         return None if row is None else {"id": row[0], "username": row[1], "createdAt": row[2]}
 
     def set_password(self, user_id, password_hash):
-        with self._connection() as db:
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+        self._write(lambda db: db.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                                          (password_hash, user_id)))
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
         patient_id, now = new_id(self._clock), self._now()
-        with self._transaction() as db:
+        row = (patient_id, json.dumps(fields), now, now, *name_keys(fields), owner_id)
+
+        def insert(db):
             # The owner is read in the INSERT: an account being erased gets no new patient.
             inserted = db.execute(f"INSERT INTO patients ({PATIENT_COLUMNS}, first_name_key, last_name_key) "
-                                  "SELECT ?, id, ?, 1, ?, ?, ?, ? FROM users WHERE id = ? AND erasing = 0",
-                                  (patient_id, json.dumps(fields), now, now, *name_keys(fields), owner_id))
+                                  "SELECT ?, id, ?, 1, ?, ?, ?, ? FROM users WHERE id = ? AND erasing = 0", row)
             if inserted.rowcount == 0:
                 raise NotFound("no user with this id")
             self._record_version(db, patient_id)
+
+        self._write(insert)
         return self._patient_document(patient_id, owner_id, fields, [], 1, now, now)
 
     def get_patient(self, patient_id):
@@ -235,12 +231,14 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
         return [self._patient_from_row(row) for row in rows]
 
     def replace_patient(self, patient_id, fields, *, expected_version=None):
-        with self._transaction() as db:
+        values = (json.dumps(fields), *name_keys(fields))
+
+        def replace(db):
             self._new_version(db, patient_id, expected_version,
-                              "fields = ?, first_name_key = ?, last_name_key = ?,",
-                              (json.dumps(fields), *name_keys(fields)))
-            row = db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
-        return self._patient_from_row(row)
+                              "fields = ?, first_name_key = ?, last_name_key = ?,", values)
+            return db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
+
+        return self._patient_from_row(self._write(replace))
 
     def _new_version(self, db, patient_id: str, expected_version: int | None, assignments: str = "",
                      values: tuple = ()) -> None:
@@ -268,13 +266,16 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
         raise VersionMismatch("the patient has changed since the version the write named")
 
     def delete_patient(self, patient_id, *, expected_version=None):
-        with self._transaction() as db:
+        def delete(db):
             report_ids = [row[0] for row in db.execute("SELECT id FROM reports WHERE patient_id = ?", (patient_id,))]
             # Its reports and versions go with it (ON DELETE CASCADE).
             deleted = db.execute("DELETE FROM patients WHERE id = ? AND (? IS NULL OR version = ?)",
                                  (patient_id, expected_version, expected_version))
             if deleted.rowcount == 0:
                 self._refuse_write(db, patient_id)
+            return report_ids
+
+        report_ids = self._write(delete)
         # After the commit: a crash before these unlinks leaves orphans for the sweep,
         # never a row without its file.
         for report_id in report_ids:
@@ -315,10 +316,13 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
         # A patient deleted while the upload ran fails the foreign key: NotFound (see
         # _connection). The patient's representation lists its reports, so it moves on
         # to a new version in the same transaction.
-        with self._transaction() as db:
-            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (patient_id, *(report[name] for name in REPORT_FIELDS)))
+        row = (patient_id, *(report[name] for name in REPORT_FIELDS))
+
+        def insert(db):
+            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
             self._new_version(db, patient_id, None)
+
+        self._write(insert)
 
     def open_report(self, patient_id, report_id, *, start=0, length=None):
         with self._connection() as db:
@@ -333,11 +337,13 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
         return dict(zip(REPORT_FIELDS, row)), ReportChunks(source, start=start, length=length)
 
     def delete_report(self, patient_id, report_id):
-        with self._transaction() as db:
+        def delete(db):
             deleted = db.execute("DELETE FROM reports WHERE id = ? AND patient_id = ?", (report_id, patient_id))
             if deleted.rowcount == 0:
                 raise NotFound("this patient has no report with this id")
             self._new_version(db, patient_id, None)
+
+        self._write(delete)
         self._report_path(report_id).unlink(missing_ok=True)
 
     def stored_report_ids(self):
@@ -367,6 +373,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             db.execute("SELECT 1").fetchone()
 
     def close(self):
+        self._writer.close()
         while True:
             try:
                 self._idle.get_nowait().close()
@@ -409,6 +416,35 @@ class SQLiteReportWriter(ReportWriter):
         if self._final_path is not None:  # renamed, but the row was not inserted
             self._final_path.unlink(missing_ok=True)
             self._final_path = None
+
+
+def store_error(exc: sqlite3.Error) -> Exception:
+    """The store's own error for a sqlite3 error (an error of any other kind is kept)."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    error = _translated(exc)
+    if error is not exc:
+        error.__cause__ = exc
+    return error
+
+
+def _translated(exc: sqlite3.Error) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError):
+        # Which constraint failed is told by SQLite's extended result code, not by
+        # its message text, which is meant for people and may change.
+        if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+            return Conflict("a record with this key already exists")
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
+            # The parent row (a report's patient, a patient's owner) is gone, e.g.
+            # deleted while an upload ran; MongoDB's store answers that case alike.
+            return NotFound("the patient or user this record belongs to does not exist")
+        # NOTE: any other constraint (NOT NULL, CHECK) fails only on a bug, in this
+        # module's SQL or in a caller passing None where the contract wants a value.
+        # Unavailable would tell the client to retry and Conflict to change its
+        # request; neither would help. Kept, it becomes a 500 whose logged traceback
+        # names the constraint (SQLite's message names columns, not values).
+        return exc
+    return Unavailable("the database cannot complete the request")
 
 
 def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:

@@ -1,7 +1,7 @@
 """The SQLite store's account half: sessions, refresh tokens, and account erasure.
 
 `SQLiteAccounts` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
-connection pool (`_connection`, `_transaction`) and clock. Two tables:
+connection pool (`_connection`, for reads), its writer (`_write`) and clock. Two tables:
 
 - `sessions`: one row per login, alive until it expires or is ended (deleted). It
   carries the user's public fields, so authenticating a request reads one row.
@@ -56,7 +56,8 @@ class SQLiteAccounts:
     # -- sessions ----------------------------------------------------------------
     def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
         now, session_id = self._now(), new_id(self._clock)
-        with self._transaction() as db:
+
+        def insert(db) -> bool:
             # NOTE: the user is read in the INSERT itself, so no session starts for a user
             # being erased, or whose password changed after this login checked it (the
             # password change would otherwise miss this session when it ends the others).
@@ -66,8 +67,12 @@ class SQLiteAccounts:
                 "WHERE id = ? AND erasing = 0 AND password_hash = ?",
                 (session_id, now, now, refresh_hash, expires_at, user_id, password_hash))
             if inserted.rowcount == 0:
-                return None
+                return False
             db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (refresh_hash, session_id))
+            return True
+
+        if not self._write(insert):
+            return None
         self._housekeeping()
         return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now,
                 "expiresAt": utc_timestamp(expires_at)}
@@ -85,21 +90,25 @@ class SQLiteAccounts:
         return {"id": user_id, "username": row[0], "createdAt": row[1], "sessionLastUsedAt": row[2]}
 
     def touch_session(self, session_id):
-        with self._connection() as db:
-            db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (self._now(), session_id))
+        now = self._now()
+        self._write(lambda db: db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (now, session_id)))
 
     def rotate_refresh(self, session_id, old_hash, new_hash):
-        with self._transaction() as db:
+        now = self._clock()
+
+        def rotate(db):
             # NOTE: the old hash is in the WHERE clause: of refreshes racing with one token,
-            # SQLite's write lock lets the first UPDATE match and the others find nothing.
+            # the writer runs the first UPDATE that matches and the others find nothing.
             updated = db.execute("UPDATE sessions SET refresh_hash = ? "
                                  "WHERE id = ? AND refresh_hash = ? AND expires_at > ?",
-                                 (new_hash, session_id, old_hash, self._clock()))
+                                 (new_hash, session_id, old_hash, now))
             if updated.rowcount == 0:
                 return None
             db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (new_hash, session_id))
-            row = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return _session_from_row(row)
+            return db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+
+        row = self._write(rotate)
+        return None if row is None else _session_from_row(row)
 
     def refresh_token_issued(self, session_id, refresh_hash):
         with self._connection() as db:
@@ -111,12 +120,10 @@ class SQLiteAccounts:
         if user_id is not None:
             sql += " AND user_id = ?"
             args.append(user_id)
-        with self._connection() as db:
-            return db.execute(sql, args).rowcount == 1  # its refresh token hashes cascade
+        return self._write(lambda db: db.execute(sql, args).rowcount == 1)  # its refresh token hashes cascade
 
     def end_sessions(self, user_id, *, keep=None):
-        with self._connection() as db:
-            db.execute("DELETE FROM sessions WHERE user_id = ? AND id != ?", (user_id, keep or ""))
+        self._write(lambda db: db.execute("DELETE FROM sessions WHERE user_id = ? AND id != ?", (user_id, keep or "")))
 
     def list_sessions(self, user_id):
         with self._connection() as db:
@@ -128,16 +135,18 @@ class SQLiteAccounts:
     def erase_user(self, user_id):
         # Step 1, committed on its own: the account can no longer log in (find_user
         # skips it) or start a session, and its sessions are gone, so no token works.
-        with self._transaction() as db:
+        def make_unusable(db):
             db.execute("UPDATE users SET erasing = 1 WHERE id = ?", (user_id,))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+        self._write(make_unusable)
         # Step 2: a crash part-way leaves step 1 done, and the next start finishes the rest.
         self._finish_erasure(user_id)
 
     def _finish_erasure(self, user_id: str) -> None:
-        # NOTE: patient by patient, each in a short transaction of its own (with its files
-        # unlinked after it commits, as in any delete): a large account's erasure never
-        # holds the write lock for long, so other users' writes go on meanwhile. A request
+        # NOTE: patient by patient, each a write of its own (with its files unlinked after
+        # it commits, as in any delete): a large account's erasure never makes one huge
+        # batch, so other users' writes go on in the batches between. A request
         # authenticated just before step 1 may still add a patient, so this goes round
         # until none is left; after step 1 create_patient refuses the owner.
         while patient_ids := self._patient_ids_of(user_id):
@@ -146,8 +155,7 @@ class SQLiteAccounts:
                     self.delete_patient(patient_id)
                 except NotFound:
                     pass  # deleted meanwhile: just as good
-        with self._connection() as db:
-            db.execute("DELETE FROM users WHERE id = ?", (user_id,))  # its sessions cascade
+        self._write(lambda db: db.execute("DELETE FROM users WHERE id = ?", (user_id,)))  # its sessions cascade
 
     def _patient_ids_of(self, owner_id: str) -> list[str]:
         with self._connection() as db:
@@ -160,9 +168,10 @@ class SQLiteAccounts:
         failure left half done."""
         if self._clock() < self._next_housekeeping:
             return
-        self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
+        now = self._clock()
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+        self._write(lambda db: db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)))
         with self._connection() as db:
-            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),))
             user_ids = [row[0] for row in db.execute("SELECT id FROM users WHERE erasing = 1")]
         for user_id in user_ids:
             self._finish_erasure(user_id)
