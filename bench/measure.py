@@ -37,9 +37,11 @@ def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: 
                             check=True).stdout
     percentiles = {f"p{p}": float(value) * UNITS[unit]
                    for p, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)}
+    # "Latency   avg   stdev   max   +/- stdev": the slowest request of the run.
+    slowest = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)", output, re.M)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]), **percentiles,
-            "non2xx": int(errors[1]) if errors else 0}
+            "max": float(slowest[1]) * UNITS[slowest[2]], "non2xx": int(errors[1]) if errors else 0}
 
 
 def alternate(api_url, ceiling_url, *, rounds, seconds, script=None, env=None) -> dict:
@@ -50,8 +52,8 @@ def alternate(api_url, ceiling_url, *, rounds, seconds, script=None, env=None) -
         api.append(wrk(api_url, script=script, seconds=seconds, env=env))
     median = lambda runs, key: statistics.median(run[key] for run in runs)  # noqa: E731
     return {"rps": median(api, "rps"), "ceiling_rps": median(ceiling, "rps"), "p50": median(api, "p50"),
-            "p99": median(api, "p99"), "ratio": median(api, "rps") / median(ceiling, "rps"),
-            "non2xx": sum(run["non2xx"] for run in api)}
+            "p99": median(api, "p99"), "max": max(run["max"] for run in api),
+            "ratio": median(api, "rps") / median(ceiling, "rps"), "non2xx": sum(run["non2xx"] for run in api)}
 
 
 def bcrypt_hashes_per_second(seconds: float = 3.0, threads: int = 2) -> float:

@@ -120,16 +120,16 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             db.executescript(AUDIT_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
             _add_patient_versions(db)
-        self._writer = GroupCommitWriter(self._connect, store_error)
+        self._writer = GroupCommitWriter(lambda: self._connect(busy_timeout=0), store_error)
         self._next_housekeeping = 0.0
         self._housekeeping()
         self._sweep_report_files()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
         # isolation_level=None: no hidden BEGINs; transactions are explicit (the writer's).
-        # timeout: how long the writer waits for another process's write lock (readers
-        # never wait: WAL), instead of failing at once.
-        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        # timeout: SQLite's own wait for a lock (a reader meets one only while another
+        # process recovers the WAL); the writer waits in its own way (busy_timeout=0).
+        db = sqlite3.connect(self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode = WAL")
         # NOTE: FULL makes every commit durable before we answer 201, even across a
         # power cut; NORMAL would be faster but could lose the last commits.

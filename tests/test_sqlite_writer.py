@@ -1,0 +1,145 @@
+"""storage/sqlite_writer.py: group commit on a real SQLite file.
+
+A batch is made deterministic without sleeping: a first unit holds the writer (it waits
+on an Event), the test waits until the units it wants batched are queued behind it
+(`wait_for_pending`, a condition variable), then lets the writer go: they are the next
+batch, whole.
+"""
+
+import sqlite3
+import threading
+
+import pytest
+
+from storage.errors import Conflict, Unavailable
+from storage.sqlite import store_error
+from storage.sqlite_writer import GroupCommitWriter
+
+
+@pytest.fixture
+def path(tmp_path):
+    path = tmp_path / "writer.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE items (name TEXT PRIMARY KEY)")
+    return path
+
+
+@pytest.fixture
+def writer(path):
+    writer = GroupCommitWriter(lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False),
+                               store_error)
+    yield writer
+    writer.close()
+
+
+def names(path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT name FROM items ORDER BY name")]
+
+
+def insert(name):
+    return lambda db: db.execute("INSERT INTO items VALUES (?)", (name,)).rowcount
+
+
+class Batch:
+    """Submit units from threads of their own while the writer is held, then release it."""
+
+    def __init__(self, writer):
+        self.writer, self.holding, self.release = writer, threading.Event(), threading.Event()
+        self.threads, self.outcomes = [], {}
+        self.holder = threading.Thread(target=writer.submit, args=(self.hold,))
+        self.holder.start()
+        assert self.holding.wait(10)  # the writer is inside the holder's batch: the rest queue
+
+    def hold(self, db):
+        self.holding.set()
+        self.release.wait(10)
+
+    def add(self, key, work):
+        def run():
+            try:
+                self.outcomes[key] = ("result", self.writer.submit(work))
+            except BaseException as error:
+                self.outcomes[key] = ("error", error)
+        self.threads.append(threading.Thread(target=run))
+        self.threads[-1].start()
+        # One at a time, so the order they queue in is the order they were added.
+        assert self.writer.wait_for_pending(len(self.threads), 10)
+
+    def run(self) -> dict:
+        commits_before = self.writer.commits
+        self.release.set()
+        for thread in [self.holder, *self.threads]:
+            thread.join(10)
+        self.commits = self.writer.commits - commits_before
+        return self.outcomes
+
+
+def test_a_failing_unit_in_a_batch_of_three_leaves_the_other_two_committed(writer, path):
+    writer.submit(insert("taken"))
+    batch = Batch(writer)
+    batch.add("first", insert("first"))
+    batch.add("middle", lambda db: [db.execute("INSERT INTO items VALUES ('middle')"),
+                                    db.execute("INSERT INTO items VALUES ('taken')")])  # a conflict, half-way
+    batch.add("last", insert("last"))
+    outcomes = batch.run()
+    assert outcomes["first"] == ("result", 1) and outcomes["last"] == ("result", 1)
+    kind, error = outcomes["middle"]
+    assert kind == "error" and isinstance(error, Conflict)
+    assert names(path) == ["first", "last", "taken"]  # nothing of the middle unit, not even its first row
+    assert batch.commits == 2  # the holder's batch, then all three together
+
+
+def test_units_run_in_the_order_they_were_submitted(writer):
+    order = []
+    batch = Batch(writer)
+    for number in range(5):
+        batch.add(number, lambda db, number=number: order.append(number))
+    batch.run()
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_a_callers_own_exception_reaches_it_unchanged_and_the_others_commit(writer, path):
+    batch = Batch(writer)
+    batch.add("bug", lambda db: [db.execute("INSERT INTO items VALUES ('bug')"), 1 / 0])
+    batch.add("fine", insert("fine"))
+    outcomes = batch.run()
+    assert isinstance(outcomes["bug"][1], ZeroDivisionError)
+    assert names(path) == ["fine"]
+
+
+def test_a_unit_that_ends_the_transaction_fails_the_whole_batch_and_nothing_is_committed(writer, path):
+    batch = Batch(writer)
+    batch.add("before", insert("before"))
+    batch.add("breaker", lambda db: [db.execute("ROLLBACK"), 1 / 0])
+    batch.add("after", insert("after"))
+    outcomes = batch.run()
+    assert all(kind == "error" and isinstance(error, Unavailable) for kind, error in outcomes.values())
+    assert names(path) == []
+
+
+def test_a_caller_is_answered_only_after_the_commit_that_holds_its_write(writer, path):
+    # Read on another connection the moment submit returns: the row is already committed.
+    assert writer.submit(insert("durable")) == 1
+    assert names(path) == ["durable"]
+
+
+def test_close_commits_what_is_queued_and_then_refuses(writer, path):
+    batch = Batch(writer)
+    batch.add("queued", insert("queued"))
+    closer = threading.Thread(target=writer.close)
+    closer.start()
+    batch.run()
+    closer.join(10)
+    assert batch.outcomes["queued"] == ("result", 1) and names(path) == ["queued"]
+    with pytest.raises(Unavailable):
+        writer.submit(insert("late"))
+
+
+def test_the_writer_counts_units_and_commits(writer):
+    batch = Batch(writer)
+    for number in range(4):
+        batch.add(number, insert(str(number)))
+    batch.run()
+    assert (writer.units, writer.commits) == (5, 2)  # the holder alone, then the four together
