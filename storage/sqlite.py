@@ -120,17 +120,21 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
             db.executescript(AUDIT_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
             _add_patient_versions(db)
-        self._writer = GroupCommitWriter(lambda: self._connect(busy_timeout=0), store_error)
+        self._writer = GroupCommitWriter(self._connect, store_error)
         self._next_housekeeping = 0.0
         self._housekeeping()
         self._sweep_report_files()
 
-    def _connect(self, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no hidden BEGINs; transactions are explicit (the writer's).
         # timeout: SQLite's own wait for a lock (a reader meets one only while another
-        # process recovers the WAL); the writer waits in its own way (busy_timeout=0).
-        db = sqlite3.connect(self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode = WAL")
+        # process recovers the WAL); the writer turns it off and waits its own way.
+        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            # Readers that never wait for the writer, and a COMMIT no reader can block,
+            # both come from write-ahead logging: without it, refuse to start.
+            db.close()
+            raise Unavailable(f"{self._path} cannot use write-ahead logging (is it on a network file system?)")
         # NOTE: FULL makes every commit durable before we answer 201, even across a
         # power cut; NORMAL would be faster but could lose the last commits.
         db.execute("PRAGMA synchronous = FULL")
@@ -314,7 +318,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
 
     def _insert_report(self, patient_id: str, report: dict) -> None:
         # A patient deleted while the upload ran fails the foreign key: NotFound (see
-        # _connection). The patient's representation lists its reports, so it moves on
+        # store_error). The patient's representation lists its reports, so it moves on
         # to a new version in the same transaction.
         row = (patient_id, *(report[name] for name in REPORT_FIELDS))
 

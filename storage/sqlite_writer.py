@@ -65,8 +65,12 @@ class GroupCommitWriter:
     """The process's one writing connection and the thread that uses it.
 
     `connect()` opens the connection (in the writer thread: a sqlite3 connection is used
-    by one thread), with SQLite's own busy wait off (timeout 0): see `_begin`.
+    by one thread); the writer then turns SQLite's own busy wait off (see `_begin`).
     `translate(exc)` turns a sqlite3 error into the store's own.
+
+    The thread never dies of an error: a batch that cannot be written gets `Unavailable`
+    for each of its units, the connection is opened again for the next batch, and every
+    caller is woken whatever happened.
     """
 
     def __init__(self, connect, translate):
@@ -82,6 +86,9 @@ class GroupCommitWriter:
     def submit(self, work):
         """Run `work(connection)` in the next batch; return its result once the batch is
         committed, or raise its error (or `Unavailable` if the commit failed)."""
+        if threading.current_thread() is self._thread:
+            # A unit runs on the writer thread, which would wait for itself for ever.
+            raise RuntimeError("a unit cannot submit another unit: do both in one")
         unit = Unit(work)
         with self._changed:
             if self._closing:
@@ -105,31 +112,41 @@ class GroupCommitWriter:
             self._changed.notify_all()
         self._thread.join(timeout)
         if self.commits:
-            log.info("sqlite writer: %d writes in %d commits (%.1f per commit)",
+            log.info("sqlite writer: %d units in %d commits (%.1f per commit)",
                      self.units, self.commits, self.units / self.commits)
 
     def _run(self) -> None:
-        try:
-            db = self._connect()
-        except sqlite3.Error as exc:
-            self._fail_all(Unavailable("the database file cannot be opened"), exc)
-            return
-        try:
-            while True:
-                with self._changed:
-                    self._changed.wait_for(lambda: self._pending or self._closing)
-                    if not self._pending:
-                        return  # closing, and nothing left to write
-                    batch = list(self._pending)
-                    self._pending.clear()
-                self._commit(db, batch)
+        db = None
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._closing)
+                if not self._pending:
+                    break  # closing, and nothing left to write
+                batch = list(self._pending)
+                self._pending.clear()
+            try:
+                if db is None:
+                    db = self._open()
+                if not self._commit(db, batch):
+                    db = _discard(db)  # a failed batch may leave it in an unknown state: start afresh
+            except BaseException as exc:  # noqa: BLE001 — the batch is answered, whatever this was
+                db = _discard(db)
+                log.error("sqlite writer: a batch failed: %s", type(exc).__name__)
+                for unit in batch:
+                    unit.result, unit.error = None, _unavailable(exc)
+            finally:
                 for unit in batch:
                     unit.done.set()
-        finally:
-            db.close()
+        _discard(db)
 
-    def _commit(self, db: sqlite3.Connection, batch: list[Unit]) -> None:
-        """One transaction for the batch, a savepoint per unit, one COMMIT."""
+    def _open(self) -> sqlite3.Connection:
+        db = self._connect()
+        db.execute("PRAGMA busy_timeout = 0")  # the writer waits for the lock its own way: _begin
+        return db
+
+    def _commit(self, db: sqlite3.Connection, batch: list[Unit]) -> bool:
+        """One transaction for the batch, a savepoint per unit, one COMMIT; False if the
+        batch could not be committed (each unit then holds `Unavailable`)."""
         try:
             self._begin(db)
             for unit in batch:
@@ -144,16 +161,15 @@ class GroupCommitWriter:
                 db.execute("RELEASE unit")
             db.execute("COMMIT")
         except Exception as exc:  # a failed BEGIN or COMMIT, or a unit that broke the transaction
-            if db.in_transaction:
-                db.rollback()
-            # Nothing of this batch was committed: every unit is told so, even those
-            # that ran without error.
+            # Nothing of this batch was committed: every unit is told so, even those that
+            # ran without error. (The caller closes the connection, which also rolls back
+            # whatever is left of the transaction, and the next batch opens a new one.)
             for unit in batch:
-                unit.result, unit.error = None, Unavailable("the database cannot complete the write")
-                unit.error.__cause__ = exc
-            return
+                unit.result, unit.error = None, _unavailable(exc)
+            return False
         self.commits += 1
         self.units += len(batch)
+        return True
 
     @staticmethod
     def _begin(db: sqlite3.Connection) -> None:
@@ -171,12 +187,20 @@ class GroupCommitWriter:
             time.sleep(pause)
             pause = min(pause * 2, MAX_POLL)
 
-    def _fail_all(self, error: Unavailable, cause: BaseException) -> None:
-        error.__cause__ = cause
-        with self._changed:
-            self._closing = True
-            batch = list(self._pending)
-            self._pending.clear()
-        for unit in batch:
-            unit.error = error
-            unit.done.set()
+
+
+def _unavailable(cause: BaseException) -> Unavailable:
+    """A 503 for one caller (an exception of its own: tracebacks of two threads must not mix)."""
+    error = Unavailable("the database cannot complete the write")
+    error.__cause__ = cause
+    return error
+
+
+def _discard(db: sqlite3.Connection | None) -> None:
+    """Close a connection a failure may have left in an unknown state; None to assign."""
+    if db is not None:
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+    return None

@@ -25,9 +25,40 @@ def path(tmp_path):
     return path
 
 
+class GatedConnection(sqlite3.Connection):
+    """A connection whose COMMIT can be held (`hold_commit`) or made to fail (`fail_commit`),
+    and that says when a BEGIN found the lock taken (`busy`)."""
+    hold_commit: threading.Event | None = None
+    at_commit = threading.Event()
+    fail_commit = False
+    busy = threading.Event()
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            self.at_commit.set()
+            if self.hold_commit is not None:
+                self.hold_commit.wait(10)
+            if self.fail_commit:
+                raise sqlite3.OperationalError("disk I/O error")
+        try:
+            return super().execute(sql, *args)
+        except sqlite3.OperationalError:
+            if sql == "BEGIN IMMEDIATE":
+                self.busy.set()
+            raise
+
+
 @pytest.fixture
-def writer(path):
-    writer = GroupCommitWriter(lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False),
+def gate():
+    class Gate(GatedConnection):
+        at_commit, busy = threading.Event(), threading.Event()
+    return Gate
+
+
+@pytest.fixture
+def writer(path, gate):
+    writer = GroupCommitWriter(lambda: sqlite3.connect(path, timeout=0, isolation_level=None,
+                                                       check_same_thread=False, factory=gate),
                                store_error)
     yield writer
     writer.close()
@@ -48,7 +79,7 @@ class Batch:
     def __init__(self, writer):
         self.writer, self.holding, self.release = writer, threading.Event(), threading.Event()
         self.threads, self.outcomes = [], {}
-        self.holder = threading.Thread(target=writer.submit, args=(self.hold,))
+        self.holder = threading.Thread(target=self.submit, args=("holder", self.hold))
         self.holder.start()
         assert self.holding.wait(10)  # the writer is inside the holder's batch: the rest queue
 
@@ -56,13 +87,14 @@ class Batch:
         self.holding.set()
         self.release.wait(10)
 
+    def submit(self, key, work):
+        try:
+            self.outcomes[key] = ("result", self.writer.submit(work))
+        except BaseException as error:
+            self.outcomes[key] = ("error", error)
+
     def add(self, key, work):
-        def run():
-            try:
-                self.outcomes[key] = ("result", self.writer.submit(work))
-            except BaseException as error:
-                self.outcomes[key] = ("error", error)
-        self.threads.append(threading.Thread(target=run))
+        self.threads.append(threading.Thread(target=self.submit, args=(key, work)))
         self.threads[-1].start()
         # One at a time, so the order they queue in is the order they were added.
         assert self.writer.wait_for_pending(len(self.threads), 10)
@@ -72,8 +104,9 @@ class Batch:
         self.release.set()
         for thread in [self.holder, *self.threads]:
             thread.join(10)
+            assert not thread.is_alive(), "a caller was never answered"
         self.commits = self.writer.commits - commits_before
-        return self.outcomes
+        return {key: outcome for key, outcome in self.outcomes.items() if key != "holder"}
 
 
 def test_a_failing_unit_in_a_batch_of_three_leaves_the_other_two_committed(writer, path):
@@ -119,10 +152,44 @@ def test_a_unit_that_ends_the_transaction_fails_the_whole_batch_and_nothing_is_c
     assert names(path) == []
 
 
-def test_a_caller_is_answered_only_after_the_commit_that_holds_its_write(writer, path):
-    # Read on another connection the moment submit returns: the row is already committed.
-    assert writer.submit(insert("durable")) == 1
-    assert names(path) == ["durable"]
+def test_a_caller_is_answered_only_after_the_commit_that_holds_its_write(writer, path, gate):
+    gate.hold_commit = threading.Event()
+    caller = threading.Thread(target=writer.submit, args=(insert("durable"),))
+    caller.start()
+    assert gate.at_commit.wait(10)  # the writer is at COMMIT, and is held there
+    assert caller.is_alive() and names(path) == []  # not answered, and not yet visible
+    gate.hold_commit.set()
+    caller.join(10)
+    assert not caller.is_alive() and names(path) == ["durable"]
+
+
+def test_a_commit_that_fails_fails_every_unit_of_its_batch_and_stores_nothing(writer, path, gate):
+    gate.fail_commit = True
+    batch = Batch(writer)
+    batch.add("one", insert("one"))
+    batch.add("two", insert("two"))
+    outcomes = batch.run()
+    assert all(kind == "error" and isinstance(error, Unavailable) for kind, error in outcomes.values())
+    gate.fail_commit = False
+    assert names(path) == []
+    assert writer.submit(insert("after")) == 1  # the writer goes on with the next batch
+
+
+def test_while_another_connection_holds_the_write_lock_the_writer_waits_for_it(writer, path, gate):
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # as another process's writer would
+    caller = threading.Thread(target=writer.submit, args=(insert("patient"),))
+    caller.start()
+    assert gate.busy.wait(10)  # the writer tried, found the lock taken, and polls
+    other.execute("COMMIT")
+    other.close()
+    caller.join(10)
+    assert not caller.is_alive() and names(path) == ["patient"]
+
+
+def test_a_unit_cannot_submit_a_unit_of_its_own(writer):
+    with pytest.raises(RuntimeError):
+        writer.submit(lambda db: writer.submit(insert("nested")))
 
 
 def test_close_commits_what_is_queued_and_then_refuses(writer, path):
@@ -130,6 +197,8 @@ def test_close_commits_what_is_queued_and_then_refuses(writer, path):
     batch.add("queued", insert("queued"))
     closer = threading.Thread(target=writer.close)
     closer.start()
+    with writer._changed:  # close() has begun: nothing new is taken, the queue is still to commit
+        assert writer._changed.wait_for(lambda: writer._closing, 10)
     batch.run()
     closer.join(10)
     assert batch.outcomes["queued"] == ("result", 1) and names(path) == ["queued"]
@@ -143,3 +212,22 @@ def test_the_writer_counts_units_and_commits(writer):
         batch.add(number, insert(str(number)))
     batch.run()
     assert (writer.units, writer.commits) == (5, 2)  # the holder alone, then the four together
+
+
+def test_a_connection_that_cannot_be_opened_fails_that_batch_and_the_next_batch_tries_again(path):
+    attempts = []
+
+    def connect():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    writer = GroupCommitWriter(connect, store_error)
+    try:
+        with pytest.raises(Unavailable):
+            writer.submit(insert("first"))
+        assert writer.submit(insert("second")) == 1
+        assert names(path) == ["second"] and len(attempts) == 2
+    finally:
+        writer.close()
