@@ -16,30 +16,23 @@ one `UPDATE … WHERE id = ? AND version = ?`, run by the one writer: of any num
 writers naming one version exactly one changes a row; the others change nothing and
 are told so.
 
-Report bytes live in files, `DATA_DIR/reports/<report id>`, named by a generated id
-and never by anything a client sent. An upload is written to `reports/tmp/`, fsynced,
-renamed into place, and only then is its row committed: a crash at any point leaves
-either nothing or a file that no row names, and the start-up sweep removes both
-temp files and such orphans. A row never names a file that is not there.
-
-Sessions and account erasure are in storage/sqlite_accounts.py, the audit trail in
-storage/sqlite_audit.py.
+Report files are in storage/sqlite_reports.py, sessions and account erasure in
+storage/sqlite_accounts.py, the audit trail in storage/sqlite_audit.py.
 """
 
 import json
-import os
 import queue
 import sqlite3
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
+from storage.base import Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
 from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA, SQLiteAccounts
 from storage.sqlite_audit import SCHEMA as AUDIT_SCHEMA, SQLiteAudit
+from storage.sqlite_reports import REPORT_COLUMNS, REPORT_FIELDS, SQLiteReports
 from storage.sqlite_writer import BUSY_TIMEOUT, GroupCommitWriter
 
 SCHEMA = """
@@ -89,8 +82,6 @@ CREATE TABLE IF NOT EXISTS patient_versions (
 """
 
 PATIENT_COLUMNS = "id, owner_id, fields, version, created_at, updated_at"
-REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
-REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "description", "uploadedAt")
 # A patient with its reports in one query: the correlated subquery folds the patient's
 # report rows, in id order, into one JSON array (SQLite's JSON1 functions), so a read
 # is a single round trip however many reports there are.
@@ -101,7 +92,7 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
 
 
-class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
+class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
     name = "sqlite"
 
     def __init__(self, data_dir: Path, *, clock=time.time):
@@ -309,63 +300,6 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
         return {"id": patient_id, "ownerId": owner_id, **fields, "reports": reports, "version": version,
                 "createdAt": created_at, "updatedAt": updated_at}
 
-    # -- reports -----------------------------------------------------------------
-    def report_writer(self):
-        return SQLiteReportWriter(self)
-
-    def _report_path(self, report_id: str):
-        return self.reports_dir / report_id
-
-    def _insert_report(self, patient_id: str, report: dict) -> None:
-        # A patient deleted while the upload ran fails the foreign key: NotFound (see
-        # store_error). The patient's representation lists its reports, so it moves on
-        # to a new version in the same transaction.
-        row = (patient_id, *(report[name] for name in REPORT_FIELDS))
-
-        def insert(db):
-            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            self._new_version(db, patient_id, None)
-
-        self._write(insert)
-
-    def open_report(self, patient_id, report_id, *, start=0, length=None):
-        with self._connection() as db:
-            row = db.execute(f"SELECT {REPORT_COLUMNS} FROM reports WHERE id = ? AND patient_id = ?",
-                             (report_id, patient_id)).fetchone()
-        if row is None:
-            raise NotFound("this patient has no report with this id")
-        try:
-            source = open(self._report_path(report_id), "rb")
-        except OSError as exc:
-            raise Unavailable("the report's file cannot be read") from exc
-        return dict(zip(REPORT_FIELDS, row)), ReportChunks(source, start=start, length=length)
-
-    def delete_report(self, patient_id, report_id):
-        def delete(db):
-            deleted = db.execute("DELETE FROM reports WHERE id = ? AND patient_id = ?", (report_id, patient_id))
-            if deleted.rowcount == 0:
-                raise NotFound("this patient has no report with this id")
-            self._new_version(db, patient_id, None)
-
-        self._write(delete)
-        self._report_path(report_id).unlink(missing_ok=True)
-
-    def stored_report_ids(self):
-        # A temp file's name starts with its report id (see SQLiteReportWriter).
-        temp = {path.name[:24] for path in self.temp_dir.iterdir()}
-        return temp | {path.name for path in self.reports_dir.iterdir() if path.is_file()}
-
-    def _sweep_report_files(self) -> None:
-        """Remove what an interrupted upload or delete can leave: temp files, and
-        files that no report row names. Runs at start-up, before any upload."""
-        for leftover in self.temp_dir.iterdir():
-            leftover.unlink(missing_ok=True)
-        with self._connection() as db:
-            known = {row[0] for row in db.execute("SELECT id FROM reports")}
-        for path in self.reports_dir.iterdir():
-            if path.is_file() and path.name not in known:
-                path.unlink(missing_ok=True)
-
     # -- lifecycle ---------------------------------------------------------------
     def patient_owner(self, patient_id):
         with self._connection() as db:
@@ -383,43 +317,6 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, Store):
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
-
-
-class SQLiteReportWriter(ReportWriter):
-    """Bytes go to a temp file; commit = fsync, rename into place, then insert the row."""
-
-    def __init__(self, store: SQLiteStore):
-        self._store = store
-        self.report_id = new_id(store._clock)
-        self._file = tempfile.NamedTemporaryFile(dir=store.temp_dir, prefix=self.report_id, suffix=".part",
-                                                 delete=False)
-        self._final_path = None
-
-    def write(self, chunk):
-        self._file.write(chunk)
-
-    def commit(self, patient_id, metadata):
-        # NOTE: fsync before rename, so that after a crash the name never points at
-        # a file whose bytes did not reach the disk; fsync the directory after, so
-        # the rename itself is durable.
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        final_path = self._store._report_path(self.report_id)
-        os.replace(self._file.name, final_path)
-        self._final_path = final_path
-        _fsync_directory(self._store.reports_dir)
-        report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
-        self._store._insert_report(patient_id, report)
-        self._final_path = None  # committed: abort() must leave the file alone now
-        return report
-
-    def abort(self):
-        self._file.close()
-        Path(self._file.name).unlink(missing_ok=True)
-        if self._final_path is not None:  # renamed, but the row was not inserted
-            self._final_path.unlink(missing_ok=True)
-            self._final_path = None
 
 
 def store_error(exc: sqlite3.Error) -> Exception:
@@ -477,11 +374,3 @@ def _add_patient_versions(db: sqlite3.Connection) -> None:
     except BaseException:
         db.rollback()
         raise
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

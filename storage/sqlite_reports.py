@@ -1,0 +1,126 @@
+"""The SQLite store's report files: upload, read (from any offset), delete, sweep.
+
+Report bytes live in files, `DATA_DIR/reports/<report id>`, named by a generated id
+and never by anything a client sent. An upload is written to `reports/tmp/`, fsynced,
+renamed into place, and only then is its row committed: a crash at any point leaves
+either nothing or a file that no row names, and the start-up sweep removes both
+temp files and such orphans. A row never names a file that is not there.
+
+`SQLiteReports` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
+reads (`_connection`), its writer (`_write`), its clock and `_new_version`: adding or
+deleting a report is a new version of the patient, since a patient lists its reports.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from storage.base import ReportChunks, ReportWriter
+from storage.errors import NotFound, Unavailable
+from storage.ids import new_id
+
+REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
+REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "description", "uploadedAt")
+
+
+class SQLiteReports:
+    def report_writer(self):
+        return SQLiteReportWriter(self)
+
+    def _report_path(self, report_id: str):
+        return self.reports_dir / report_id
+
+    def _insert_report(self, patient_id: str, report: dict) -> None:
+        # A patient deleted while the upload ran fails the foreign key: NotFound (see
+        # store_error in storage/sqlite.py). The patient's representation lists its reports, so it moves on
+        # to a new version in the same transaction.
+        row = (patient_id, *(report[name] for name in REPORT_FIELDS))
+
+        def insert(db):
+            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._new_version(db, patient_id, None)
+
+        self._write(insert)
+
+    def open_report(self, patient_id, report_id, *, start=0, length=None):
+        with self._connection() as db:
+            row = db.execute(f"SELECT {REPORT_COLUMNS} FROM reports WHERE id = ? AND patient_id = ?",
+                             (report_id, patient_id)).fetchone()
+        if row is None:
+            raise NotFound("this patient has no report with this id")
+        try:
+            source = open(self._report_path(report_id), "rb")
+        except OSError as exc:
+            raise Unavailable("the report's file cannot be read") from exc
+        return dict(zip(REPORT_FIELDS, row)), ReportChunks(source, start=start, length=length)
+
+    def delete_report(self, patient_id, report_id):
+        def delete(db):
+            deleted = db.execute("DELETE FROM reports WHERE id = ? AND patient_id = ?", (report_id, patient_id))
+            if deleted.rowcount == 0:
+                raise NotFound("this patient has no report with this id")
+            self._new_version(db, patient_id, None)
+
+        self._write(delete)
+        self._report_path(report_id).unlink(missing_ok=True)
+
+    def stored_report_ids(self):
+        # A temp file's name starts with its report id (see SQLiteReportWriter).
+        temp = {path.name[:24] for path in self.temp_dir.iterdir()}
+        return temp | {path.name for path in self.reports_dir.iterdir() if path.is_file()}
+
+    def _sweep_report_files(self) -> None:
+        """Remove what an interrupted upload or delete can leave: temp files, and
+        files that no report row names. Runs at start-up, before any upload."""
+        for leftover in self.temp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        with self._connection() as db:
+            known = {row[0] for row in db.execute("SELECT id FROM reports")}
+        for path in self.reports_dir.iterdir():
+            if path.is_file() and path.name not in known:
+                path.unlink(missing_ok=True)
+
+
+class SQLiteReportWriter(ReportWriter):
+    """Bytes go to a temp file; commit = fsync, rename into place, then insert the row."""
+
+    def __init__(self, store: SQLiteReports):
+        self._store = store
+        self.report_id = new_id(store._clock)
+        self._file = tempfile.NamedTemporaryFile(dir=store.temp_dir, prefix=self.report_id, suffix=".part",
+                                                 delete=False)
+        self._final_path = None
+
+    def write(self, chunk):
+        self._file.write(chunk)
+
+    def commit(self, patient_id, metadata):
+        # NOTE: fsync before rename, so that after a crash the name never points at
+        # a file whose bytes did not reach the disk; fsync the directory after, so
+        # the rename itself is durable.
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final_path = self._store._report_path(self.report_id)
+        os.replace(self._file.name, final_path)
+        self._final_path = final_path
+        _fsync_directory(self._store.reports_dir)
+        report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
+        self._store._insert_report(patient_id, report)
+        self._final_path = None  # committed: abort() must leave the file alone now
+        return report
+
+    def abort(self):
+        self._file.close()
+        Path(self._file.name).unlink(missing_ok=True)
+        if self._final_path is not None:  # renamed, but the row was not inserted
+            self._final_path.unlink(missing_ok=True)
+            self._final_path = None
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
