@@ -20,7 +20,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from handlers import ERROR_STATUSES, audit, auth, docs, patients, reports, service, sessions, versions
+from handlers import ERROR_STATUSES, audit, auth, docs, fhir, patients, reports, service, sessions, versions
 from handlers.audit import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
@@ -85,6 +85,13 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
                auth=True, audit=("download", "Report"))
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
                auth=True, audit=("delete", "Report"))
+    router.add("GET", "/fhir/Patient", partial(fhir.search_patients, records), auth=True,
+               audit=("search", "Patient"))
+    router.add("GET", "/fhir/Patient/{patientId}", partial(fhir.read_patient, records), auth=True,
+               audit=("read", "Patient"))
+    router.add("GET", "/fhir/Patient/{patientId}/$everything", partial(fhir.patient_everything, records),
+               auth=True, audit=("read", "Patient"))
+    router.add("GET", "/export", partial(fhir.export, records), auth=True, audit=("export", "Export"))
     router.add("GET", "/audit", partial(audit.list_events, trail), auth=True)
     router.add("GET", "/health", partial(service.health, store, trail))
     router.add("GET", "/openapi.json", partial(docs.get_openapi, documents))
@@ -112,7 +119,7 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
                       max_body=settings.max_json_bytes, general_limit=rate_limiter(settings.rate_limit),
                       credentials_limit=rate_limiter(settings.auth_rate_limit),
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,
-                      observer=trail)
+                      observer=trail, error_formats=[("/fhir/", fhir.fhir_error_response)])
 
 
 def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> AuditWriter:

@@ -95,7 +95,15 @@ class PatientRecords:
 
 def public_patient(patient: dict) -> dict:
     """A stored patient as clients see it: everything but the owner's id."""
-    return {name: value for name, value in patient.items() if name != "ownerId"}
+    shown = {name: value for name, value in patient.items() if name != "ownerId"}
+    shown["reports"] = [public_report(report) for report in patient["reports"]]
+    return shown
+
+
+def public_report(report: dict) -> dict:
+    """A stored report as clients see it: without the SHA-1 kept for its FHIR view
+    (the plain API names a file by its SHA-256)."""
+    return {name: value for name, value in report.items() if name != "sha1"}
 
 
 def etag_of(patient: dict) -> str:

@@ -6,12 +6,13 @@ nothing holds the whole file. The file's type is decided by its first bytes, nev
 the client's Content-Type label or the filename's extension.
 """
 
+import base64
 import hashlib
 import unicodedata
 from urllib.parse import quote
 
 from handlers.inputs import content_type, path_id
-from handlers.patients import PatientRecords
+from handlers.patients import PatientRecords, public_report
 from storage.errors import NotFound
 from web.conditional import NOT_MODIFIED, evaluate_preconditions, quoted, requested_range
 from web.messages import Request, Response, json_response
@@ -64,7 +65,7 @@ class IncomingFile:
 
     def __init__(self, writer, filename: str):
         self.writer, self.filename = writer, clean_filename(filename)
-        self.size, self.sha256, self.head = 0, hashlib.sha256(), b""
+        self.size, self.sha256, self.sha1, self.head = 0, hashlib.sha256(), hashlib.sha1(), b""
         self.content_type = None
 
     def write(self, data: bytes) -> None:
@@ -74,6 +75,7 @@ class IncomingFile:
                 self.check_type()  # refuse a wrong type early, before the rest arrives
         self.size += len(data)
         self.sha256.update(data)
+        self.sha1.update(data)  # for FHIR's Attachment.hash (handlers/fhir_mapping.py)
         self.writer.write(data)
 
     def check_type(self) -> None:
@@ -133,14 +135,15 @@ def upload_report(records: PatientRecords, max_file_bytes: int, request: Request
         file, description = read_upload(request, writer, max_file_bytes)
         report = writer.commit(patient["id"], {
             "filename": file.filename, "contentType": file.content_type, "size": file.size,
-            "sha256": file.sha256.hexdigest(), "description": description})
+            "sha256": file.sha256.hexdigest(), "sha1": base64.b64encode(file.sha1.digest()).decode("ascii"),
+            "description": description})
     request.facts["resourceId"] = report["id"]  # for the audit event
     location = f"/patients/{patient['id']}/reports/{report['id']}"
-    return json_response(report, 201, [("Location", location)])
+    return json_response(public_report(report), 201, [("Location", location)])
 
 
 def list_reports(records: PatientRecords, request: Request) -> Response:
-    return json_response(records.owned_patient(request)["reports"])
+    return json_response([public_report(report) for report in records.owned_patient(request)["reports"]])
 
 
 def download_report(records: PatientRecords, request: Request) -> Response:

@@ -20,7 +20,9 @@ A user: {"id", "username", "createdAt"} plus "passwordHash" (bytes) from `find_u
 A session: {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}; it is alive until
 it is ended or `expiresAt` passes (a fixed time after login: refreshing does not move
 it), and of its refresh tokens only their SHA-256 is kept.
-A report: {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}.
+A report: {"id", "filename", "contentType", "size", "sha256", "sha1", "description",
+"uploadedAt"}; "sha1" is the base64 SHA-1 a FHIR Attachment carries (None only until the
+store that opens a database older than it has computed it, at start-up).
 An audit event: the fields of `storage/audit.py`'s STORED_FIELDS; a chain's head:
 {"chain", "firstSequence", "previousHash", "lastSequence", "lastHash"}.
 
@@ -30,13 +32,23 @@ makes them and their metadata visible together. Leaving the writer's `with` bloc
 without a commit (a bad file type, a size limit, a client gone) throws the bytes away.
 """
 
+import base64
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 _formatted_seconds: dict[float, str] = {}  # whole second → "YYYY-MM-DDTHH:MM:SS."
+
+
+def base64_sha1(chunks: Iterable[bytes]) -> str:
+    """The SHA-1 of some bytes in base64: FHIR's Attachment.hash (datatypes.html#Attachment)."""
+    digest = hashlib.sha1()
+    for chunk in chunks:
+        digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode("ascii")
 
 
 def utc_timestamp(seconds: float) -> str:
@@ -70,7 +82,7 @@ class ReportWriter(ABC):
     @abstractmethod
     def commit(self, patient_id: str, metadata: dict) -> dict:
         """Make the bytes and the report's metadata (filename, contentType, size,
-        sha256, description) visible at once; `NotFound` if the patient is gone."""
+        sha256, sha1, description) visible at once; `NotFound` if the patient is gone."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -167,6 +179,10 @@ class Store(ABC):
         """Up to `limit` of the owner's patients in id order, with ids greater than
         `after`; `name_contains` (already case-folded) must occur literally in the
         case-folded first or last name."""
+
+    @abstractmethod
+    def count_patients(self, owner_id: str) -> int:
+        """How many patients the owner has (a FHIR search's Bundle.total)."""
 
     @abstractmethod
     def replace_patient(self, patient_id: str, fields: dict, *, expected_version: int | None = None) -> dict:

@@ -29,7 +29,7 @@ storage/mongo_audit.py.
 
 import re
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 
 import gridfs
@@ -37,7 +37,7 @@ import pymongo
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from storage.base import ReportChunks, ReportWriter, Store, name_keys, utc_timestamp
+from storage.base import ReportChunks, ReportWriter, Store, base64_sha1, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import is_object_id, new_id
 from storage.mongo_accounts import MongoAccounts, as_object_id
@@ -50,6 +50,8 @@ TIMEOUT_MS = 3000
 # GridFS files that no patient names are swept at start-up only when at least this old,
 # so an upload that another MediTrack process is writing right now is left alone.
 SWEEP_MIN_AGE = timedelta(minutes=10)
+SHA1_MIGRATION = "report-sha1"  # the schemaMigrations document once every report has its SHA-1
+SHA1_PASSES = 5
 
 
 class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
@@ -83,6 +85,7 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
             self._finish_versions()  # first: the housekeeping's erasures need every patient's version
             self._housekeeping()
             self._sweep_report_files()
+            self._add_missing_sha1()
 
     def _create_indexes(self) -> None:
         # Usernames are unique ignoring case: the lower-cased copy carries the index.
@@ -184,6 +187,10 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
             documents = list(self._patients.find(query).sort("_id", 1).limit(limit))
         return [self._patient_from_document(document) for document in documents]
 
+    def count_patients(self, owner_id):
+        with self._errors_translated():
+            return self._patients.count_documents({"ownerId": ObjectId(owner_id)})
+
     def replace_patient(self, patient_id, fields, *, expected_version=None):
         with self._errors_translated():
             record, head = self._write_version(patient_id, expected_version,
@@ -266,6 +273,44 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
                  if file_id not in known]
         if stray:
             self._chunk_documents.delete_many({"files_id": {"$in": stray}})
+
+    def _add_missing_sha1(self) -> None:
+        """Reports stored before the SHA-1 was kept get it now, read from GridFS, in the
+        patients and in every version that lists them; once per database (recorded in
+        schemaMigrations). Each document is rewritten only if its reports are still the
+        ones read, and the passes repeat while a write racing this one (another process
+        copying a head's reports into a new version) leaves a report without its hash."""
+        if self._migrations.find_one({"_id": SHA1_MIGRATION}) is not None:
+            return
+        hashes: dict[str, str | None] = {}
+        lacking = {"reports": {"$elemMatch": {"sha1": {"$exists": False}}}}
+        for _ in range(SHA1_PASSES):
+            changed = 0
+            for collection in (self._patients, self._versions):
+                for document in list(collection.find(lacking, {"reports": 1})):
+                    reports = [{**report, "sha1": self._report_sha1(report["id"], hashes)}
+                               for report in document["reports"]]
+                    changed += collection.update_one({"_id": document["_id"], "reports": document["reports"]},
+                                                     {"$set": {"reports": reports}}).modified_count
+            if not changed:
+                break
+        try:
+            self._migrations.insert_one({"_id": SHA1_MIGRATION})
+        except DuplicateKeyError:
+            pass  # another process starting at the same time finished it too
+
+    def _report_sha1(self, report_id: str, hashes: dict) -> str | None:
+        """A report's base64 SHA-1 from its GridFS bytes (None if they cannot be read:
+        its FHIR view then has no hash), each file read once however many versions list it."""
+        if report_id not in hashes:
+            try:
+                source = self._files.open_download_stream(ObjectId(report_id))
+            except gridfs.errors.NoFile:
+                hashes[report_id] = None
+            else:
+                with closing(source):
+                    hashes[report_id] = base64_sha1(ReportChunks(source))
+        return hashes[report_id]
 
     def patient_owner(self, patient_id):
         if not is_object_id(patient_id):

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS reports (
     content_type TEXT NOT NULL,
     size         INTEGER NOT NULL,
     sha256       TEXT NOT NULL,
+    sha1         TEXT,           -- base64, for FHIR; NULL only until a start-up computes it
     description  TEXT,
     uploaded_at  TEXT NOT NULL
 );
@@ -111,10 +112,12 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
             db.executescript(AUDIT_SCHEMA)
             _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
             _add_patient_versions(db)
+            _add_column_if_missing(db, "reports", "sha1", "TEXT")
         self._writer = GroupCommitWriter(self._connect, store_error)
         self._next_housekeeping = 0.0
         self._housekeeping()
         self._sweep_report_files()
+        self._add_missing_sha1()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no hidden BEGINs; transactions are explicit (the writer's).
@@ -224,6 +227,10 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         with self._connection() as db:
             rows = db.execute(sql, (*args, limit)).fetchall()
         return [self._patient_from_row(row) for row in rows]
+
+    def count_patients(self, owner_id):
+        with self._connection() as db:
+            return db.execute("SELECT count(*) FROM patients WHERE owner_id = ?", (owner_id,)).fetchone()[0]
 
     def replace_patient(self, patient_id, fields, *, expected_version=None):
         values = (json.dumps(fields), *name_keys(fields))

@@ -15,12 +15,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from storage.base import ReportChunks, ReportWriter
+from storage.base import ReportChunks, ReportWriter, base64_sha1
 from storage.errors import NotFound, Unavailable
 from storage.ids import new_id
 
-REPORT_COLUMNS = "id, filename, content_type, size, sha256, description, uploaded_at"
-REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "description", "uploadedAt")
+REPORT_COLUMNS = "id, filename, content_type, size, sha256, sha1, description, uploaded_at"
+REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "sha1", "description", "uploadedAt")
 
 
 class SQLiteReports:
@@ -37,7 +37,7 @@ class SQLiteReports:
         row = (patient_id, *(report[name] for name in REPORT_FIELDS))
 
         def insert(db):
-            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+            db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             self._new_version(db, patient_id, None)
 
         self._write(insert)
@@ -79,6 +79,22 @@ class SQLiteReports:
         for path in self.reports_dir.iterdir():
             if path.is_file() and path.name not in known:
                 path.unlink(missing_ok=True)
+
+
+    def _add_missing_sha1(self) -> None:
+        """Reports stored before the SHA-1 was kept get it now, read from their bytes:
+        once, since a row that has it is never asked again. A file that cannot be read
+        keeps NULL (its FHIR view has no hash) rather than stop the server."""
+        with self._connection() as db:
+            missing = [row[0] for row in db.execute("SELECT id FROM reports WHERE sha1 IS NULL")]
+        for report_id in missing:
+            try:
+                with open(self._report_path(report_id), "rb") as source:
+                    sha1 = base64_sha1(ReportChunks(source))
+            except OSError:
+                continue
+            self._write(lambda db, report_id=report_id, sha1=sha1: db.execute(
+                "UPDATE reports SET sha1 = ? WHERE id = ? AND sha1 IS NULL", (sha1, report_id)))
 
 
 class SQLiteReportWriter(ReportWriter):

@@ -34,7 +34,7 @@ import pytest
 import requests
 
 from tests.support.api import ApiClient
-from tests.support.deployment import PROCESS_EXIT, Deployment, MediTrackProcess
+from tests.support.deployment import PROCESS_EXIT, Deployment, MediTrackProcess, until
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import MULTIPART, file_part, multipart
@@ -111,17 +111,6 @@ def stored_sha256(store, patient_id: str, report_id: str) -> str:
         chunks.close()
     assert report["sha256"] == digest.hexdigest(), "the metadata's sha256 is not the bytes'"
     return digest.hexdigest()
-
-
-def until(condition, timeout: float) -> bool:
-    """Whether `condition()` comes true within `timeout` seconds, asked every 20 ms:
-    the state of another process, which no clock of ours can tick."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- kill -9 in the middle of a stream of writes ---------------------------------------------

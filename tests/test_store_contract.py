@@ -445,7 +445,7 @@ def test_a_committed_report_is_listed_on_its_patient_and_reads_back_byte_exact(s
     patient = store.create_patient(owner["id"], PATIENT)
     data = bytes(range(256)) * 1000
     report = write_report(store, patient["id"], data)
-    assert set(report) == {"id", "filename", "contentType", "size", "sha256", "description", "uploadedAt"}
+    assert set(report) == {"id", "filename", "contentType", "size", "sha256", "sha1", "description", "uploadedAt"}
     assert report["uploadedAt"] == utc_timestamp(clock()) and report["size"] == len(data)
     assert store.get_patient(patient["id"])["reports"] == [report]
     assert read_back(store, patient["id"], report["id"]) == (report, data)

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 from web.http11 import Headers
 from web.messages import IncomingRequest, Request, Response, new_request_id
@@ -83,6 +83,11 @@ class Exchange:
         return self.route.template if self.route else "-"
 
 
+# How an error becomes a response: the exception and the table of statuses in, the
+# response out. `problem_response` (RFC 9457) unless a route prefix asks for another.
+ErrorWriter = Callable[[BaseException, Mapping[type, int]], Response]
+
+
 class Observer(Protocol):
     """Watches every request; the audit trail is one."""
 
@@ -101,7 +106,8 @@ class Dispatcher:
                  max_body: int, exception_statuses: Mapping[type, int] | None = None,
                  general_limit: RateLimiter | None = None, credentials_limit: RateLimiter | None = None,
                  trusted_proxies: frozenset[str] = frozenset(), refusal_delay: float = 1.0,
-                 observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep):
+                 observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep,
+                 error_formats: Sequence[tuple[str, ErrorWriter]] = ()):
         if authenticate is None and any(route.auth for route in router.routes):
             raise ValueError("routes require authentication, but no authenticate function was given")
         self.router = router
@@ -115,6 +121,9 @@ class Dispatcher:
         self.refusal_delay = refusal_delay
         self.observer = observer
         self.sleep = sleep
+        # (path prefix, writer): errors under a prefix in another format than problem+json
+        # (FHIR's OperationOutcome under /fhir/); the first prefix that matches wins.
+        self.error_formats = tuple(error_formats)
 
     def __call__(self, incoming: IncomingRequest) -> tuple[Response, Exchange]:
         """The response to a request, and the exchange that led to it (its route, its
@@ -139,13 +148,16 @@ class Dispatcher:
             if status_for(exc, self.statuses) == 500:
                 # The traceback names code, not data; the request body is never logged.
                 error_log.exception("unhandled error in %s %s", incoming.method, exchange.template)
-            response = problem_response(exc, self.statuses)
+            response = self._error_writer(incoming.path)(exc, self.statuses)
         if self.observer is not None:
             try:
                 self.observer.answered(exchange, response.status)
             except Exception:  # the answer stands; the failure is in the log for someone to fix
                 error_log.exception("the observer failed on %s %s", incoming.method, exchange.template)
         return response, exchange
+
+    def _error_writer(self, path: str) -> ErrorWriter:
+        return next((writer for prefix, writer in self.error_formats if path.startswith(prefix)), problem_response)
 
     def _handle(self, exchange: Exchange) -> Response:
         incoming, route = exchange.incoming, exchange.route

@@ -292,12 +292,15 @@ def response_has_body(method: str, status: int) -> bool:
     return method != "HEAD" and status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED)
 
 
-def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_length: int,
+def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_length: int | None,
                   keep_alive: bool) -> bytes:
     """The status line and header fields of a response, as the bytes that go on the wire.
 
     `content_length` is the length of the body a GET would get, so a HEAD response
-    announces it too (RFC 9110 §9.3.2).
+    announces it too (RFC 9110 §9.3.2). None means a body streamed in chunks whose
+    length nobody knows yet: `Transfer-Encoding: chunked` when the connection stays
+    open, else a body that ends when the connection closes (RFC 9112 §6.3, rule 8: the
+    only framing an HTTP/1.0 client understands, §6.1 forbids chunked to it).
     """
     phrase = HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {phrase}"]
@@ -310,8 +313,23 @@ def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_le
     # (it may only repeat the 200's length, which a bodiless answer does not need).
     # Every other response does, so a keep-alive connection knows where it ends
     # (RFC 9112 §6.3).
-    if status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+    if content_length is None:
+        if keep_alive:
+            lines.append("Transfer-Encoding: chunked")
+    elif status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
         lines.append(f"Content-Length: {content_length}")
     if not keep_alive:
         lines.append("Connection: close")  # RFC 9112 §9.6
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    """One piece of a chunked body (RFC 9112 §7.1): its size in hex, CRLF, the bytes,
+    CRLF. Never empty: a chunk of size 0 is the last one."""
+    if not data:
+        raise ValueError("an empty chunk would end the body")
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# RFC 9112 §7.1: last-chunk ("0" CRLF), no trailer fields, and the final CRLF.
+LAST_CHUNK = b"0\r\n\r\n"

@@ -51,8 +51,9 @@ class Response:
     status: int
     body: bytes | Iterable[bytes] = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
-    # For a streamed body (an iterable of chunks) the length must be known up front:
-    # HTTP/1.1 keep-alive needs Content-Length on every response (RFC 9112 §6.3).
+    # For a streamed body (an iterable of chunks): its length, if known up front, is
+    # sent as Content-Length; None sends it chunked (RFC 9112 §7.1), for a body whose
+    # length is only known once the last byte is made (an export).
     content_length: int | None = None
 
 

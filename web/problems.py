@@ -92,7 +92,7 @@ def status_for(exc: BaseException, statuses: Mapping[type, int] = STATUS_BY_EXCE
     return 500
 
 
-def _headers_for(exc: BaseException) -> list[tuple[str, str]]:
+def headers_for(exc: BaseException) -> list[tuple[str, str]]:
     if isinstance(exc, HTTPError):
         return list(exc.headers)
     if isinstance(exc, router.MethodNotAllowed):
@@ -107,9 +107,14 @@ def _headers_for(exc: BaseException) -> list[tuple[str, str]]:
 def problem_response(exc: BaseException, statuses: Mapping[type, int] = STATUS_BY_EXCEPTION) -> Response:
     """The problem+json response for an exception (RFC 9457 §3)."""
     status = status_for(exc, statuses)
-    detail = INTERNAL_DETAIL if status == 500 else str(exc)
     # RFC 9457 §4.2.1: with type "about:blank" the title is the status's reason phrase.
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+            "detail": public_detail(exc, status)}
     if isinstance(exc, validation.ValidationError):
         body["errors"] = [{"field": field, "message": message} for field, message in exc.errors]
-    return Response(status, encode_json(body), [("Content-Type", PROBLEM_TYPE), *_headers_for(exc)])
+    return Response(status, encode_json(body), [("Content-Type", PROBLEM_TYPE), *headers_for(exc)])
+
+
+def public_detail(exc: BaseException, status: int) -> str:
+    """What a client may be told about an error: its own text, unless it is a 500."""
+    return INTERNAL_DETAIL if status == 500 else str(exc)

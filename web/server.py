@@ -21,8 +21,8 @@ from http.server import ThreadingHTTPServer
 from socketserver import StreamRequestHandler, TCPServer
 
 from web.connections import ConnectionRegistry
-from web.http11 import (CONTINUE, IncompleteMessage, ProtocolError, RequestHead, RequestHeadReader,
-                        response_has_body, response_head)
+from web.http11 import (CONTINUE, LAST_CHUNK, IncompleteMessage, ProtocolError, RequestHead, RequestHeadReader,
+                        chunk, response_has_body, response_head)
 from web.messages import IncomingRequest, Response, new_request_id
 from web.problems import ServiceUnavailable, problem_response
 
@@ -33,6 +33,7 @@ DRAIN_LIMIT = 64 * 1024          # unread body bytes we will read and discard to
 DEFAULT_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 
 access_log = logging.getLogger("meditrack.access")
+error_log = logging.getLogger("meditrack.errors")
 
 
 _date = (0, "")  # (second, its HTTP-date): a response's Date changes once a second
@@ -186,7 +187,7 @@ class ConnectionHandler(StreamRequestHandler):
         keep_alive = (head.keep_alive and response.status != 413 and not self.server.stopping
                       and body.finish())
         try:
-            self._send(response, head.method, keep_alive, exchange.request_id)
+            keep_alive = self._send(response, head.method, keep_alive, exchange.request_id)
         except OSError:
             return False
         connections.working(self.connection, False)
@@ -207,7 +208,10 @@ class ConnectionHandler(StreamRequestHandler):
     def _send_continue(self):
         self.wfile.write(CONTINUE)
 
-    def _send(self, response: Response, method: str, keep_alive: bool, request_id: str) -> None:
+    def _send(self, response: Response, method: str, keep_alive: bool, request_id: str) -> bool:
+        """Write the response; False if the connection must close after it (a streamed
+        body that failed half-way, or one that only the close can end)."""
+        streamed = not isinstance(response.body, bytes) and response.content_length is None
         head, body = encode_head(response, keep_alive, request_id), response.body
         if not response_has_body(method, response.status):
             # RFC 9110 §9.3.2: HEAD gets GET's headers (Content-Length included) and no
@@ -216,14 +220,25 @@ class ConnectionHandler(StreamRequestHandler):
             body = b""
         if isinstance(body, bytes):
             self.wfile.write(head + body)  # one write, one syscall, for the usual small response
-            return
+            return keep_alive
         try:
             self.wfile.write(head)
-            for chunk in body:
-                self.wfile.write(chunk)
+            for data in body:
+                if data:
+                    self.wfile.write(chunk(data) if streamed and keep_alive else data)
+            if streamed and keep_alive:
+                self.wfile.write(LAST_CHUNK)
+        except OSError:
+            raise  # the client is gone: the caller closes the connection
+        except Exception:
+            # NOTE: the status line is gone already, so no problem+json can follow.
+            # Closing without the last chunk (or short of Content-Length) is how HTTP/1.1
+            # tells the client the body is incomplete (RFC 9112 §8).
+            error_log.exception("a response body failed while it was being sent")
+            return False
         finally:
             close_body(body)
-
+        return keep_alive
 
 class MediTrackServer(ThreadingHTTPServer):
     """A thread per connection, never more than `max_connections` of them, a deep listen

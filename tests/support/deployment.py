@@ -11,9 +11,20 @@ from urllib.parse import urlsplit
 
 from bench.processes import launch_meditrack
 from tests.support.api import TEST_SECRET
-from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
+from tests.support.mongodb import connections_of_gone_clients, drop_mongodb_database, fresh_mongodb_uri
 
 PROCESS_EXIT = 15.0          # seconds any process may take to stop when told to
+
+
+def until(condition, timeout: float) -> bool:
+    """Whether `condition()` comes true within `timeout` seconds, asked every 20 ms:
+    the state of another process, which no clock of ours can tick."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @dataclass
@@ -63,6 +74,7 @@ class Deployment:
     def open_store(self):
         """The store, opened here on the same data: its start-up sweep runs now."""
         if self.store_kind == "mongodb":
+            self._wait_for_commands_of_dead_processes()
             from storage.mongo import SWEEP_MIN_AGE, MongoStore
             later = SWEEP_MIN_AGE.total_seconds() + 60  # so every leftover is old enough to sweep
             return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later)
@@ -77,6 +89,7 @@ class Deployment:
         """The ids of all report bytes as they lie, committed or not, read without
         opening a store (which would sweep): what a crash or a cut-off left."""
         if self.store_kind == "mongodb":
+            self._wait_for_commands_of_dead_processes()
             import pymongo
             with pymongo.MongoClient(self.mongodb_uri, serverSelectionTimeoutMS=5000) as client:
                 database = client.get_default_database()
@@ -87,6 +100,12 @@ class Deployment:
         # A temp file's name starts with its report id (storage/sqlite.py).
         return ({path.name[:24] for path in self.temp_dir.iterdir()}
                 | {path.name for path in reports_dir.iterdir() if path.is_file()})
+
+    def _wait_for_commands_of_dead_processes(self) -> None:
+        """A killed process's last commands can still be running in the database server:
+        read nothing until the server has finished them and closed their connections."""
+        assert until(lambda: connections_of_gone_clients(self.mongodb_uri) == 0, timeout=PROCESS_EXIT), \
+            "the database server still runs commands of a process that is gone"
 
     def clean_up(self) -> None:
         for started in self.processes:

@@ -7,6 +7,7 @@ tests never see each other's data, and is dropped when the test ends.
 
 import os
 import secrets
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 MONGODB_URI = os.environ.get("MEDITRACK_TEST_MONGODB_URI")
@@ -22,3 +23,25 @@ def drop_mongodb_database(uri: str) -> None:
     import pymongo
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
         client.drop_database(client.get_default_database())
+
+
+CLOSE_WAIT = 0x08  # the TCP state of a socket whose peer has closed, until its owner closes it too
+
+
+def connections_of_gone_clients(uri: str) -> int:
+    """How many of the server's connections have lost their client (a killed process)
+    and are still open on the server's side.
+
+    NOTE: a server runs each connection's commands in order and closes the connection
+    only once it reads its end, that is after the command it was running is done. So
+    while the server holds such a connection, a command of the killed process may still
+    be writing (a FerretDB insert can land after the kill -9). Read from Linux's socket
+    table: a socket in CLOSE_WAIT on the server's port (RFC 9293 §3.3.2).
+    """
+    port = urlsplit(uri).port or 27017
+    count = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            count += int(local.rsplit(":", 1)[1], 16) == port and int(state, 16) == CLOSE_WAIT
+    return count

@@ -6,15 +6,21 @@ handler does (bytes through a `ReportWriter`, then `commit`), for tests that tal
 store directly.
 """
 
+import hashlib
+
+from storage.base import base64_sha1
+
 PATIENT = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10"}
 
 REPORT_METADATA = {"filename": "scan.pdf", "contentType": "application/pdf", "size": 11,
-                   "sha256": "0" * 64, "description": "a scan"}
+                   "sha256": "0" * 64, "sha1": "A" * 27 + "=", "description": "a scan"}
 
 
 def write_report(store, patient_id, data=b"%PDF-1.7 hi", **metadata):
-    """Write `data` in two pieces and commit it to the patient; the stored report."""
+    """Write `data` in two pieces and commit it to the patient, with its real size and
+    hashes; the stored report."""
     with store.report_writer() as writer:
         writer.write(data[:4])
         writer.write(data[4:])
-        return writer.commit(patient_id, {**REPORT_METADATA, "size": len(data), **metadata})
+        return writer.commit(patient_id, {**REPORT_METADATA, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                          "sha1": base64_sha1([data]), **metadata})
