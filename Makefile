@@ -1,13 +1,15 @@
 # MediTrack — `make run` starts the API, `make test` runs the tests.
 # Both create a virtual environment in .venv on first use and install into it.
 # `make test-mongo` runs the whole suite again with a MongoDB-compatible server
-# (FerretDB, built with Go into ~/.cache/meditrack on first use).
+# (FerretDB, built with Go into ~/.cache/meditrack on first use). `make test-fhir` checks
+# the FHIR view with HL7's rules (HAPI FHIR's validator, fetched from Maven Central into
+# the same cache; Java 17 and Maven come from Debian's packages if missing).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-mongo soak bench clean
+.PHONY: run test test-mongo test-fhir soak bench clean
 
 DURATION ?= 60
 
@@ -19,6 +21,12 @@ test: $(VENV)/.dev
 
 test-mongo: $(VENV)/.dev
 	$(PY) tests/ferretdb.py -- $(PY) -m pytest
+
+test-fhir: $(VENV)/.dev
+	@command -v javac >/dev/null && command -v mvn >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO apt-get install -y openjdk-17-jdk-headless maven || \
+		{ $$SUDO apt-get update && $$SUDO apt-get install -y openjdk-17-jdk-headless maven; }; }
+	$(PY) tests/hapi_validator.py -- $(PY) -m pytest -rP tests/test_fhir_validation.py
 
 # Sustained mixed load, DURATION seconds on each store, then a check that nothing was lost.
 soak: $(VENV)/.dev

@@ -27,6 +27,8 @@ CONTRACT_ROUTES = {
     ("get", "/patients/{patientId}/reports"), ("post", "/patients/{patientId}/reports"),
     ("get", "/patients/{patientId}/reports/{reportId}"), ("delete", "/patients/{patientId}/reports/{reportId}"),
     ("get", "/audit"), ("get", "/patients/{patientId}/audit"),
+    ("get", "/fhir/Patient"), ("get", "/fhir/Patient/{patientId}"), ("get", "/fhir/Patient/{patientId}/$everything"),
+    ("get", "/export"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
 }
 PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),
@@ -158,7 +160,7 @@ def test_every_operation_has_an_id_a_summary_and_a_tag(spec):
     operation_ids = []
     for method, path, operation in operations(spec):
         assert operation.get("summary"), (method, path)
-        assert operation.get("tags") and operation["tags"][0] in {"auth", "patients", "reports", "audit", "service"}
+        assert operation.get("tags") and operation["tags"][0] in {"auth", "patients", "reports", "fhir", "audit", "service"}
         operation_ids.append(operation["operationId"])
     assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
 
@@ -183,6 +185,8 @@ def test_protected_operations_require_bearer_auth_and_document_401(spec):
 
 def test_error_responses_are_problem_json_with_examples(spec):
     for name, response in spec["components"]["responses"].items():
+        if name.startswith("Fhir"):
+            continue  # the next test's
         media = response["content"]["application/problem+json"]
         assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, name
         examples = [media["example"]] if "example" in media else [e["value"] for e in media["examples"].values()]
@@ -190,6 +194,19 @@ def test_error_responses_are_problem_json_with_examples(spec):
             assert example["type"] == "about:blank", name
     assert "Retry-After" in spec["components"]["responses"]["TooManyRequests"]["headers"]
     assert "WWW-Authenticate" in spec["components"]["responses"]["Unauthorized"]["headers"]
+
+
+def test_errors_under_fhir_are_operation_outcomes_with_examples(spec):
+    fhir_errors = {name: response for name, response in spec["components"]["responses"].items()
+                   if name.startswith("Fhir")}
+    for name, response in fhir_errors.items():
+        media = response["content"]["application/fhir+json"]
+        assert media["schema"] == {"$ref": "#/components/schemas/OperationOutcome"}, name
+        assert media["example"]["resourceType"] == "OperationOutcome", name
+    for method, path, operation in operations(spec):
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")) and "$ref" in response:
+                assert (response["$ref"].rsplit("/", 1)[1] in fhir_errors) == path.startswith("/fhir/"), (path, status)
 
 
 def test_reference_page_lists_every_path_and_summary(spec):

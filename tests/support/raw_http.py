@@ -62,7 +62,8 @@ class RawConnection:
         return self.read_response(head=head)
 
     def read_response(self, *, head: bool = False) -> RawResponse:
-        """Status line, headers, then exactly Content-Length bytes (none for 1xx, 204, 304, HEAD)."""
+        """Status line, headers, then exactly Content-Length bytes, or the chunks of a
+        chunked body (none for 1xx, 204, 304, HEAD)."""
         status_line = self.rfile.readline(65537)
         assert status_line, "the server closed the connection instead of answering"
         assert status_line.endswith(b"\r\n"), f"not a status line: {status_line!r}"
@@ -81,12 +82,30 @@ class RawConnection:
         # RFC 9112 §6.3: 1xx, 204, 304 and any response to HEAD end with the header section.
         if response.status < 200 or response.status in (204, 304) or head:
             return response
+        if response.header("Transfer-Encoding") == "chunked":
+            response.body = self._read_chunks()
+            return response
         length = response.header("Content-Length")
         assert length is not None, f"a {response.status} response has no Content-Length"
         assert length.isdigit(), f"Content-Length {length!r}"
         response.body = self.rfile.read(int(length))
         assert len(response.body) == int(length), "the body is shorter than its Content-Length"
         return response
+
+    def _read_chunks(self) -> bytes:
+        """A chunked body (RFC 9112 §7.1), read strictly: hex sizes, CRLF after each
+        chunk, the last chunk and no trailer fields."""
+        body = b""
+        while True:
+            size_line = self.rfile.readline(100)
+            assert size_line.endswith(b"\r\n") and size_line[:-2].isalnum(), f"not a chunk size: {size_line!r}"
+            size = int(size_line[:-2], 16)
+            if size == 0:
+                assert self.rfile.readline(3) == b"\r\n", "no CRLF after the last chunk"
+                return body
+            data = self.rfile.read(size)
+            assert len(data) == size and self.rfile.read(2) == b"\r\n", "a chunk is shorter than its size"
+            body += data
 
     def server_closed(self) -> bool:
         """Whether the server has ended the connection: reading finds end of stream
