@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import bcrypt
+import requests
 
 from bench.processes import process_figures
 
@@ -145,6 +146,25 @@ def rss_during_uploads(url: str, pid: int, token: str, patient_id: str, uploads:
         peak.append(process_figures(pid)[1])
         done.wait(0.05)  # sample the server's RSS twenty times a second
     return (max(peak) - baseline) / MiB, statuses
+
+
+def rss_during_export(url: str, pid: int, token: str) -> dict:
+    """One client reading a whole GET /export: the server's peak RSS growth over its RSS
+    before (Linux's VmHWM, the peak, reset first through clear_refs), the lines, and
+    when the first byte and the last arrived."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # 5: reset the peak RSS (proc(5))
+    _, baseline = process_figures(pid)
+    started, first_byte, lines = time.perf_counter(), None, 0
+    with requests.get(f"{url}/export", headers={"Authorization": f"Bearer {token}"}, stream=True,
+                      timeout=600) as response:
+        response.raise_for_status()
+        for chunk in response.iter_content(64 * 1024):
+            first_byte = first_byte or time.perf_counter() - started
+            lines += chunk.count(b"\n")
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    peak = int(status["VmHWM"].split()[0]) * 1024
+    return {"lines": lines, "growth_mib": (peak - baseline) / MiB, "first_byte_s": first_byte,
+            "total_s": time.perf_counter() - started}
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import (UNITS, MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  # noqa: E402
-                           loopback_copy_mb_per_second, multipart_body, rss_during_uploads, wait_for_port, wrk)
+                           loopback_copy_mb_per_second, multipart_body, rss_during_export, rss_during_uploads,
+                           wait_for_port, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
 from bench.compare import side_by_side  # noqa: E402
@@ -118,6 +119,9 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
                 lists[name] = wrk(f"{url}/patients?limit=20", script="bearer.lua", seconds=seconds, env=owner_env)
                 lists[name]["patients"] = count
             results["list_scaling"] = {**lists, "p50_ratio": lists["large"]["p50"] / lists["small"]["p50"]}
+
+            print(f"measuring RSS while {huge:,} patients are exported...", file=sys.stderr, flush=True)
+            results["export"] = {**rss_during_export(url, process.pid, login(url, "large")), "patients": huge}
 
             print("measuring logins and bcrypt...", file=sys.stderr, flush=True)
             logins = wrk(f"{url}/auth/login", script="login.lua", connections=4, seconds=seconds, env=env)
@@ -295,6 +299,10 @@ def print_table(results: dict) -> None:
         rows.append((f"1 MiB {direction}", f"{transfer[direction + '_mb_s']:,.0f} MB/s",
                      f"{transfer['loopback_mb_s']:,.0f} MB/s", f"{transfer[direction + '_mb_s'] / transfer['loopback_mb_s']:.2f}",
                      "vs a plain loopback copy", ""))
+    export = embedded["export"]
+    rows.append((f"RSS growth, GET /export of {export['patients']:,} patients", f"{export['growth_mib']:.1f} MiB", "",
+                 "", f"{export['lines']:,} lines; first byte {export['first_byte_s'] * 1000:.0f} ms, "
+                 f"last {export['total_s']:.1f} s", "≤ 16 MiB"))
     rows.append(("RSS growth, 10 × 50 MiB uploads", f"{embedded['upload_rss']['growth_mib']:.1f} MiB", "", "", "",
                  "≤ 32 MiB"))
     for key, label, target in (("login_storm", "auth limit 10/60", "≤ 2"), ("login_storm_unlimited", "auth limit off", "")):

@@ -15,6 +15,7 @@ from web import jwt
 from web.dispatch import Dispatcher, client_address
 from web.http11 import Headers
 from web.messages import IncomingRequest, Request, Response
+from web.problems import status_for
 from web.ratelimit import RateLimiter
 from web.router import Router
 
@@ -373,3 +374,17 @@ def test_a_refusal_is_held_for_the_refusal_delay_but_never_past_the_wait():
     for _ in range(4):
         quick(make_request())
     assert quick(make_request()).status == 429 and naps[-1] == 0.25  # never longer than Retry-After's wait
+
+
+def test_errors_under_a_prefix_take_its_format_and_the_rest_keep_problem_json(routes):
+    def plain_text(exc, statuses):
+        return Response(status_for(exc, statuses), b"plain", [("Content-Type", "text/plain")])
+
+    routes.add("GET", "/fhir/things/{thingId}", lambda request: Response(200))
+    pipeline = dispatcher(routes, error_formats=[("/fhir/", plain_text)])
+    for path, status in (("/fhir/nothing", 404), ("/boom", 500), ("/nothing", 404)):
+        response = pipeline(make_request("GET", path))
+        expected = "text/plain" if path.startswith("/fhir/") else "application/problem+json"
+        assert (response.status, header(response, "Content-Type")) == (status, expected), path
+    wrong_method = pipeline(make_request("DELETE", "/fhir/things/1"))
+    assert (wrong_method.status, wrong_method.body) == (405, b"plain")

@@ -10,7 +10,7 @@ import pytest
 
 from web.http11 import (MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_REQUEST_LINE, ChunkedBodyRefused,
                         HeaderSectionTooLarge, IncompleteMessage, ProtocolError, RequestHeadReader,
-                        RequestLineTooLong, VersionNotSupported, response_has_body, response_head)
+                        RequestLineTooLong, VersionNotSupported, LAST_CHUNK, chunk, response_has_body, response_head)
 
 SIMPLE = b"GET /patients?limit=5&q=ada HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n"
 
@@ -285,6 +285,23 @@ def test_a_response_head_has_the_status_line_headers_and_length():
 def test_a_204_has_no_content_length_and_a_closing_response_says_so():
     assert response_head(204, [], content_length=0, keep_alive=False) == \
         b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+
+
+def test_rfc9112_7_1_a_body_of_unknown_length_is_chunked_on_a_kept_connection():
+    assert response_head(200, [], content_length=None, keep_alive=True) == \
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_rfc9112_6_3_without_keep_alive_a_body_of_unknown_length_ends_with_the_connection():
+    assert response_head(200, [], content_length=None, keep_alive=False) == \
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+
+
+def test_rfc9112_7_1_a_chunk_is_its_hex_size_crlf_data_crlf():
+    assert chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert LAST_CHUNK == b"0\r\n\r\n"
+    with pytest.raises(ValueError):
+        chunk(b"")  # a chunk of size 0 would end the body
 
 
 def test_a_header_value_with_a_line_break_is_never_written():

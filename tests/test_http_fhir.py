@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from handlers import fhir
+from storage.errors import Unavailable
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import PNG, pdf_of_size
@@ -220,3 +222,30 @@ def test_an_export_holds_only_the_callers_patients(client, other_client, patient
     other_client.post("/patients", json=PATIENT)
     ids = [json.loads(line)["id"] for line in client.get("/export").content.splitlines()]
     assert ids == [patient["id"]]
+
+
+def test_an_export_the_store_fails_half_way_ends_without_its_last_chunk(client, live_server, monkeypatch):
+    # RFC 9112 §7.1: only the last chunk says the body is complete. Once the 200 is on
+    # its way no error status can follow, so a failure closes the connection short of it.
+    for _ in range(2):
+        client.post("/patients", json=PATIENT)
+    monkeypatch.setattr(fhir, "EXPORT_PAGE", 1)
+    pages = []
+    list_patients = live_server.store.list_patients
+
+    def failing_on_the_second_page(*args, **kwargs):
+        pages.append(kwargs.get("after"))
+        if len(pages) == 2:
+            raise Unavailable("the database went away")
+        return list_patients(*args, **kwargs)
+
+    monkeypatch.setattr(live_server.store, "list_patients", failing_on_the_second_page)
+    token = client.session.headers["Authorization"]
+    with RawConnection(live_server) as connection:
+        connection.send(http_request("GET", "/export", headers={"Authorization": token}))
+        raw = connection.rfile.read()  # until the server closes the connection
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+    size, _, rest = body.partition(b"\r\n")
+    assert json.loads(rest[:int(size, 16)])["resourceType"] == "Patient"  # the first page arrived
+    assert not body.endswith(b"0\r\n\r\n"), "a failed export must not look complete"

@@ -11,13 +11,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from storage.base import utc_timestamp
+from storage.base import base64_sha1, utc_timestamp
 from storage.errors import Conflict, NotFound
 from storage.ids import is_object_id, new_id
 from tests.support.clock import FakeClock
 from tests.support.concurrency import race
 from tests.support.records import PATIENT, REPORT_METADATA, write_report
-from tests.support.stores import START
+from tests.support.stores import START, forget_report_sha1, reopen
 
 
 FULL_PATIENT = {
@@ -520,3 +520,25 @@ def test_utc_timestamp_matches_datetime_over_many_random_moments():
         seconds = rng.choice([rng.uniform(0, 4e9), START + rng.random() * 3, round(rng.uniform(0, 4e9), 6)])
         moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
         assert utc_timestamp(seconds) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def test_count_patients_counts_only_the_owners(store, owner):
+    other = store.create_user("someone-else", b"hash")
+    for _ in range(3):
+        store.create_patient(owner["id"], PATIENT)
+    store.create_patient(other["id"], PATIENT)
+    assert (store.count_patients(owner["id"]), store.count_patients(other["id"])) == (3, 1)
+
+
+def test_a_report_stored_without_its_sha1_gets_it_from_its_bytes_at_the_next_start(store, owner, clock):
+    patient = store.create_patient(owner["id"], PATIENT)
+    data = b"%PDF-1.7 " + random.randbytes(300_000)  # more than one GridFS chunk
+    report = write_report(store, patient["id"], data)
+    write_report(store, patient["id"], b"%PDF-1.7 another")  # a later version lists the first report too
+    forget_report_sha1(store, report["id"])
+    assert store.get_patient(patient["id"])["reports"][0].get("sha1") is None
+    store = reopen(store, clock)
+    try:
+        assert store.get_patient(patient["id"])["reports"][0]["sha1"] == base64_sha1([data])
+    finally:
+        store.close()

@@ -87,3 +87,28 @@ def stored_version_count(store: Store, patient_id: str) -> int:
             return db.execute("SELECT count(*) FROM patient_versions WHERE patient_id = ?", (patient_id,)).fetchone()[0]
     from bson import ObjectId
     return store._versions.count_documents({"patientId": ObjectId(patient_id), "deleted": {"$ne": True}})
+
+
+def reopen(store: Store, clock) -> Store:
+    """The same data opened by a new store, as a restart would: its start-up work runs."""
+    store.close()
+    if store.name == "sqlite":
+        from storage.sqlite import SQLiteStore
+        return SQLiteStore(store.reports_dir.parent, clock=clock)
+    from storage.mongo import MongoStore
+    return MongoStore(store.uri, clock=clock)
+
+
+def forget_report_sha1(store: Store, report_id: str) -> None:
+    """Make a report look as it did before reports kept their SHA-1, beneath the interface."""
+    if store.name == "sqlite":
+        with store._connection() as db:
+            db.execute("UPDATE reports SET sha1 = NULL WHERE id = ?", (report_id,))
+        return
+    from storage.mongo import SHA1_MIGRATION
+    for collection in (store._patients, store._versions):
+        for document in list(collection.find({"reports.id": report_id})):
+            reports = [{name: value for name, value in report.items() if name != "sha1" or report["id"] != report_id}
+                       for report in document["reports"]]
+            collection.update_one({"_id": document["_id"]}, {"$set": {"reports": reports}})
+    store._migrations.delete_one({"_id": SHA1_MIGRATION})
