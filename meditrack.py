@@ -44,6 +44,7 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     """The whole API on one screen: method, path template, handler with its services, options.
     `audit=(action, resourceType)`: every request to the route leaves an audit event."""
     router = Router()
+    fhir_view = fhir.FhirView(records, settings.public_url)
     router.add("POST", "/auth/register", partial(auth.register, accounts), credentials=True,
                audit=("create", "Account"))
     router.add("POST", "/auth/login", partial(auth.login, accounts), credentials=True, audit=("login", "Session"))
@@ -85,13 +86,15 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
                auth=True, audit=("download", "Report"))
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
                auth=True, audit=("delete", "Report"))
-    router.add("GET", "/fhir/Patient", partial(fhir.search_patients, records), auth=True,
+    router.add("GET", "/fhir/Patient", partial(fhir.search_patients, fhir_view), auth=True,
                audit=("search", "Patient"))
-    router.add("GET", "/fhir/Patient/{patientId}", partial(fhir.read_patient, records), auth=True,
+    router.add("GET", "/fhir/Patient/{patientId}", partial(fhir.read_patient, fhir_view), auth=True,
                audit=("read", "Patient"))
-    router.add("GET", "/fhir/Patient/{patientId}/$everything", partial(fhir.patient_everything, records),
+    router.add("GET", "/fhir/Patient/{patientId}/$everything", partial(fhir.patient_everything, fhir_view),
                auth=True, audit=("read", "Patient"))
-    router.add("GET", "/export", partial(fhir.export, records), auth=True, audit=("export", "Export"))
+    router.add("GET", "/fhir/DocumentReference/{reportId}", partial(fhir.read_document_reference, fhir_view),
+               auth=True, audit=("read", "Report"))
+    router.add("GET", "/export", partial(fhir.export, fhir_view), auth=True, audit=("export", "Export"))
     router.add("GET", "/audit", partial(audit.list_events, trail), auth=True)
     router.add("GET", "/health", partial(service.health, store, trail))
     router.add("GET", "/openapi.json", partial(docs.get_openapi, documents))

@@ -49,6 +49,7 @@ class Settings:
     audit_flush_ms: int = 50                 # a kill -9 loses at most this last moment of audit events
     audit_retention_days: int = 2190         # six years, HIPAA's retention for documentation
     require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
+    public_url: str | None = None            # the URL clients reach us at; None: http:// and the request's Host
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -62,6 +63,17 @@ def _flag(name: str, text: str) -> bool:
     if text not in ("0", "1"):
         raise SettingError(f"{name} must be 0 or 1, not {text!r}")
     return text == "1"
+
+
+# scheme "://" host [":" port] [path], no trailing slash, query or fragment (RFC 3986 §3).
+PUBLIC_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*[A-Za-z0-9._~\-])?")
+
+
+def _public_url(name: str, text: str) -> str | None:
+    if text and not PUBLIC_URL.fullmatch(text):
+        raise SettingError(f"{name} must be an http:// or https:// URL without a trailing slash, query or "
+                           f"fragment, not {text!r}")
+    return text or None
 
 
 def _rate(name: str, text: str) -> tuple[int, float] | None:
@@ -112,6 +124,7 @@ ENVIRONMENT = {
     "MEDITRACK_AUDIT_FLUSH_MS": ("audit_flush_ms", lambda name, text: _integer(name, text, 2, 60_000)),
     "MEDITRACK_AUDIT_RETENTION_DAYS": ("audit_retention_days", lambda name, text: _integer(name, text, 1, 36500)),
     "MEDITRACK_REQUIRE_IF_MATCH": ("require_if_match", _flag),
+    "MEDITRACK_PUBLIC_URL": ("public_url", _public_url),
 }
 
 

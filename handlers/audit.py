@@ -65,7 +65,8 @@ class AuditTrail:
         resource_id = facts.get("resourceId") or id_parameter(exchange, ID_PARAMETERS.get(resource_type))
         if resource_type == "Account":
             resource_id = resource_id or user_id
-        patient_id = id_parameter(exchange, "patientId") or (resource_id if resource_type == "Patient" else None)
+        patient_id = (id_parameter(exchange, "patientId") or facts.get("patientId")
+                      or (resource_id if resource_type == "Patient" else None))
         self.writer.record({
             "action": action, "outcome": status, "userId": user_id,
             "clientAddress": exchange.client or exchange.incoming.peer, "requestId": exchange.request_id,

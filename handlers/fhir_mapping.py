@@ -25,8 +25,10 @@ Decisions where MediTrack's record and FHIR's Patient differ:
 - Each resource carries a generated narrative (`text`), which FHIR asks every resource
   to have (`dom-6`) so that a person can read it without knowing the resource.
 
-Every function takes `base`, the URL the client reached the server at (e.g.
-"http://127.0.0.1:8000"): references between resources are made absolute from it.
+Every function takes `base`, the server's URL as clients reach it (e.g.
+"https://records.example.org", MEDITRACK_PUBLIC_URL; unset, the request's Host):
+references between resources are made absolute from it. Set it in production, or an
+extension's URL would differ with the name a client used for the server.
 """
 
 from html import escape
@@ -36,10 +38,10 @@ FHIR_JSON = "application/fhir+json"      # FHIR R4 http.html#mime-type
 FHIR_NDJSON = "application/fhir+ndjson"  # FHIR Bulk Data: one resource per line
 XHTML = "http://www.w3.org/1999/xhtml"
 
-# The FHIR issue type (valueset issue-type) that says what kind of error a status is.
+# The FHIR issue type (value set issue-type) that says what kind of error a status is,
+# for the statuses a GET under /fhir/ can answer; anything else is an "exception".
 ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               409: "conflict", 412: "conflict", 413: "too-costly", 415: "not-supported", 428: "required",
-               429: "throttled", 503: "transient"}
+               413: "too-long", 429: "throttled", 503: "transient"}
 
 
 def extension_url(base: str, name: str) -> str:
@@ -142,16 +144,18 @@ def full_url(resource: dict, base: str) -> str:
 def bundle(resources: list[dict], base: str, *, total: int, links: dict[str, str]) -> dict:
     """A searchset Bundle (FHIR R4 bundle.html): `total` counts every match, not only
     this page's; `link` holds `self` and, when there is one, `next`."""
-    return {
+    bundle = {
         "resourceType": "Bundle",
         "type": "searchset",                                     # Bundle.type
         "total": total,                                          # Bundle.total
         "link": [{"relation": relation, "url": url} for relation, url in links.items()],  # Bundle.link
-        "entry": [{"fullUrl": full_url(resource, base),          # Bundle.entry.fullUrl: absolute
-                   "resource": resource,
-                   "search": {"mode": "match"}}                  # Bundle.entry.search.mode
-                  for resource in resources],
     }
+    if resources:  # FHIR R4 json.html: an array is never empty, it is left out
+        bundle["entry"] = [{"fullUrl": full_url(resource, base),  # Bundle.entry.fullUrl: where to read it
+                            "resource": resource,
+                            "search": {"mode": "match"}}         # Bundle.entry.search.mode
+                           for resource in resources]
+    return bundle
 
 
 def operation_outcome(status: int, detail: str) -> dict:

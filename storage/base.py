@@ -21,8 +21,9 @@ A session: {"id", "userId", "createdAt", "lastUsedAt", "expiresAt"}; it is alive
 it is ended or `expiresAt` passes (a fixed time after login: refreshing does not move
 it), and of its refresh tokens only their SHA-256 is kept.
 A report: {"id", "filename", "contentType", "size", "sha256", "sha1", "description",
-"uploadedAt"}; "sha1" is the base64 SHA-1 a FHIR Attachment carries (None only until the
-store that opens a database older than it has computed it, at start-up).
+"uploadedAt"}; "sha1" is the base64 SHA-1 a FHIR Attachment carries, computed as the
+upload streams. A report stored before that gets it when a store first opens the
+database, from its bytes: None only if they could not be read.
 An audit event: the fields of `storage/audit.py`'s STORED_FIELDS; a chain's head:
 {"chain", "firstSequence", "previousHash", "lastSequence", "lastHash"}.
 
@@ -227,6 +228,10 @@ class Store(ABC):
     @abstractmethod
     def patient_owner(self, patient_id: str) -> str | None:
         """The id of the user who owns this patient; None if there is no such patient."""
+
+    @abstractmethod
+    def report_patient(self, report_id: str) -> str | None:
+        """The id of the patient this report belongs to; None if there is no such report."""
 
     # -- audit trail (append and query only: no event is ever changed) ------------------
     @abstractmethod

@@ -8,7 +8,8 @@ Documents:
                erasing (true while the account is being erased)}
     patients  {_id, ownerId, fields: {<PatientInput fields>}, firstNameKey, lastNameKey,
                reports: [Report], version, createdAt, updatedAt}
-    reports.files / reports.chunks   GridFS, one file per report, _id = the report's id
+    reports.files / reports.chunks   GridFS, one file per report, _id = the report's id;
+                     its `metadata.sha1` is the bytes' base64 SHA-1 (FHIR's Attachment.hash)
     patientVersions   every version of every patient: see storage/mongo_versions.py
 
 A patient's reports are embedded in its document, so reading a patient is one
@@ -50,8 +51,6 @@ TIMEOUT_MS = 3000
 # GridFS files that no patient names are swept at start-up only when at least this old,
 # so an upload that another MediTrack process is writing right now is left alone.
 SWEEP_MIN_AGE = timedelta(minutes=10)
-SHA1_MIGRATION = "report-sha1"  # the schemaMigrations document once every report has its SHA-1
-SHA1_PASSES = 5
 
 
 class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
@@ -185,7 +184,7 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
             query["$or"] = [{"firstNameKey": literal}, {"lastNameKey": literal}]
         with self._errors_translated():
             documents = list(self._patients.find(query).sort("_id", 1).limit(limit))
-        return [self._patient_from_document(document) for document in documents]
+        return self._patients_from_documents(documents)
 
     def count_patients(self, owner_id):
         with self._errors_translated():
@@ -203,11 +202,25 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
         with self._errors_translated():
             self._write_version(patient_id, expected_version, lambda head: {"deleted": True, "pending": True})
 
-    @staticmethod
-    def _patient_from_document(document) -> dict:
-        return {"id": str(document["_id"]), "ownerId": str(document["ownerId"]), **document["fields"],
-                "reports": document["reports"], "version": document["version"],
-                "createdAt": document["createdAt"], "updatedAt": document["updatedAt"]}
+    def _patient_from_document(self, document) -> dict:
+        return self._patients_from_documents([document])[0]
+
+    def _patients_from_documents(self, documents: list[dict]) -> list[dict]:
+        # A report uploaded before reports kept their SHA-1 has it in its GridFS file
+        # document only (_add_missing_sha1): one look-up for all such reports of a page.
+        older = [ObjectId(report["id"]) for document in documents for report in document["reports"]
+                 if "sha1" not in report]
+        hashes = {}
+        if older:
+            with self._errors_translated():
+                hashes = {str(file["_id"]): file.get("metadata", {}).get("sha1")
+                          for file in self._file_documents.find({"_id": {"$in": older}}, {"metadata": 1})}
+        return [{"id": str(document["_id"]), "ownerId": str(document["ownerId"]), **document["fields"],
+                 "reports": [report if "sha1" in report else {**report, "sha1": hashes.get(report["id"])}
+                             for report in document["reports"]],
+                 "version": document["version"], "createdAt": document["createdAt"],
+                 "updatedAt": document["updatedAt"]}
+                for document in documents]
 
     # -- reports -----------------------------------------------------------------
     def report_writer(self):
@@ -234,6 +247,11 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
         # GridOut.seek only moves its position: the next read asks for the chunks from
         # the one holding `start` on (files_id, n ≥ start // chunkSize).
         return report, ReportChunks(source, start=start, length=length)
+
+    def report_patient(self, report_id):
+        with self._errors_translated():
+            document = self._patients.find_one({"reports.id": report_id}, {"_id": 1})  # patients_by_report
+        return None if document is None else str(document["_id"])
 
     def delete_report(self, patient_id, report_id):
         def without_report(head):
@@ -275,42 +293,20 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
             self._chunk_documents.delete_many({"files_id": {"$in": stray}})
 
     def _add_missing_sha1(self) -> None:
-        """Reports stored before the SHA-1 was kept get it now, read from GridFS, in the
-        patients and in every version that lists them; once per database (recorded in
-        schemaMigrations). Each document is rewritten only if its reports are still the
-        ones read, and the passes repeat while a write racing this one (another process
-        copying a head's reports into a new version) leaves a report without its hash."""
-        if self._migrations.find_one({"_id": SHA1_MIGRATION}) is not None:
-            return
-        hashes: dict[str, str | None] = {}
-        lacking = {"reports": {"$elemMatch": {"sha1": {"$exists": False}}}}
-        for _ in range(SHA1_PASSES):
-            changed = 0
-            for collection in (self._patients, self._versions):
-                for document in list(collection.find(lacking, {"reports": 1})):
-                    reports = [{**report, "sha1": self._report_sha1(report["id"], hashes)}
-                               for report in document["reports"]]
-                    changed += collection.update_one({"_id": document["_id"], "reports": document["reports"]},
-                                                     {"$set": {"reports": reports}}).modified_count
-            if not changed:
-                break
-        try:
-            self._migrations.insert_one({"_id": SHA1_MIGRATION})
-        except DuplicateKeyError:
-            pass  # another process starting at the same time finished it too
-
-    def _report_sha1(self, report_id: str, hashes: dict) -> str | None:
-        """A report's base64 SHA-1 from its GridFS bytes (None if they cannot be read:
-        its FHIR view then has no hash), each file read once however many versions list it."""
-        if report_id not in hashes:
+        """Reports uploaded before the SHA-1 was kept get it now, read from their bytes,
+        and written to their GridFS file document (where each upload also writes it).
+        Nothing else ever changes that document, so this races no writer, and the
+        patients' own documents, where the versions protocol rules, are left alone: a
+        report without its hash there is given the file's when read. A file that cannot
+        be read is left without one (its FHIR view then has no hash)."""
+        lacking = {"metadata.sha1": {"$exists": False}}
+        for file in list(self._file_documents.find(lacking, {"_id": 1})):
             try:
-                source = self._files.open_download_stream(ObjectId(report_id))
-            except gridfs.errors.NoFile:
-                hashes[report_id] = None
-            else:
-                with closing(source):
-                    hashes[report_id] = base64_sha1(ReportChunks(source))
-        return hashes[report_id]
+                with closing(self._files.open_download_stream(file["_id"])) as source:
+                    sha1 = base64_sha1(ReportChunks(source))
+            except gridfs.errors.GridFSError:
+                continue  # no chunks, a chunk missing or the wrong size: the file is damaged
+            self._file_documents.update_one({"_id": file["_id"], **lacking}, {"$set": {"metadata.sha1": sha1}})
 
     def patient_owner(self, patient_id):
         if not is_object_id(patient_id):
@@ -372,7 +368,9 @@ class MongoReportWriter(ReportWriter):
         with self._store._errors_translated():
             self._store._file_documents.insert_one({
                 "_id": self._file_id, "length": self._length, "chunkSize": self.CHUNK_SIZE,
-                "uploadDate": datetime.now(timezone.utc), "filename": self.report_id})
+                "uploadDate": datetime.now(timezone.utc), "filename": self.report_id,
+                # GridFS's place for an application's own data: the spec's `metadata` field.
+                "metadata": {"sha1": metadata["sha1"]}})
         self._file_written = True
         report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
         try:

@@ -54,6 +54,11 @@ class SQLiteReports:
             raise Unavailable("the report's file cannot be read") from exc
         return dict(zip(REPORT_FIELDS, row)), ReportChunks(source, start=start, length=length)
 
+    def report_patient(self, report_id):
+        with self._connection() as db:
+            row = db.execute("SELECT patient_id FROM reports WHERE id = ?", (report_id,)).fetchone()
+        return None if row is None else row[0]
+
     def delete_report(self, patient_id, report_id):
         def delete(db):
             deleted = db.execute("DELETE FROM reports WHERE id = ? AND patient_id = ?", (report_id, patient_id))
@@ -79,7 +84,6 @@ class SQLiteReports:
         for path in self.reports_dir.iterdir():
             if path.is_file() and path.name not in known:
                 path.unlink(missing_ok=True)
-
 
     def _add_missing_sha1(self) -> None:
         """Reports stored before the SHA-1 was kept get it now, read from their bytes:

@@ -8,9 +8,9 @@ h11) found us breaking.
 
 import pytest
 
-from web.http11 import (MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_REQUEST_LINE, ChunkedBodyRefused,
+from web.http11 import (LAST_CHUNK, MAX_HEADER_BYTES, MAX_HEADER_COUNT, MAX_REQUEST_LINE, ChunkedBodyRefused,
                         HeaderSectionTooLarge, IncompleteMessage, ProtocolError, RequestHeadReader,
-                        RequestLineTooLong, VersionNotSupported, LAST_CHUNK, chunk, response_has_body, response_head)
+                        RequestLineTooLong, VersionNotSupported, chunk, response_has_body, response_head)
 
 SIMPLE = b"GET /patients?limit=5&q=ada HTTP/1.1\r\nHost: example.org\r\nAccept: */*\r\n\r\n"
 
@@ -287,14 +287,18 @@ def test_a_204_has_no_content_length_and_a_closing_response_says_so():
         b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
 
 
-def test_rfc9112_7_1_a_body_of_unknown_length_is_chunked_on_a_kept_connection():
-    assert response_head(200, [], content_length=None, keep_alive=True) == \
+def test_rfc9112_7_1_a_chunked_body_says_so_kept_or_closing():
+    assert response_head(200, [], content_length=None, keep_alive=True, chunked=True) == \
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert response_head(200, [], content_length=None, keep_alive=False, chunked=True) == \
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
 
 
-def test_rfc9112_6_3_without_keep_alive_a_body_of_unknown_length_ends_with_the_connection():
+def test_rfc9112_6_3_a_body_of_unknown_length_not_chunked_ends_with_the_connection():
     assert response_head(200, [], content_length=None, keep_alive=False) == \
         b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+    with pytest.raises(ValueError):
+        response_head(200, [], content_length=None, keep_alive=True)  # the client could not find its end
 
 
 def test_rfc9112_7_1_a_chunk_is_its_hex_size_crlf_data_crlf():

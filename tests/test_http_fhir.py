@@ -15,6 +15,7 @@ import pytest
 
 from handlers import fhir
 from storage.errors import Unavailable
+from tests.support.api import ApiClient
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import PNG, pdf_of_size
@@ -152,23 +153,65 @@ def test_search_pages_by_the_next_link_and_counts_every_patient(client, other_cl
     assert seen == sorted(created)
 
 
-@pytest.mark.parametrize("query", ["_count=0", "_count=101", "_count=abc", "cursor=zzz", "_count=1&_count=2"])
+@pytest.mark.parametrize("query", ["_count=0", "_count=-1", "_count=abc", "cursor=zzz", "_count=1&_count=2"])
 def test_a_bad_count_or_cursor_is_400_as_an_operation_outcome(client, query):
     assert_outcome(client.get(f"/fhir/Patient?{query}"), 400, "invalid")
 
 
-def test_a_search_with_no_patients_is_an_empty_bundle(client):
+def test_a_count_above_the_page_limit_is_served_as_the_limit(client):
+    # FHIR R4 search.html#count: a server may return fewer than asked, never more.
+    for _ in range(101):
+        client.post("/patients", json=PATIENT)
+    bundle = client.get("/fhir/Patient?_count=5000").json()
+    assert (bundle["total"], len(bundle["entry"])) == (101, 100)
+    assert "_count=100" in {link["relation"]: link["url"] for link in bundle["link"]}["next"]
+
+
+def test_a_search_with_no_patients_is_a_bundle_without_entries(client):
     bundle = client.get("/fhir/Patient").json()
-    assert (bundle["total"], bundle.get("entry", [])) == (0, [])
+    # FHIR R4 json.html: an empty array is left out, never sent as [].
+    assert bundle["total"] == 0 and "entry" not in bundle
     assert [link["relation"] for link in bundle["link"]] == ["self"]
+
+
+# -- DocumentReference -----------------------------------------------------------------------------
+
+def test_every_full_url_in_a_bundle_reads_back_the_same_resource(client, patient):
+    upload(client, patient, PNG, "x-ray.png", "image/png")
+    bundle = client.get(fhir_path(patient, "/$everything")).json()
+    for entry in bundle["entry"]:
+        response = client.session.get(entry["fullUrl"], timeout=10)
+        assert response.status_code == 200 and response.headers["Content-Type"] == FHIR_JSON
+        assert response.json() == entry["resource"]
+
+
+def test_another_users_report_is_403_and_an_unknown_one_404(client, other_client, patient):
+    report = upload(client, patient, PNG, "x-ray.png", "image/png")
+    assert_outcome(other_client.get(f"/fhir/DocumentReference/{report['id']}"), 403, "forbidden")
+    assert_outcome(client.get("/fhir/DocumentReference/0123456789abcdef01234567"), 404, "not-found")
+    client.delete(f"/patients/{patient['id']}/reports/{report['id']}")
+    assert_outcome(client.get(f"/fhir/DocumentReference/{report['id']}"), 404, "not-found")
+
+
+def test_a_refused_report_read_is_in_the_patients_audit_trail(client, other_client, live_server, patient):
+    report = upload(client, patient, PNG, "x-ray.png", "image/png")
+    other_client.get(f"/fhir/DocumentReference/{report['id']}")
+    assert live_server.audit_writer.flush(timeout=10)
+    events = client.get(f"/patients/{patient['id']}/audit?limit=1").json()["items"]
+    assert [(e["action"], e["outcome"], e["resourceType"], e["resourceId"], e["userId"]) for e in events] == \
+        [("read", 403, "Report", report["id"], other_client.user["id"])]
 
 
 # -- export -----------------------------------------------------------------------------------------
 
 def test_the_export_of_a_thousand_patients_holds_each_patient_and_report_once(client):
+    def create_many(_):
+        own = ApiClient(client.url)  # a session per thread: requests.Session is not thread-safe
+        own.session.headers.update(client.session.headers)
+        return [own.post("/patients", json=PATIENT).json()["id"] for _ in range(125)]
+
     with ThreadPoolExecutor(8) as pool:
-        created = list(pool.map(lambda _: client.post("/patients", json=PATIENT), range(1000)))
-    patient_ids = {response.json()["id"] for response in created}
+        patient_ids = {patient_id for ids in pool.map(create_many, range(8)) for patient_id in ids}
     assert len(patient_ids) == 1000
     with_reports = sorted(patient_ids)[::250]
     report_ids = {upload(client, {"id": patient_id}, PNG, "x-ray.png", "image/png")["id"] for patient_id in with_reports}
@@ -193,6 +236,18 @@ def test_an_export_is_chunked_and_the_connection_serves_the_next_request(client,
         assert exported.header("Transfer-Encoding") == "chunked"
         assert json.loads(exported.body.splitlines()[0])["id"] == patient["id"]
         assert connection.request(http_request("GET", "/health")).status == 200
+
+
+def test_an_export_to_a_client_that_closes_after_it_is_still_chunked(client, live_server, patient):
+    # RFC 9112 §6.1 forbids chunks only to HTTP/1.0: with `Connection: close` the last
+    # chunk still tells the client it got the whole export.
+    token = client.session.headers["Authorization"]
+    with RawConnection(live_server) as connection:
+        exported = connection.request(http_request("GET", "/export", headers={
+            "Authorization": token, "Connection": "close"}))
+        assert exported.header("Transfer-Encoding") == "chunked" and exported.header("Connection") == "close"
+        assert json.loads(exported.body)["id"] == patient["id"]
+        assert connection.server_closed()
 
 
 def test_an_http_1_0_export_ends_with_the_connection(client, live_server, patient):
@@ -249,3 +304,24 @@ def test_an_export_the_store_fails_half_way_ends_without_its_last_chunk(client, 
     size, _, rest = body.partition(b"\r\n")
     assert json.loads(rest[:int(size, 16)])["resourceType"] == "Patient"  # the first page arrived
     assert not body.endswith(b"0\r\n\r\n"), "a failed export must not look complete"
+
+
+def test_with_a_public_url_every_absolute_url_is_made_from_it(start_server):
+    server = start_server(public_url="https://records.example.org")
+    client = ApiClient(server.url).register_and_login()
+    patient = client.post("/patients", json=FULL).json()
+    upload(client, patient, PNG, "x-ray.png", "image/png")
+    bundle = client.get(fhir_path(patient, "/$everything")).json()
+    urls = [entry["fullUrl"] for entry in bundle["entry"]] + [link["url"] for link in bundle["link"]]
+    urls += [extension["url"] for extension in bundle["entry"][0]["resource"]["extension"]]
+    urls.append(bundle["entry"][1]["resource"]["content"][0]["attachment"]["url"])
+    assert all(url.startswith("https://records.example.org/") for url in urls), urls
+
+
+def test_a_host_header_that_is_not_a_host_is_not_echoed(client, live_server, patient):
+    token = client.session.headers["Authorization"]
+    with RawConnection(live_server) as connection:
+        connection.send(f"GET /fhir/Patient/{patient['id']}/$everything HTTP/1.1\r\nHost: evil.example/x?\r\n"
+                        f"Authorization: {token}\r\n\r\n".encode())
+        bundle = connection.read_response().json()
+    assert bundle["link"][0]["url"].startswith("http://localhost/fhir/Patient/")

@@ -28,7 +28,7 @@ CONTRACT_ROUTES = {
     ("get", "/patients/{patientId}/reports/{reportId}"), ("delete", "/patients/{patientId}/reports/{reportId}"),
     ("get", "/audit"), ("get", "/patients/{patientId}/audit"),
     ("get", "/fhir/Patient"), ("get", "/fhir/Patient/{patientId}"), ("get", "/fhir/Patient/{patientId}/$everything"),
-    ("get", "/export"),
+    ("get", "/fhir/DocumentReference/{reportId}"), ("get", "/export"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
 }
 PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),

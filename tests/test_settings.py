@@ -74,6 +74,9 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_AUDIT_RETENTION_DAYS", "30", "audit_retention_days", 30),
     ("MEDITRACK_REQUIRE_IF_MATCH", "1", "require_if_match", True),
     ("MEDITRACK_REQUIRE_IF_MATCH", "0", "require_if_match", False),
+    ("MEDITRACK_PUBLIC_URL", "https://records.example.org", "public_url", "https://records.example.org"),
+    ("MEDITRACK_PUBLIC_URL", "http://10.0.0.5:8080/meditrack", "public_url", "http://10.0.0.5:8080/meditrack"),
+    ("MEDITRACK_PUBLIC_URL", "", "public_url", None),
 ]
 
 
@@ -198,6 +201,10 @@ def test_a_bad_port_flag_is_refused_naming_the_flag(text):
     ("MEDITRACK_REQUIRE_IF_MATCH", "yes"),
     ("MEDITRACK_REQUIRE_IF_MATCH", "true"),
     ("MEDITRACK_REQUIRE_IF_MATCH", ""),
+    ("MEDITRACK_PUBLIC_URL", "records.example.org"),
+    ("MEDITRACK_PUBLIC_URL", "https://records.example.org/"),
+    ("MEDITRACK_PUBLIC_URL", "https://records.example.org/?a=1"),
+    ("MEDITRACK_PUBLIC_URL", "ftp://records.example.org"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting(variable, text):
     with pytest.raises(SettingError) as caught:

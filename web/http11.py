@@ -293,14 +293,14 @@ def response_has_body(method: str, status: int) -> bool:
 
 
 def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_length: int | None,
-                  keep_alive: bool) -> bytes:
+                  keep_alive: bool, chunked: bool = False) -> bytes:
     """The status line and header fields of a response, as the bytes that go on the wire.
 
     `content_length` is the length of the body a GET would get, so a HEAD response
-    announces it too (RFC 9110 §9.3.2). None means a body streamed in chunks whose
-    length nobody knows yet: `Transfer-Encoding: chunked` when the connection stays
-    open, else a body that ends when the connection closes (RFC 9112 §6.3, rule 8: the
-    only framing an HTTP/1.0 client understands, §6.1 forbids chunked to it).
+    announces it too (RFC 9110 §9.3.2). A body whose length nobody knows yet is sent
+    `chunked` to an HTTP/1.1 client (RFC 9112 §7.1); to an HTTP/1.0 client, which must
+    never get chunks (§6.1), it has no length at all and ends when the connection
+    closes (§6.3, rule 8): pass content_length=None and keep_alive=False.
     """
     phrase = HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {phrase}"]
@@ -311,13 +311,16 @@ def response_head(status: int, headers: Iterable[tuple[str, str]], *, content_le
         lines.append(f"{name}: {value}")
     # RFC 9110 §8.6: a 204 carries no Content-Length (and no body), nor does our 304
     # (it may only repeat the 200's length, which a bodiless answer does not need).
-    # Every other response does, so a keep-alive connection knows where it ends
-    # (RFC 9112 §6.3).
-    if content_length is None:
-        if keep_alive:
-            lines.append("Transfer-Encoding: chunked")
-    elif status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+    # Every other response does, or is chunked, so a keep-alive connection knows where
+    # it ends (RFC 9112 §6.3).
+    if status in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+        pass
+    elif chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif content_length is not None:
         lines.append(f"Content-Length: {content_length}")
+    elif keep_alive:
+        raise ValueError("a body of unknown length on a kept connection must be chunked")
     if not keep_alive:
         lines.append("Connection: close")  # RFC 9112 §9.6
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

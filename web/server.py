@@ -48,13 +48,13 @@ def http_date() -> str:
     return _date[1]
 
 
-def encode_head(response: Response, keep_alive: bool, request_id: str) -> bytes:
+def encode_head(response: Response, keep_alive: bool, request_id: str, *, chunked: bool = False) -> bytes:
     """The response's head with the headers every response carries."""
     headers = [("Server", SERVER_NAME), ("Date", http_date()), ("X-Request-Id", request_id), *response.headers]
     present = {name.lower() for name, _ in response.headers}
     headers += [(name, value) for name, value in DEFAULT_HEADERS if name.lower() not in present]
     length = len(response.body) if isinstance(response.body, bytes) else response.content_length
-    return response_head(response.status, headers, content_length=length, keep_alive=keep_alive)
+    return response_head(response.status, headers, content_length=length, keep_alive=keep_alive, chunked=chunked)
 
 
 def read_head(rfile) -> RequestHead | None:
@@ -187,7 +187,7 @@ class ConnectionHandler(StreamRequestHandler):
         keep_alive = (head.keep_alive and response.status != 413 and not self.server.stopping
                       and body.finish())
         try:
-            keep_alive = self._send(response, head.method, keep_alive, exchange.request_id)
+            keep_alive = self._send(response, head.method, keep_alive, exchange.request_id, head.version)
         except OSError:
             return False
         connections.working(self.connection, False)
@@ -208,11 +208,17 @@ class ConnectionHandler(StreamRequestHandler):
     def _send_continue(self):
         self.wfile.write(CONTINUE)
 
-    def _send(self, response: Response, method: str, keep_alive: bool, request_id: str) -> bool:
+    def _send(self, response: Response, method: str, keep_alive: bool, request_id: str,
+              version: tuple[int, int] = (1, 1)) -> bool:
         """Write the response; False if the connection must close after it (a streamed
         body that failed half-way, or one that only the close can end)."""
+        # A body of unknown length: chunked to HTTP/1.1, whose last chunk tells the
+        # client it has it all; HTTP/1.0 knows no chunks (RFC 9112 §6.1), so the close
+        # ends its body, and a body cut short cannot be told from a whole one there.
         streamed = not isinstance(response.body, bytes) and response.content_length is None
-        head, body = encode_head(response, keep_alive, request_id), response.body
+        chunked = streamed and version >= (1, 1)
+        keep_alive = keep_alive and (chunked or not streamed)
+        head, body = encode_head(response, keep_alive, request_id, chunked=chunked), response.body
         if not response_has_body(method, response.status):
             # RFC 9110 §9.3.2: HEAD gets GET's headers (Content-Length included) and no
             # body; sending one would be read as the start of the next response.
@@ -225,20 +231,21 @@ class ConnectionHandler(StreamRequestHandler):
             self.wfile.write(head)
             for data in body:
                 if data:
-                    self.wfile.write(chunk(data) if streamed and keep_alive else data)
-            if streamed and keep_alive:
+                    self.wfile.write(chunk(data) if chunked else data)
+            if chunked:
                 self.wfile.write(LAST_CHUNK)
         except OSError:
             raise  # the client is gone: the caller closes the connection
         except Exception:
             # NOTE: the status line is gone already, so no problem+json can follow.
-            # Closing without the last chunk (or short of Content-Length) is how HTTP/1.1
+            # Closing short of the last chunk (or of Content-Length) is how HTTP/1.1
             # tells the client the body is incomplete (RFC 9112 §8).
             error_log.exception("a response body failed while it was being sent")
             return False
         finally:
             close_body(body)
         return keep_alive
+
 
 class MediTrackServer(ThreadingHTTPServer):
     """A thread per connection, never more than `max_connections` of them, a deep listen

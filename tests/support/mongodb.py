@@ -36,7 +36,8 @@ def connections_of_gone_clients(uri: str) -> int:
     only once it reads its end, that is after the command it was running is done. So
     while the server holds such a connection, a command of the killed process may still
     be writing (a FerretDB insert can land after the kill -9). Read from Linux's socket
-    table: a socket in CLOSE_WAIT on the server's port (RFC 9293 §3.3.2).
+    table: a socket in CLOSE_WAIT on the server's port (RFC 9293 §3.3.2). It sees only a
+    server on this machine, as the tests' FerretDB is.
     """
     port = urlsplit(uri).port or 27017
     count = 0

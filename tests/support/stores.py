@@ -105,10 +105,10 @@ def forget_report_sha1(store: Store, report_id: str) -> None:
         with store._connection() as db:
             db.execute("UPDATE reports SET sha1 = NULL WHERE id = ?", (report_id,))
         return
-    from storage.mongo import SHA1_MIGRATION
+    from bson import ObjectId
     for collection in (store._patients, store._versions):
         for document in list(collection.find({"reports.id": report_id})):
             reports = [{name: value for name, value in report.items() if name != "sha1" or report["id"] != report_id}
                        for report in document["reports"]]
             collection.update_one({"_id": document["_id"]}, {"$set": {"reports": reports}})
-    store._migrations.delete_one({"_id": SHA1_MIGRATION})
+    store._file_documents.update_one({"_id": ObjectId(report_id)}, {"$unset": {"metadata": ""}})
