@@ -21,9 +21,9 @@ storage/sqlite_accounts.py, the audit trail in storage/sqlite_audit.py.
 """
 
 import json
-import queue
 import sqlite3
 import time
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,8 +104,13 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         self._clock = clock
         # NOTE: a pool of connections, each used by one thread at a time. A sqlite3
         # connection must not be shared by two threads at once, and opening one per
-        # request would cost more than the query.
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        # request would cost more than the query. Borrowed last in, first out: a thread
+        # gets the connection used last, whose page cache is warm, and the others' stay
+        # cold. First in, first out, an export reading 100,000 patients a page at a
+        # time filled the cache (up to 2 MB) of every connection a busy moment had
+        # opened: its RSS grew 56 MiB after a load at 32 connections; 2 MiB now.
+        # (deque's append and pop are atomic: no lock needed.)
+        self._idle: deque[sqlite3.Connection] = deque()
         with self._connection() as db:
             db.executescript(SCHEMA)
             db.executescript(ACCOUNTS_SCHEMA)
@@ -139,8 +144,8 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
     def _connection(self):
         """Borrow a connection; translate sqlite3's errors into the store's own."""
         try:
-            db = self._idle.get_nowait()
-        except queue.Empty:
+            db = self._idle.pop()
+        except IndexError:
             try:
                 db = self._connect()
             except sqlite3.Error as exc:
@@ -155,7 +160,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         finally:
             if db.in_transaction:
                 db.rollback()
-            self._idle.put(db)
+            self._idle.append(db)
 
     def _write(self, work):
         """Run `work(connection)` in the writer's next group commit (storage/sqlite_writer.py);
@@ -319,11 +324,8 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
 
     def close(self):
         self._writer.close()
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        while self._idle:
+            self._idle.pop().close()
 
 
 def store_error(exc: sqlite3.Error) -> Exception:
