@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-mongo test-fhir soak bench clean
+.PHONY: run test test-mongo test-fhir conformance soak bench clean
 
 DURATION ?= 60
 
@@ -27,6 +27,17 @@ test-fhir: $(VENV)/.dev
 		$$SUDO apt-get install -y openjdk-17-jdk-headless maven || \
 		{ $$SUDO apt-get update && $$SUDO apt-get install -y openjdk-17-jdk-headless maven; }; }
 	$(PY) tests/hapi_validator.py -- $(PY) -m pytest -rP tests/test_fhir_validation.py
+
+# Schemathesis against openapi.json on both stores (tests/conformance/run.py), from a
+# virtual environment of its own in the cache: it is no requirement of the product.
+CONFORMANCE_VENV := $(HOME)/.cache/meditrack/conformance-venv
+conformance: $(VENV)/.dev $(CONFORMANCE_VENV)/.installed
+	$(PY) tests/ferretdb.py -- $(PY) tests/conformance/run.py --schemathesis $(CONFORMANCE_VENV)/bin/schemathesis
+
+$(CONFORMANCE_VENV)/.installed: tests/conformance/requirements.txt
+	$(PYTHON) -m venv $(CONFORMANCE_VENV)
+	$(CONFORMANCE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+	touch $@
 
 # Sustained mixed load, DURATION seconds on each store, then a check that nothing was lost.
 soak: $(VENV)/.dev

@@ -30,6 +30,7 @@ from storage import open_store
 from storage.audit import AuditWriter, ChainBroken, verify_chains
 from storage.base import Store
 from storage.errors import StoreError
+from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
 from web.ratelimit import RateLimiter
 from web.router import Router
@@ -122,7 +123,8 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
                       max_body=settings.max_json_bytes, general_limit=rate_limiter(settings.rate_limit),
                       credentials_limit=rate_limiter(settings.auth_rate_limit),
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,
-                      observer=trail, error_formats=[("/fhir/", fhir.fhir_error_response)])
+                      observer=trail, error_formats=[("/fhir/", fhir.fhir_error_response)],
+                      cors=CorsPolicy(settings.cors_origins) if settings.cors_origins else None)
 
 
 def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> AuditWriter:

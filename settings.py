@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from web.cors import parse_origins
 from web.ratelimit import parse_rate
 
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key MUST be at least 256 bits
@@ -50,6 +51,7 @@ class Settings:
     audit_retention_days: int = 2190         # six years, HIPAA's retention for documentation
     require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
     public_url: str | None = None            # the URL clients reach us at; None: http:// and the request's Host
+    cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -74,6 +76,13 @@ def _public_url(name: str, text: str) -> str | None:
         raise SettingError(f"{name} must be an http:// or https:// URL without a trailing slash, query or "
                            f"fragment, not {text!r}")
     return text or None
+
+
+def _origins(name: str, text: str) -> frozenset[str]:
+    try:
+        return parse_origins(text)
+    except ValueError as exc:
+        raise SettingError(f"{name}: {exc}") from None
 
 
 def _rate(name: str, text: str) -> tuple[int, float] | None:
@@ -125,6 +134,7 @@ ENVIRONMENT = {
     "MEDITRACK_AUDIT_RETENTION_DAYS": ("audit_retention_days", lambda name, text: _integer(name, text, 1, 36500)),
     "MEDITRACK_REQUIRE_IF_MATCH": ("require_if_match", _flag),
     "MEDITRACK_PUBLIC_URL": ("public_url", _public_url),
+    "MEDITRACK_CORS_ORIGINS": ("cors_origins", _origins),
 }
 
 

@@ -159,8 +159,11 @@ def request_body_html(spec: dict, body: dict) -> str:
 
 def responses_html(spec: dict, responses: dict) -> str:
     rows = []
-    for status, response in responses.items():
-        response = resolve(spec, response)
+    for status, reference in responses.items():
+        # OpenAPI 3.1 §4.8.23: a reference's own description wins over its target's, so
+        # one shared 400 can say what this operation refuses.
+        response = {**resolve(spec, reference), **({"description": reference["description"]}
+                                                   if "description" in reference else {})}
         bodies = ", ".join(f"<code>{text(media_type)}</code> {type_html(media['schema']) if 'schema' in media else ''}"
                            for media_type, media in response.get("content", {}).items())
         headers = ", ".join(f"<code>{text(name)}</code>" for name in response.get("headers", {}))

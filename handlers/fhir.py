@@ -108,7 +108,7 @@ def search_patients(view: FhirView, request: Request) -> Response:
     FHIR R4 search.html#count: the server "is not bound to return the number
     requested, but cannot return more", so a _count above the page limit is served
     as the limit rather than refused."""
-    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=10**9), MAX_PAGE_SIZE)
+    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999), MAX_PAGE_SIZE)
     cursor = query_value(request, "cursor")
     cursor = None if cursor is None else object_id(cursor, "cursor")
     owner, base = request.user["id"], view.base_url(request)

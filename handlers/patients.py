@@ -30,6 +30,12 @@ OPTIONAL_FIELDS = {"gender": "unknown", "email": None, "phone": None, "address":
 # not in the future, even though it is still yesterday in UTC.
 LATEST_UTC_OFFSET = timedelta(hours=14)
 
+# What a name is trimmed of: ECMA-262's WhiteSpace and LineTerminator (§12.2, §12.3), the
+# characters the schema's pattern counts as whitespace. (str.strip() with no argument
+# would also remove \x1c–\x1f and \x85, which that pattern takes for letters.)
+NAME_WHITESPACE = ("\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+                   "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+
 EDITABLE_FIELDS = ("firstName", "lastName", "dateOfBirth", *OPTIONAL_FIELDS)
 MERGE_PATCH_TYPE = "application/merge-patch+json"  # RFC 7396 §4
 # A PATCH without If-Match is still applied to the version it was merged onto; if that
@@ -56,10 +62,12 @@ class PatientRecords:
     def checked_fields(self, body) -> dict:
         """A PUT body, or a patched patient, as the complete set of editable fields; 400
         unless it is a valid PatientInput."""
-        for name in ("firstName", "lastName"):
-            if isinstance(body, dict) and isinstance(body.get(name), str):
-                body[name] = body[name].strip()  # the 1–100 character rule applies after trimming
+        # The schema counts a name's characters as sent (1–100, one not whitespace);
+        # then the surrounding whitespace goes. Trimming first would let 101 characters
+        # through that the schema, and every client generated from it, refuses.
         self.validator.validate(body, "PatientInput")
+        for name in ("firstName", "lastName"):
+            body[name] = body[name].strip(NAME_WHITESPACE)
         latest_today = (datetime.fromtimestamp(self.clock(), timezone.utc) + LATEST_UTC_OFFSET).date()
         if body["dateOfBirth"] > latest_today.isoformat():  # YYYY-MM-DD strings sort as dates
             raise ValidationError([("dateOfBirth", "must not be in the future")])

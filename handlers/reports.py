@@ -96,12 +96,19 @@ def read_upload(request: Request, writer, max_file_bytes: int) -> tuple[Incoming
                             max_file_bytes=max_file_bytes):
         if isinstance(event, PartStart):
             current = event.name
-            if event.name == "file" and event.filename is not None and file is None:
+            if event.name == "file":
+                if file is not None:
+                    raise BadRequest("the part named 'file' may be sent only once")
+                if event.filename is None:
+                    # RFC 7578 §4.2: a file's part carries its name in the filename parameter.
+                    raise BadRequest("the part named 'file' needs a filename in its Content-Disposition")
                 file = IncomingFile(writer, event.filename)
-            elif event.name == "description" and event.filename is None and description is None:
+            elif event.name == "description":
+                if description is not None or event.filename is not None:
+                    raise BadRequest("the part named 'description' is text, sent at most once")
                 description = b""
             else:
-                raise BadRequest("expected exactly one file part named 'file' and an optional 'description'")
+                raise BadRequest("only the parts 'file' and 'description' are accepted")
         elif isinstance(event, PartData):
             if current == "file":
                 file.write(event.data)

@@ -39,7 +39,7 @@ ROUTES_WITHOUT_4XX = {("get", "/health"), ("get", "/openapi.json"), ("get", "/do
 ALLOWED_SCHEMA_KEYWORDS = {
     "type", "required", "properties", "additionalProperties", "enum", "const", "minLength", "maxLength",
     "pattern", "format", "minimum", "maximum", "items", "minItems", "maxItems", "$ref",
-    "description", "example", "examples", "title", "default", "readOnly",
+    "description", "example", "examples", "title", "default", "readOnly", "contentMediaType",
 }
 OPERATION_KEYS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
 
+from web.cors import CorsPolicy
 from web.http11 import Headers
 from web.messages import IncomingRequest, Request, Response, new_request_id
 from web.problems import STATUS_BY_EXCEPTION, PayloadTooLarge, TooManyRequests, problem_response, status_for
@@ -107,7 +108,7 @@ class Dispatcher:
                  general_limit: RateLimiter | None = None, credentials_limit: RateLimiter | None = None,
                  trusted_proxies: frozenset[str] = frozenset(), refusal_delay: float = 1.0,
                  observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep,
-                 error_formats: Sequence[tuple[str, ErrorWriter]] = ()):
+                 error_formats: Sequence[tuple[str, ErrorWriter]] = (), cors: CorsPolicy | None = None):
         if authenticate is None and any(route.auth for route in router.routes):
             raise ValueError("routes require authentication, but no authenticate function was given")
         self.router = router
@@ -124,12 +125,14 @@ class Dispatcher:
         # (path prefix, writer): errors under a prefix in another format than problem+json
         # (FHIR's OperationOutcome under /fhir/); the first prefix that matches wins.
         self.error_formats = tuple(error_formats)
+        self.cors = cors  # None: no CORS headers at all, and OPTIONS is a 405 like any unknown method
 
     def __call__(self, incoming: IncomingRequest) -> tuple[Response, Exchange]:
         """The response to a request, and the exchange that led to it (its route, its
         id, its user), for the access log."""
         exchange = Exchange(incoming, request_id(incoming.peer, incoming.headers.get("X-Request-Id"),
                                                  self.trusted_proxies))
+        preflight = self.cors is not None and self.cors.is_preflight(incoming.method, incoming.headers)
         try:
             exchange.client = client_address(incoming.peer, incoming.headers.get("X-Forwarded-For"),
                                              self.trusted_proxies)
@@ -141,20 +144,37 @@ class Dispatcher:
             except (RouteNotFound, MethodNotAllowed) as exc:
                 unrouted = exc
             self._check_rate(self.general_limit, exchange.client)
-            if unrouted is not None:
+            if preflight:
+                response = self._preflight(incoming, unrouted)
+            elif unrouted is not None:
                 raise unrouted
-            response = self._handle(exchange)
+            else:
+                response = self._handle(exchange)
         except Exception as exc:
             if status_for(exc, self.statuses) == 500:
                 # The traceback names code, not data; the request body is never logged.
                 error_log.exception("unhandled error in %s %s", incoming.method, exchange.template)
             response = self._error_writer(incoming.path)(exc, self.statuses)
+        if self.cors is not None and not (preflight and response.status == 204):
+            response.headers = [*response.headers, *self.cors.response_headers(incoming.headers.get("Origin"))]
         if self.observer is not None:
             try:
                 self.observer.answered(exchange, response.status)
             except Exception:  # the answer stands; the failure is in the log for someone to fix
                 error_log.exception("the observer failed on %s %s", incoming.method, exchange.template)
         return response, exchange
+
+    def _preflight(self, incoming: IncomingRequest, unrouted: Exception | None) -> Response:
+        """A CORS preflight (web/cors.py): 204, with the permission when the policy gives
+        it; 404 for a path no route has. A preflight carries no credentials (Fetch
+        §3.2.2), so it is answered before authentication, and no handler runs."""
+        if not isinstance(unrouted, MethodNotAllowed):
+            raise unrouted or RouteNotFound()  # no route answers OPTIONS: a known path is always a 405 here
+        headers = self.cors.preflight_headers(incoming.headers.get("Origin"),
+                                              incoming.headers.get("Access-Control-Request-Method"),
+                                              incoming.headers.get("Access-Control-Request-Headers", ""),
+                                              unrouted.allowed)
+        return Response(204, headers=headers)
 
     def _error_writer(self, path: str) -> ErrorWriter:
         return next((writer for prefix, writer in self.error_formats if path.startswith(prefix)), problem_response)

@@ -1,0 +1,101 @@
+"""Schemathesis hooks for `make conformance` (loaded through SCHEMATHESIS_HOOKS).
+
+What they do, and why each is needed:
+
+- **Auth**: every generated request gets a bearer token of a fresh session of the run's
+  user (`MediTrackAuth`). The run also calls logout, "end all sessions", the password
+  change and the account erasure with whatever the generator draws; a token shared by
+  the whole run would die with the first of those that succeeds. If the user is gone
+  (erased) or its password changed, a new user is registered.
+- **Valid data where JSON Schema cannot say what valid is**: a `dateOfBirth` must not be
+  in the future, and a password is at most 72 bytes in UTF-8 (maxLength counts
+  characters). Both rules are in the spec's descriptions; here the generator's *valid*
+  bodies are kept within them, so positive_data_acceptance judges only what the schema
+  can state. Invalid data (the negative phase) is left as it is drawn.
+- **An upload's file** must be a PDF, PNG or JPEG, which the server decides from its
+  first bytes: the drawn bytes are given a PDF's signature, so uploads succeed and
+  the stateful phase reaches downloads and deletes.
+"""
+
+import os
+import secrets
+import threading
+import time
+from datetime import date
+
+import requests
+import schemathesis
+from schemathesis.transport.serialization import Binary
+
+BASE_URL = os.environ["MEDITRACK_CONFORMANCE_URL"]
+PASSWORD = "conformance run password"  # never the spec's example, which the examples phase sends
+PASSWORD_FIELDS = ("password", "currentPassword", "newPassword")
+PDF_SIGNATURE = "%PDF-"
+
+
+class Account:
+    """The run's user: its name, registered on first use and again if it was erased."""
+    username: str | None = None
+    lock = threading.Lock()  # Schemathesis's workers: one user for all of them
+
+    @classmethod
+    def login(cls) -> str:
+        with cls.lock:
+            return cls._login()
+
+    @classmethod
+    def _login(cls) -> str:
+        for _ in range(5):
+            if cls.username is not None:
+                response = requests.post(f"{BASE_URL}/auth/login", timeout=30,
+                                         json={"username": cls.username, "password": PASSWORD})
+                if response.status_code == 200:
+                    return response.json()["accessToken"]
+                if response.status_code == 429:
+                    # The run's wrong passwords (DELETE /auth/me, PUT /auth/password) lock
+                    # the username for a second or two (web/backoff.py): wait it out.
+                    time.sleep(min(float(response.headers.get("Retry-After", "1")), 10.0))
+                    continue
+            cls.username = f"conformance-{secrets.token_hex(4)}"  # erased, or its password changed
+            requests.post(f"{BASE_URL}/auth/register", timeout=30,
+                          json={"username": cls.username, "password": PASSWORD}).raise_for_status()
+        raise RuntimeError("cannot log in the conformance user")
+
+
+@schemathesis.auth(refresh_interval=None)  # no caching: a fresh session for every request
+class MediTrackAuth:
+    def get(self, case, context):
+        return Account.login()
+
+    def set(self, case, data, context):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+@schemathesis.hook
+def filter_body(context, body):
+    """Keep valid bodies within the two rules the schema can only describe."""
+    if not isinstance(body, dict):
+        return True
+    birth = body.get("dateOfBirth")
+    if isinstance(birth, str) and birth > date.today().isoformat():
+        return False
+    return not any(isinstance(body.get(name), str) and len(body[name].encode("utf-8")) > 72
+                   for name in PASSWORD_FIELDS)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    """An upload's file gets a PDF's first bytes, so the server takes it. (A request
+    hook, not a generation one: it also reaches the examples and the schema's
+    boundary values, which the coverage phase builds without the generation hooks.)"""
+    body = case.body
+    if not (case.operation.path.endswith("/reports") and case.method.upper() == "POST"
+            and isinstance(body, dict) and "file" in body and case.meta is not None
+            and case.meta.generation.mode == "positive"):
+        return  # a request meant to be invalid stays as it was drawn
+    drawn = body["file"]
+    text = drawn.data.decode("latin-1") if isinstance(drawn, Binary) else drawn
+    if isinstance(text, str) and not text.startswith(PDF_SIGNATURE):
+        # A plain string, as the schema types the part: Schemathesis checks what a hook
+        # changed against the schema again, and cannot read a Binary there.
+        body["file"] = PDF_SIGNATURE + text
