@@ -77,6 +77,9 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_PUBLIC_URL", "https://records.example.org", "public_url", "https://records.example.org"),
     ("MEDITRACK_PUBLIC_URL", "http://10.0.0.5:8080/meditrack", "public_url", "http://10.0.0.5:8080/meditrack"),
     ("MEDITRACK_PUBLIC_URL", "", "public_url", None),
+    ("MEDITRACK_CORS_ORIGINS", "https://App.example.org, http://127.0.0.1:5173", "cors_origins",
+     frozenset({"https://app.example.org", "http://127.0.0.1:5173"})),
+    ("MEDITRACK_CORS_ORIGINS", "", "cors_origins", frozenset()),
 ]
 
 
@@ -205,6 +208,8 @@ def test_a_bad_port_flag_is_refused_naming_the_flag(text):
     ("MEDITRACK_PUBLIC_URL", "https://records.example.org/"),
     ("MEDITRACK_PUBLIC_URL", "https://records.example.org/?a=1"),
     ("MEDITRACK_PUBLIC_URL", "ftp://records.example.org"),
+    ("MEDITRACK_CORS_ORIGINS", "https://app.example.org/"),
+    ("MEDITRACK_CORS_ORIGINS", "*"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting(variable, text):
     with pytest.raises(SettingError) as caught:
