@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-mongo test-fhir conformance soak bench clean
+.PHONY: run test test-mongo test-fhir conformance test-browser soak bench clean
 
 DURATION ?= 60
 
@@ -37,6 +37,22 @@ conformance: $(VENV)/.dev $(CONFORMANCE_VENV)/.installed
 $(CONFORMANCE_VENV)/.installed: tests/conformance/requirements.txt
 	$(PYTHON) -m venv $(CONFORMANCE_VENV)
 	$(CONFORMANCE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+	touch $@
+
+# /docs and CORS in headless Chromium (Debian's chromium and chromium-driver, installed
+# if missing), driven by Selenium from a virtual environment of its own in the cache.
+# Screenshots are kept in browser-artifacts/.
+BROWSER_VENV := $(HOME)/.cache/meditrack/browser-venv
+test-browser: $(BROWSER_VENV)/.installed
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO apt-get install -y chromium chromium-driver || \
+		{ $$SUDO apt-get update && $$SUDO apt-get install -y chromium chromium-driver; }; }
+	MEDITRACK_CHROMEDRIVER=$$(command -v chromedriver) $(BROWSER_VENV)/bin/python -m pytest -rP tests/browser
+
+$(BROWSER_VENV)/.installed: requirements.txt requirements-dev.txt tests/browser/requirements.txt
+	$(PYTHON) -m venv $(BROWSER_VENV)
+	$(BROWSER_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
+		-r requirements-dev.txt -r tests/browser/requirements.txt
 	touch $@
 
 # Sustained mixed load, DURATION seconds on each store, then a check that nothing was lost.

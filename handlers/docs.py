@@ -3,13 +3,18 @@
 `openapi.json` is the single source of truth: the validator reads its schemas, and
 `render_reference(spec)` turns it into one self-contained HTML5 page, so the prose a
 reader sees can never drift from the rules the server enforces. The page has an inline
-stylesheet, a table of contents and, for every operation, its parameters, request body
-and responses; it has no JavaScript and loads nothing.
+stylesheet, a table of contents (a side column on a wide screen, on top on a phone)
+and, for every operation, its parameters, request body, responses, response headers
+and examples, and a "Try it" form. One small script of ours
+(handlers/docs_assets/try_it.js) sends those forms with `fetch` and shows the answer;
+the page loads nothing else.
 
 Rendering is pure (a dict in, a string out) and happens once at start-up, when
 `Documents.load` reads the file; the two handlers here only hand those bytes out.
 """
 
+import base64
+import hashlib
 import html
 import json
 import re
@@ -21,9 +26,22 @@ from web.validation import follow_pointer
 
 HTML_TYPE = "text/html; charset=utf-8"
 
-# NOTE: the page needs nothing but its own inline <style>. Forbidding every other source
-# means that even markup slipped into the document could neither run nor load anything.
-DOCS_CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
+TRY_IT_SCRIPT = (Path(__file__).resolve().parent / "docs_assets" / "try_it.js").read_text(encoding="utf-8")
+
+
+def content_security_policy(script: str) -> str:
+    """The page's CSP (W3C CSP Level 3): its inline style, the one script whose SHA-256
+    it names, and requests to this server only.
+
+    NOTE: naming the script by its hash, not allowing 'unsafe-inline' scripts, means
+    that markup slipped into the document could still neither run nor load anything.
+    """
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+            "connect-src 'self'; form-action 'none'; base-uri 'none'")
+
+
+DOCS_CONTENT_SECURITY_POLICY = content_security_policy(TRY_IT_SCRIPT)
 
 # OpenAPI 3.1 §4.8.9: the keys of a Path Item that name operations (the rest, such as
 # "parameters", apply to all of them).
@@ -33,8 +51,20 @@ OPERATION_KEYS = ("get", "put", "post", "delete", "options", "head", "patch", "t
 RANGE_KEYWORDS = (("minLength", "maxLength", "characters"), ("minItems", "maxItems", "items"),
                   ("minimum", "maximum", ""))
 
+# One column on a phone; from 64rem on, the contents in a side column that stays in
+# view. Long paths and ids may break anywhere, and wide tables and examples scroll in
+# their own box: nothing makes the page wider than the screen.
 STYLE = """
-body { font: 16px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 0 auto; padding: 1rem 2rem; }
+* { box-sizing: border-box; }
+body { font: 16px/1.5 system-ui, sans-serif; margin: 0; padding: 1rem; overflow-wrap: anywhere; }
+main { max-width: 60rem; min-width: 0; }
+nav ul { list-style: none; padding-left: 0.8rem; margin: 0.2rem 0; }
+nav > ul { padding-left: 0; }
+nav li { margin: 0.15rem 0; }
+@media (min-width: 64rem) {
+  body { display: grid; grid-template-columns: 19rem minmax(0, 1fr); gap: 2rem; padding: 1rem 2rem; }
+  nav { position: sticky; top: 0; max-height: 100vh; overflow-y: auto; padding: 1rem 0; font-size: 0.9rem; }
+}
 h2 { border-bottom: 2px solid #d0d7de; margin-top: 2.5rem; }
 section.operation { border: 1px solid #d0d7de; border-radius: 6px; padding: 0 1rem 1rem; margin: 1.5rem 0; }
 .method { display: inline-block; min-width: 4.5rem; text-align: center; color: #fff; border-radius: 4px;
@@ -42,9 +72,16 @@ section.operation { border: 1px solid #d0d7de; border-radius: 6px; padding: 0 1r
 .get { background: #0969da; } .post { background: #1a7f37; }
 .put { background: #9a6700; } .patch { background: #8250df; } .delete { background: #cf222e; }
 code { background: #f6f8fa; padding: 0 0.2rem; border-radius: 3px; }
+pre, output { display: block; background: #f6f8fa; padding: 0.5rem; border-radius: 4px; overflow-x: auto;
+              white-space: pre-wrap; font: 0.85rem/1.4 monospace; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: 0.3rem 0.5rem; border-bottom: 1px solid #d0d7de; }
-.muted { color: #57606a; } nav ul { columns: 2; }
+.muted { color: #57606a; }
+form label { display: block; margin: 0.3rem 0; }
+form input, form textarea { width: 100%; max-width: 40rem; font: 0.9rem monospace; padding: 0.2rem; }
+form textarea { min-height: 8rem; }
+details.try, #authorize { background: #fff8c5; border-radius: 6px; padding: 0.5rem 1rem; margin-top: 1rem; }
 """
 
 
@@ -65,14 +102,17 @@ def resolve(spec: dict, node: dict) -> dict:
     return node
 
 
-def type_html(schema: dict) -> str:
-    """A schema's type in a few words; a $ref becomes a link to that schema's section."""
+def type_html(schema: dict, spec: dict | None = None) -> str:
+    """A schema's type in a few words; a $ref becomes a link to that schema's section,
+    with "| null" when the schema it names allows null (Address does)."""
     if "$ref" in schema:
         name = text(schema["$ref"].rsplit("/", 1)[-1])
-        return f'<a href="#schema-{name}">{name}</a>'
+        target_types = resolve(spec, schema).get("type", ()) if spec is not None else ()
+        nullable = " | null" if "null" in target_types else ""
+        return f'<a href="#schema-{name}">{name}</a>{nullable}'
     types = schema.get("type", "any")
     names = [types] if isinstance(types, str) else types
-    return " | ".join("array of " + type_html(schema.get("items", {})) if name == "array" else text(name)
+    return " | ".join("array of " + type_html(schema.get("items", {}), spec) if name == "array" else text(name)
                       for name in names)
 
 
@@ -110,9 +150,9 @@ def rules_html(schema: dict) -> list[str]:
     return rules
 
 
-def schema_line_html(schema: dict) -> str:
+def schema_line_html(schema: dict, spec: dict | None = None) -> str:
     """One line for a value: its type, its constraints, then its description."""
-    line = f"<em>{type_html(schema)}</em>"
+    line = f"<em>{type_html(schema, spec)}</em>"
     rules = rules_html(schema)
     if rules:
         line += " — " + "; ".join(rules)
@@ -125,7 +165,7 @@ def field_list_html(spec: dict, schema: dict) -> str:
     """An object schema as a list of its fields; any other schema as a single line."""
     schema = resolve(spec, schema)
     if "properties" not in schema:
-        return f"<p>{schema_line_html(schema)}</p>"
+        return f"<p>{schema_line_html(schema, spec)}</p>"
     required = set(schema.get("required", ()))
     items = []
     for name, field in schema["properties"].items():
@@ -133,7 +173,7 @@ def field_list_html(spec: dict, schema: dict) -> str:
         # An object written inline (not a $ref to a named schema) has no section of its own.
         inner = field.get("items", field)
         nested = field_list_html(spec, inner) if "properties" in inner else ""
-        items.append(f"<li><code>{text(name)}</code> ({need}) {schema_line_html(field)}{nested}</li>")
+        items.append(f"<li><code>{text(name)}</code> ({need}) {schema_line_html(field, spec)}{nested}</li>")
     closed = '<p class="muted">No other fields.</p>' if schema.get("additionalProperties") is False else ""
     return "<ul>" + "".join(items) + "</ul>" + closed
 
@@ -142,9 +182,26 @@ def parameters_html(spec: dict, parameters: list[dict]) -> str:
     rows = "".join(
         f"<tr><td><code>{text(p['name'])}</code></td><td>{text(p['in'])}</td>"
         f"<td>{'required' if p.get('required') else 'optional'}</td>"
-        f"<td>{prose(p.get('description', ''))}<br>{schema_line_html(p.get('schema', {}))}</td></tr>"
+        f"<td>{prose(p.get('description', ''))}<br>{schema_line_html(p.get('schema', {}), spec)}</td></tr>"
         for p in (resolve(spec, parameter) for parameter in parameters))
-    return f"<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th></th><th>value</th></tr>{rows}</table>"
+    return (f'<h4>Parameters</h4><div class="scroll"><table><tr><th>name</th><th>in</th><th></th><th>value</th></tr>'
+            f"{rows}</table></div>")
+
+
+def example_of(spec: dict, media: dict):
+    """A media type's example: its own, the first of its named ones, or its schema's."""
+    if "example" in media:
+        return media["example"]
+    if media.get("examples"):
+        return resolve(spec, next(iter(media["examples"].values()))).get("value")
+    return resolve(spec, media.get("schema", {})).get("example")
+
+
+def example_html(value) -> str:
+    if value is None:
+        return ""
+    shown = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+    return f"<details><summary>Example</summary><pre>{text(shown)}</pre></details>"
 
 
 def request_body_html(spec: dict, body: dict) -> str:
@@ -154,6 +211,7 @@ def request_body_html(spec: dict, body: dict) -> str:
         parts.append(f"<p><code>{text(media_type)}</code></p>")
         if "schema" in media:
             parts.append(field_list_html(spec, media["schema"]))
+        parts.append(example_html(example_of(spec, media)))
     return "".join(parts)
 
 
@@ -164,13 +222,16 @@ def responses_html(spec: dict, responses: dict) -> str:
         # one shared 400 can say what this operation refuses.
         response = {**resolve(spec, reference), **({"description": reference["description"]}
                                                    if "description" in reference else {})}
-        bodies = ", ".join(f"<code>{text(media_type)}</code> {type_html(media['schema']) if 'schema' in media else ''}"
-                           for media_type, media in response.get("content", {}).items())
-        headers = ", ".join(f"<code>{text(name)}</code>" for name in response.get("headers", {}))
-        rows.append(f"<tr><td><strong>{text(status)}</strong></td><td>{prose(response.get('description', ''))}</td>"
-                    f"<td>{bodies}</td><td>{headers}</td></tr>")
-    return ("<h4>Responses</h4><table><tr><th>status</th><th>meaning</th><th>body</th><th>headers</th></tr>"
-            + "".join(rows) + "</table>")
+        content = response.get("content", {})
+        bodies = ", ".join(f"<code>{text(media_type)}</code> {type_html(media['schema'], spec) if 'schema' in media else ''}"
+                           for media_type, media in content.items())
+        examples = "".join(example_html(example_of(spec, media)) for media in content.values())
+        headers = "".join(f"<li><code>{text(name)}</code> {prose(resolve(spec, header).get('description', ''))}</li>"
+                          for name, header in response.get("headers", {}).items())
+        rows.append(f"<tr><td><strong>{text(status)}</strong></td><td>{prose(response.get('description', ''))}"
+                    f"{examples}</td><td>{bodies}</td><td>{'<ul>' + headers + '</ul>' if headers else ''}</td></tr>")
+    return ('<h4>Responses</h4><div class="scroll"><table><tr><th>status</th><th>meaning</th><th>body</th>'
+            "<th>headers</th></tr>" + "".join(rows) + "</table></div>")
 
 
 class Endpoint(NamedTuple):
@@ -197,6 +258,43 @@ def endpoints_by_tag(spec: dict) -> dict[str, list[Endpoint]]:
     return groups
 
 
+def try_it_html(spec: dict, endpoint: Endpoint) -> str:
+    """A form the page's script sends (handlers/docs_assets/try_it.js): a field per
+    parameter, the body pre-filled with the spec's example, a file picker for an upload."""
+    operation = endpoint.operation
+    fields = []
+    for parameter in (resolve(spec, parameter) for parameter in endpoint.parameters):
+        example = parameter.get("example", parameter.get("schema", {}).get("example", ""))
+        fields.append(f'<label>{text(parameter["name"])} ({text(parameter["in"])})'
+                      f'<input name="{text(parameter["name"])}" data-in="{text(parameter["in"])}" value="{text(example)}">'
+                      "</label>")
+    body_type = ""
+    for media_type, media in resolve(spec, operation.get("requestBody", {})).get("content", {}).items():
+        body_type = media_type
+        if media_type == "multipart/form-data":
+            for name, field in resolve(spec, media.get("schema", {})).get("properties", {}).items():
+                kind = "file" if field.get("contentMediaType") == "application/octet-stream" else "text"
+                fields.append(f'<label>{text(name)} (form part)<input type="{kind}" name="{text(name)}" data-part></label>')
+        else:
+            example = example_of(spec, media)
+            shown = "" if example is None else json.dumps(example, indent=2, ensure_ascii=False)
+            fields.append(f'<label>body ({text(media_type)})<textarea name="body">{text(shown)}</textarea></label>')
+        break  # one body type per operation here
+    needs_token = "true" if operation.get("security") else "false"
+    return (f'<details class="try"><summary>Try it</summary>'
+            f'<form class="try" data-method="{text(endpoint.method.upper())}" data-path="{text(endpoint.path)}" '
+            f'data-auth="{needs_token}" data-body-type="{text(body_type)}">{"".join(fields)}'
+            f'<button type="submit">Send</button><output></output></form></details>')
+
+
+AUTHORIZE_HTML = """<form id="authorize"><strong>Authorize</strong> — log in, or paste an access token; every
+"Try it" form then sends it. <span id="auth-state" class="muted"></span>
+<label>username<input name="username" autocomplete="username"></label>
+<label>password<input name="password" type="password" autocomplete="current-password"></label>
+<label>or a token<input id="auth-token" name="token"></label>
+<button type="submit">Authorize</button></form>"""
+
+
 def endpoint_html(spec: dict, endpoint: Endpoint) -> str:
     method, operation = endpoint.method, endpoint.operation
     schemes = [name for requirement in operation.get("security", []) for name in requirement]
@@ -210,6 +308,7 @@ def endpoint_html(spec: dict, endpoint: Endpoint) -> str:
     if "requestBody" in operation:
         parts.append(request_body_html(spec, operation["requestBody"]))
     parts.append(responses_html(spec, operation.get("responses", {})))
+    parts.append(try_it_html(spec, endpoint))
     return "".join(parts) + "</section>"
 
 
@@ -218,7 +317,6 @@ def render_reference(spec: dict) -> str:
     info = spec.get("info", {})
     title = text(f"{info.get('title', 'API')} {info.get('version', '')}".strip())
     tag_descriptions = {tag["name"]: tag.get("description", "") for tag in spec.get("tags", [])}
-    servers = ", ".join(f"<code>{text(server['url'])}</code>" for server in spec.get("servers", []))
     toc, body = [], []
     for tag, endpoints in endpoints_by_tag(spec).items():
         links = "".join(f'<li><a href="#{text(e.anchor)}">{text(e.method.upper())} {text(e.path)}</a>'
@@ -235,9 +333,10 @@ def render_reference(spec: dict) -> str:
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{title} reference</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>", "<main>",
         f"<h1>{title}</h1>", f"<p>{prose(info.get('description', ''))}</p>",
-        f"<p>Server: {servers}. Machine-readable contract: <a href=\"/openapi.json\">/openapi.json</a>.</p>",
-        f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>", *body, "</body>", "</html>", ""])
+        '<p>Machine-readable contract: <a href="/openapi.json">/openapi.json</a>.</p>', AUTHORIZE_HTML,
+        *body, "</main>", f"<script>{TRY_IT_SCRIPT}</script>", "</body>", "</html>", ""])
 
 
 class Documents(NamedTuple):

@@ -31,6 +31,8 @@ from tests.support.stores import START, open_test_store
 collect_ignore = [] if os.environ.get("MEDITRACK_FERRETDB_BIN") else ["test_mongo_outage.py"]
 if not MONGODB_URI:
     collect_ignore.append("test_mongo_store.py")  # the MongoDB store's own internals
+if not os.environ.get("MEDITRACK_CHROMEDRIVER"):
+    collect_ignore.append("browser")  # headless Chromium: `make test-browser` installs it
 if not os.environ.get("MEDITRACK_FHIR_VALIDATOR"):
     collect_ignore.append("test_fhir_validation.py")  # HL7's validator: `make test-fhir` fetches it
 

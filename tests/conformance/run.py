@@ -2,7 +2,8 @@
 
     python tests/conformance/run.py --schemathesis PATH [--max-examples N]
 
-For the embedded store, and for MongoDB when MEDITRACK_TEST_MONGODB_URI names a server
+First openapi-spec-validator checks openapi.json against the OpenAPI 3.1 schema. Then,
+for the embedded store, and for MongoDB when MEDITRACK_TEST_MONGODB_URI names a server
 (`make conformance` runs this under tests/ferretdb.py), it starts MediTrack as a real
 process on a fresh data directory, with rate limits off and bcrypt at its cheapest
 (a run makes thousands of requests and logs in before each), and runs
@@ -18,7 +19,7 @@ response matches its documented status, content type, headers and schema, valid 
 is accepted and invalid data refused, deleted resources stay deleted, no protected
 operation works without a token.
 
-Schemathesis lives in its own virtual environment (the Makefile makes it): it is no
+Both tools live in a virtual environment of their own (the Makefile makes it): it is no
 requirement of the product or of its test suite. Exits with the first failing run's status.
 """
 
@@ -61,6 +62,11 @@ def main() -> int:
     parser.add_argument("--schemathesis", required=True, help="the schemathesis command of its own venv")
     parser.add_argument("--max-examples", type=int, help="examples per operation (default: the config's)")
     arguments = parser.parse_args()
+    # First the document itself, against the OpenAPI 3.1 specification's own schema.
+    validator = str(Path(arguments.schemathesis).with_name("openapi-spec-validator"))
+    checked = subprocess.run([validator, str(ROOT / "openapi.json")])
+    if checked.returncode != 0:
+        return checked.returncode
     stores = [("sqlite", "")]
     if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
         stores.append(("mongodb", os.environ["MEDITRACK_TEST_MONGODB_URI"].rstrip("/") + "/meditrack_conformance"))
