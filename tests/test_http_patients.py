@@ -226,3 +226,23 @@ def test_64_threads_creating_50_patients_each_are_all_stored_once_with_unique_id
         if (cursor := page["nextCursor"]) is None:
             break
     assert sorted(listed) == sorted(ids)  # each stored once, none missing, none extra
+
+
+
+# -- names: counted as sent, trimmed when stored (openapi.json's PatientInput) ------------------
+
+@pytest.mark.parametrize("sent, stored", [
+    ("\u00a0Ada\u2003", "Ada"),                # ECMA-262 whitespace, the schema's pattern's, is trimmed
+    ("\tAda Lovelace\n", "Ada Lovelace"),      # inside, it stays
+    ("\x1cAda", "\x1cAda"),                    # not whitespace to ECMA-262 (Python's strip() would take it)
+])
+def test_a_name_is_stored_without_surrounding_whitespace(client, sent, stored):
+    created = client.post("/patients", json={**PATIENT, "firstName": sent})
+    assert created.status_code == 201 and created.json()["firstName"] == stored
+
+
+@pytest.mark.parametrize("name", [" " * 3, "\u00a0" * 100, " " + "a" * 100])
+def test_a_name_of_only_whitespace_or_over_100_characters_as_sent_is_400(client, name):
+    # " " + 100 letters is 101 characters: refused, as the schema's maxLength says, though
+    # trimming would leave 100.
+    assert_problem(client.post("/patients", json={**PATIENT, "firstName": name}), 400)

@@ -239,6 +239,17 @@ def test_a_form_without_exactly_one_file_and_an_optional_description_is_400(clie
     assert stored_ids(live_server) == stored_before
 
 
+@pytest.mark.parametrize("parts, says", [
+    ([part("file", PDF)], "needs a filename"),
+    ([file_part(PDF), file_part(PNG, "b.png")], "only once"),
+    ([file_part(PDF), part("comment", b"hello")], "only the parts 'file' and 'description'"),
+    ([file_part(PDF), part("description", b"x", filename="d.txt")], "'description' is text"),
+])
+def test_each_malformed_form_is_told_what_is_wrong(client, patient, parts, says):
+    response = upload_body(client, patient["id"], multipart(*parts))
+    assert response.status_code == 400 and says in response.json()["detail"]
+
+
 @pytest.mark.parametrize("description", [
     pytest.param("x" * (MAX_DESCRIPTION + 1), id="one-over-ascii"),
     pytest.param("é" * (MAX_DESCRIPTION + 1), id="one-over-two-byte"),
