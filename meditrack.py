@@ -133,8 +133,8 @@ def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> A
 
 
 def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time) -> MediTrackServer:
-    return MediTrackServer((settings.host, settings.port),
-                           build_dispatcher(settings, store, audit_writer, clock=clock),
+    dispatcher = build_dispatcher(settings, store, audit_writer, clock=clock)
+    return MediTrackServer((settings.host, settings.port), dispatcher, refuse=dispatcher.refusal,
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
                            min_body_rate=settings.min_body_rate, max_connections=settings.max_connections)
 

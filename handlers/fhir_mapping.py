@@ -39,9 +39,11 @@ FHIR_NDJSON = "application/fhir+ndjson"  # FHIR Bulk Data: one resource per line
 XHTML = "http://www.w3.org/1999/xhtml"
 
 # The FHIR issue type (value set issue-type) that says what kind of error a status is,
-# for the statuses a GET under /fhir/ can answer; anything else is an "exception".
+# for the statuses a request under /fhir/ can be answered with, the HTTP codec's own
+# refusals included (web/http11.py); anything else is an "exception".
 ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               413: "too-long", 429: "throttled", 503: "transient"}
+               411: "required", 413: "too-long", 414: "too-long", 429: "throttled", 431: "too-long",
+               503: "transient", 505: "not-supported"}
 
 
 def extension_url(base: str, name: str) -> str:

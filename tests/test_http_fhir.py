@@ -325,3 +325,11 @@ def test_a_host_header_that_is_not_a_host_is_not_echoed(client, live_server, pat
                         f"Authorization: {token}\r\n\r\n".encode())
         bundle = connection.read_response().json()
     assert bundle["link"][0]["url"].startswith("http://localhost/fhir/Patient/")
+
+
+def test_a_head_the_codec_refuses_is_still_an_operation_outcome_under_fhir(client):
+    # More query fields than web/http11.py reads: refused before any route is found.
+    too_many = "&".join(["_count=1"] * 51)
+    assert_outcome(client.get(f"/fhir/Patient?{too_many}"), 400, "invalid")
+    plain = client.get(f"/patients?{too_many}")
+    assert plain.status_code == 400 and plain.headers["Content-Type"] == "application/problem+json"

@@ -176,6 +176,11 @@ class Dispatcher:
                                               unrouted.allowed)
         return Response(204, headers=headers)
 
+    def refusal(self, error: Exception) -> Response:
+        """The answer to a request the server refused before dispatching it (a malformed
+        head: web/http11.py), in the error format of its path when the path is known."""
+        return self._error_writer(getattr(error, "path", None) or "")(error, self.statuses)
+
     def _error_writer(self, path: str) -> ErrorWriter:
         return next((writer for prefix, writer in self.error_formats if path.startswith(prefix)), problem_response)
 

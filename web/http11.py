@@ -43,7 +43,10 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # RFC 9110 §15.2.1: the interim "s
 
 
 class ProtocolError(Exception):
-    """The request head breaks HTTP/1.1: answer it, then close the connection."""
+    """The request head breaks HTTP/1.1: answer it, then close the connection. `path` is
+    the target's path when the request line was read before the fault was found, so the
+    answer can be in the format that path's clients read."""
+    path: str | None = None
 
 
 class RequestLineTooLong(ProtocolError):
@@ -192,13 +195,17 @@ class RequestHeadReader:
     def _parse(self, head: bytes) -> RequestHead:
         request_line, *field_lines = head.replace(b"\r\n", b"\n").split(b"\n")[:-2]
         method, target, version = parse_request_line(request_line)
-        if len(field_lines) > self.max_headers:
-            raise HeaderSectionTooLarge(f"more than {self.max_headers} header fields")
-        headers = Headers()
-        for line in field_lines:
-            headers.add(*parse_field_line(line))
-        _check_host(headers, version)
-        path, query = split_target(target, self.max_query_fields)
+        try:
+            if len(field_lines) > self.max_headers:
+                raise HeaderSectionTooLarge(f"more than {self.max_headers} header fields")
+            headers = Headers()
+            for line in field_lines:
+                headers.add(*parse_field_line(line))
+            _check_host(headers, version)
+            path, query = split_target(target, self.max_query_fields)
+        except ProtocolError as error:
+            error.path = target.partition("?")[0]
+            raise
         return RequestHead(method, target, path, query, version, headers, body_length(headers))
 
 

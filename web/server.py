@@ -19,6 +19,7 @@ from email.utils import formatdate
 from functools import partial
 from http.server import ThreadingHTTPServer
 from socketserver import StreamRequestHandler, TCPServer
+from typing import Callable
 
 from web.connections import ConnectionRegistry
 from web.http11 import (CONTINUE, LAST_CHUNK, IncompleteMessage, ProtocolError, RequestHead, RequestHeadReader,
@@ -198,7 +199,7 @@ class ConnectionHandler(StreamRequestHandler):
         return keep_alive and not self.server.stopping
 
     def _answer_refusal(self, error: ProtocolError) -> None:
-        response, request_id = problem_response(error), new_request_id()
+        response, request_id = self.server.refuse(error), new_request_id()
         try:
             self._send(response, "-", False, request_id)
         except OSError:
@@ -259,8 +260,9 @@ class MediTrackServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0,
                  max_connections: int = 200, header_timeout: float = 10.0, min_body_rate: float = 16 * 1024,
-                 clock=time.monotonic):
+                 clock=time.monotonic, refuse: Callable[[ProtocolError], Response] = problem_response):
         self.dispatch = dispatch
+        self.refuse = refuse  # the answer to a request head the codec refused (the dispatcher's, in meditrack.py)
         self.socket_timeout = socket_timeout
         self.connections = ConnectionRegistry(max_connections=max_connections, header_timeout=header_timeout,
                                               min_body_rate=min_body_rate, clock=clock)
