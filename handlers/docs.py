@@ -31,14 +31,15 @@ TRY_IT_SCRIPT = (Path(__file__).resolve().parent / "docs_assets" / "try_it.js").
 
 def content_security_policy(script: str) -> str:
     """The page's CSP (W3C CSP Level 3): its inline style, the one script whose SHA-256
-    it names, and requests to this server only.
+    it names, requests to this server only, and no framing by another page (the page
+    holds a token and has forms that delete).
 
     NOTE: naming the script by its hash, not allowing 'unsafe-inline' scripts, means
     that markup slipped into the document could still neither run nor load anything.
     """
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     return (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
-            "connect-src 'self'; form-action 'none'; base-uri 'none'")
+            "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
 DOCS_CONTENT_SECURITY_POLICY = content_security_policy(TRY_IT_SCRIPT)
@@ -264,10 +265,12 @@ def try_it_html(spec: dict, endpoint: Endpoint) -> str:
     operation = endpoint.operation
     fields = []
     for parameter in (resolve(spec, parameter) for parameter in endpoint.parameters):
+        # A required parameter starts with the spec's example; an optional one only shows
+        # it (a pre-filled If-Match or Range would change what Send does).
         example = parameter.get("example", parameter.get("schema", {}).get("example", ""))
+        shown = f'value="{text(example)}"' if parameter.get("required") else f'placeholder="{text(example)}"'
         fields.append(f'<label>{text(parameter["name"])} ({text(parameter["in"])})'
-                      f'<input name="{text(parameter["name"])}" data-in="{text(parameter["in"])}" value="{text(example)}">'
-                      "</label>")
+                      f'<input name="{text(parameter["name"])}" data-in="{text(parameter["in"])}" {shown}></label>')
     body_type = ""
     for media_type, media in resolve(spec, operation.get("requestBody", {})).get("content", {}).items():
         body_type = media_type

@@ -15,14 +15,11 @@ APP = "https://app.example.org"
 POLICY = CorsPolicy(frozenset({APP, "http://127.0.0.1:5173"}))
 
 
-def headers_of(pairs) -> dict:
-    return dict(pairs)
-
-
 def test_origins_are_parsed_lower_cased_and_refused_with_a_path_or_slash():
     assert parse_origins(" https://App.Example.org , http://127.0.0.1:5173") == {APP, "http://127.0.0.1:5173"}
     assert parse_origins("") == frozenset()
-    for bad in ("app.example.org", "https://app.example.org/", "https://app.example.org/x", "ftp://a.b", "*"):
+    for bad in ("app.example.org", "https://app.example.org/", "https://app.example.org/x", "ftp://a.b", "*",
+                "https://app.example.org:443", "http://app.example.org:80"):  # a browser never sends a default port
         with pytest.raises(ValueError):
             parse_origins(bad)
 
@@ -33,8 +30,14 @@ def test_fetch_3_2_5_the_origin_is_compared_exactly():
     assert not POLICY.allows("https://evil.example.org") and not POLICY.allows(None) and not POLICY.allows("null")
 
 
+def test_requested_header_names_are_compared_without_regard_to_case():
+    # Fetch: a browser lists them lower-cased; HTTP field names are case-insensitive (RFC 9110 §5.1).
+    answer = dict(POLICY.preflight_headers(APP, "GET", "Authorization, RANGE,if-range", ["GET", "HEAD"]))
+    assert answer["Access-Control-Allow-Origin"] == APP
+
+
 def test_a_preflight_from_an_allowed_origin_is_permitted_with_every_header_the_contract_names():
-    answer = headers_of(POLICY.preflight_headers(APP, "PUT", "authorization, content-type, if-match", ["GET", "PUT"]))
+    answer = dict(POLICY.preflight_headers(APP, "PUT", "authorization, content-type, if-match", ["GET", "PUT"]))
     assert answer == {"Access-Control-Allow-Origin": APP, "Access-Control-Allow-Methods": "GET, PUT",
                       "Access-Control-Allow-Headers": ", ".join(ALLOWED_REQUEST_HEADERS),
                       "Access-Control-Max-Age": "600", "Vary": "Origin"}
@@ -50,7 +53,7 @@ def test_a_preflight_that_asks_for_too_much_gets_no_permission(origin, method, r
 
 
 def test_responses_to_an_allowed_origin_expose_the_headers_a_client_needs():
-    assert headers_of(POLICY.response_headers(APP)) == {
+    assert dict(POLICY.response_headers(APP)) == {
         "Access-Control-Allow-Origin": APP, "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
         "Vary": "Origin"}
     assert POLICY.response_headers("https://evil.example.org") == [("Vary", "Origin")]
@@ -84,7 +87,7 @@ def test_a_preflight_is_answered_204_before_authentication_and_no_handler_runs(h
     response = pipeline(handled)(request("OPTIONS", "/things", {
         "Origin": APP, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}))
     assert response.status == 204 and handled == []
-    assert headers_of(response.headers)["Access-Control-Allow-Methods"] == "GET, HEAD, POST"
+    assert dict(response.headers)["Access-Control-Allow-Methods"] == "GET, HEAD, POST"
 
 
 def test_a_preflight_for_a_path_no_route_has_is_404(handled):
@@ -102,4 +105,4 @@ def test_without_a_policy_options_stays_a_405_and_no_cors_header_is_sent(handled
 
 def test_errors_to_an_allowed_origin_carry_the_cors_headers_too(handled):
     response = pipeline(handled)(request("GET", "/nothing", {"Origin": APP}))
-    assert response.status == 404 and headers_of(response.headers)["Access-Control-Allow-Origin"] == APP
+    assert response.status == 404 and dict(response.headers)["Access-Control-Allow-Origin"] == APP

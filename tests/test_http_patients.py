@@ -228,7 +228,6 @@ def test_64_threads_creating_50_patients_each_are_all_stored_once_with_unique_id
     assert sorted(listed) == sorted(ids)  # each stored once, none missing, none extra
 
 
-
 # -- names: counted as sent, trimmed when stored (openapi.json's PatientInput) ------------------
 
 @pytest.mark.parametrize("sent, stored", [

@@ -15,7 +15,7 @@ body, an `Authorization` header, a PUT), the browser first asks with a *prefligh
 
 and sends the real request only if the answer allows it; the real response must name
 the origin again, and lists in `Access-Control-Expose-Headers` the headers the page's
-script may read beyond the few every page may (Fetch §3.2.3).
+script may read beyond the few every page may.
 
 `CorsPolicy` is the decision, free of I/O: the dispatcher asks it for the headers of
 a preflight and of every response. An origin not in the list gets no CORS headers at
@@ -25,27 +25,42 @@ client ignores it all).
 
 NOTE: no `Access-Control-Allow-Credentials`. The API authenticates with a bearer token
 the page sends itself, never with cookies, so a page can only use a token it was given.
+
+NOTE: a preflight is a request like any other to the rate limit (web/dispatch.py): it
+is cheap to answer but not free, and an unlimited kind of request would be the one to
+flood. A browser keeps a preflight's answer for `MAX_AGE` seconds per URL, so an app
+calling many different URLs spends up to half its limit on them.
 """
 
 import re
 
-# What a page may send: a token, a body's type, and a version for conditional requests.
-ALLOWED_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match")
-# What its script may read beyond Fetch's CORS-safelisted response headers (§2.2.6).
-EXPOSED_HEADERS = ("Location", "ETag", "Retry-After", "X-Request-Id")
+# What a page may send: a token, a body's type, a version for conditional requests, and
+# a byte range to resume a download (Fetch safelists only some Range values by itself).
+ALLOWED_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match", "Range", "If-Range")
+# What its script may read beyond Fetch's CORS-safelisted response-header names (Cache-
+# Control, Content-Type, Content-Length and a few more).
+EXPOSED_HEADERS = ("Location", "ETag", "Retry-After", "X-Request-Id", "WWW-Authenticate", "Allow", "Accept-Patch",
+                   "Content-Disposition", "Content-Range", "Accept-Ranges")
 MAX_AGE = 600  # seconds a browser may keep a preflight's answer
 
-# Fetch §3.1: an origin's serialization, scheme "://" host [":" port]. Lower case, as
-# browsers send it; no path, no trailing slash.
-ORIGIN = re.compile(r"https?://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+# An origin as a browser serializes it (the HTML standard's "serialization of an
+# origin"): scheme "://" host [":" port], lower case, no path, no trailing slash.
+ORIGIN = re.compile(r"(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 def parse_origins(text: str) -> frozenset[str]:
-    """A comma-separated list of origins, each in its serialization; ValueError if one is not."""
+    """A comma-separated list of origins, each in its serialization; ValueError if one is not.
+
+    A scheme's default port is refused rather than kept: a browser never writes it, so
+    "https://app.example.org:443" would silently match no page."""
     origins = frozenset(part.strip().lower() for part in text.split(",") if part.strip())
     for origin in origins:
-        if not ORIGIN.fullmatch(origin):
+        match = ORIGIN.fullmatch(origin)
+        if not match:
             raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        if match[3] == DEFAULT_PORTS[match[1]]:
+            raise ValueError(f"{origin!r}: leave out the default port, as browsers do")
     return origins
 
 
@@ -57,12 +72,12 @@ class CorsPolicy:
         self.max_age = max_age
 
     def allows(self, origin: str | None) -> bool:
-        # Fetch §3.2.5: the check is a byte-for-byte comparison of the serializations.
+        # Fetch's "CORS check": the origin is compared with the list byte for byte.
         return origin is not None and origin in self.origins
 
     @staticmethod
     def is_preflight(method: str, headers) -> bool:
-        """Fetch §3.2.2: a preflight is an OPTIONS with Origin and Access-Control-Request-Method."""
+        """Fetch's "CORS-preflight request": an OPTIONS with Origin and Access-Control-Request-Method."""
         return (method == "OPTIONS" and headers.get("Origin") is not None
                 and headers.get("Access-Control-Request-Method") is not None)
 

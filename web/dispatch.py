@@ -3,6 +3,8 @@
     request id → client address → route → rate limit → body limit → authenticate
                → admit (the observer may refuse) → Request → handler
                                 any exception → problem+json → the observer is told
+    (a CORS preflight is answered after the rate limit, before authentication; and
+     with a CORS policy, every answer gets its headers: web/cors.py)
 
 Each step either passes the request on or raises; `problem_response` turns whatever
 was raised into the one right status. Handlers therefore only ever see requests that

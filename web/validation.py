@@ -261,12 +261,12 @@ _KEYWORDS: dict[str, Callable[..., Iterator[tuple[str, str]]]] = {
     "maxItems": _limit("array", len, operator.gt, "must have at most {limit} item{s}"),
 }
 
-# Validation §9 and OpenAPI 3.1 §4.8.24: these only describe, they assert nothing; nor do
-# the content keywords (validation §8.1), which say what a string's bytes are, such as
+# Validation §9 and OpenAPI 3.1 §4.8.24: these only describe, they assert nothing; nor
+# does contentMediaType (validation §8.4), which says what a string's bytes are, such as
 # an uploaded file's.
 _ANNOTATIONS = {
     "description", "example", "examples", "title", "default", "readOnly", "writeOnly", "deprecated",
-    "contentMediaType", "contentEncoding",
+    "contentMediaType",
 }
 
 

@@ -30,17 +30,22 @@ async function authorize(event) {
     setToken(form.elements.token.value);
     return;
   }
-  const response = await fetch("/auth/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username, password: form.elements.password.value }),
-  });
-  const answer = await response.json();
-  if (response.ok) {
-    setToken(answer.accessToken);
-    form.elements.password.value = "";
-  } else {
-    document.getElementById("auth-state").textContent = `Login refused: ${answer.detail}`;
+  const state = document.getElementById("auth-state");
+  try {
+    const response = await fetch("/auth/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username, password: form.elements.password.value }),
+    });
+    const answer = await response.json();
+    if (response.ok) {
+      setToken(answer.accessToken);
+      form.elements.password.value = "";
+    } else {
+      state.textContent = `Login refused (${response.status}): ${answer.detail}`;
+    }
+  } catch (error) {
+    state.textContent = `Login failed: ${error}`;
   }
 }
 
@@ -90,6 +95,7 @@ async function send(event) {
   const form = event.currentTarget;
   const output = form.querySelector("output");
   output.textContent = "Sending…";
+  delete output.dataset.status;
   const { url, init } = requestOf(form);
   try {
     const response = await fetch(url, init);
@@ -99,6 +105,7 @@ async function send(event) {
     output.dataset.status = String(response.status);
   } catch (error) {
     output.textContent = `The request could not be sent: ${error}`;
+    output.dataset.status = "failed";
   }
 }
 

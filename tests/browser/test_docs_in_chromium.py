@@ -19,9 +19,12 @@ def open_panel(driver, operation_id: str):
 
 
 def send(driver, form) -> str:
+    """Click Send; the status the panel shows (or "failed", with its text in the assertion)."""
     output = form.find_element(By.TAG_NAME, "output")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    return wait_for(driver, lambda: output.get_attribute("data-status"))
+    status = wait_for(driver, lambda: output.get_attribute("data-status"))
+    assert status != "failed", output.text
+    return status
 
 
 def test_authorize_then_create_a_patient_and_upload_a_report_through_the_panels(live_server, tmp_path):
@@ -40,7 +43,8 @@ def test_authorize_then_create_a_patient_and_upload_a_report_through_the_panels(
         assert send(driver, create) == "201"
         shown = create.find_element(By.TAG_NAME, "output").text
         assert "201 Created" in shown and '"firstName": "Ada"' in shown and "etag" in shown.lower()
-        patient_id = shown.split('"id": "', 1)[1][:24]
+        location = next(line for line in shown.splitlines() if line.startswith("location: "))
+        patient_id = location.removeprefix("location: /patients/")
         screenshot(driver, "docs-create-patient")
 
         upload = open_panel(driver, "uploadReport")
@@ -68,5 +72,6 @@ def test_the_page_is_never_wider_than_the_screen(live_server, width, height):
         if width >= 1024:  # the contents stay in view beside the page on a wide screen
             nav = driver.find_element(By.TAG_NAME, "nav")
             driver.execute_script("window.scrollTo(0, 5000)")
-            assert nav.location_once_scrolled_into_view is not None
-            assert driver.execute_script("return getComputedStyle(arguments[0]).position", nav) == "sticky"
+            top, scrolled = driver.execute_script(
+                "return [arguments[0].getBoundingClientRect().top, window.scrollY]", nav)
+            assert scrolled > 0 and top == 0, (top, scrolled)

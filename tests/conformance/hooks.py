@@ -9,9 +9,9 @@ What they do, and why each is needed:
   (erased) or its password changed, a new user is registered.
 - **Valid data where JSON Schema cannot say what valid is**: a `dateOfBirth` must not be
   in the future, and a password is at most 72 bytes in UTF-8 (maxLength counts
-  characters). Both rules are in the spec's descriptions; here the generator's *valid*
-  bodies are kept within them, so positive_data_acceptance judges only what the schema
-  can state. Invalid data (the negative phase) is left as it is drawn.
+  characters). Both rules are in the spec's descriptions; here no generated body breaks
+  them, so positive_data_acceptance judges only what the schema can state. (Invalid
+  bodies lose nothing by it: breaking these two rules is the project's own tests' job.)
 - **An upload's file** must be a PDF, PNG or JPEG, which the server decides from its
   first bytes: the drawn bytes are given a PDF's signature, so uploads succeed and
   the stateful phase reaches downloads and deletes.

@@ -51,7 +51,8 @@ def check_store(schemathesis: str, store: str, mongodb_uri: str, max_examples: i
             print(f"== Schemathesis against MediTrack on {store}: {' '.join(command)}", flush=True)
             environment = {**os.environ, "SCHEMATHESIS_HOOKS": "hooks", "MEDITRACK_CONFORMANCE_URL": url,
                            "PYTHONPATH": str(HERE)}
-            return subprocess.run(command, env=environment, timeout=RUN_TIMEOUT).returncode
+            # cwd: Schemathesis keeps a cache in ./.schemathesis; the data directory is scratch.
+            return subprocess.run(command, env=environment, timeout=RUN_TIMEOUT, cwd=data_dir).returncode
         finally:
             process.terminate()
             process.wait(timeout=30)
