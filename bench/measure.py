@@ -17,7 +17,7 @@ from pathlib import Path
 import bcrypt
 import requests
 
-from bench.processes import process_figures
+from bench.processes import process_figures, process_status
 
 BENCH = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -161,8 +161,7 @@ def rss_during_export(url: str, pid: int, token: str) -> dict:
         for chunk in response.iter_content(64 * 1024):
             first_byte = first_byte or time.perf_counter() - started
             lines += chunk.count(b"\n")
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    peak = int(status["VmHWM"].split()[0]) * 1024
+    peak = int(process_status(pid)["VmHWM"].split()[0]) * 1024  # the peak since the reset
     return {"lines": lines, "growth_mib": (peak - baseline) / MiB, "first_byte_s": first_byte,
             "total_s": time.perf_counter() - started}
 

@@ -34,7 +34,12 @@ def launch_meditrack(data_dir: Path, environ: dict | None = None, *, root: Path 
     return process, found[0]
 
 
+def process_status(pid: int) -> dict[str, str]:
+    """A process's /proc/<pid>/status as name → value (proc(5))."""
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+
+
 def process_figures(pid: int) -> tuple[int, int]:
     """(threads, resident bytes) of a process, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    fields = process_status(pid)
     return int(fields["Threads"]), int(fields["VmRSS"].split()[0]) * 1024

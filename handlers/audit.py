@@ -18,7 +18,7 @@ theirs. A patient's owner never changes, so it is looked up once and remembered.
 Batching, the hash chain and what a crash can lose are in storage/audit.py.
 """
 
-from handlers.inputs import object_id, page_of, page_request, query_value
+from handlers.inputs import page_of, page_request, query_id, query_value
 from handlers.patients import PatientRecords
 from storage.audit import AuditWriter
 from storage.base import Store
@@ -103,8 +103,7 @@ def id_parameter(exchange: Exchange, name: str | None) -> str | None:
 
 def list_events(trail: AuditTrail, request: Request) -> Response:
     """GET /audit: the events of the user's account and of their patients, newest first."""
-    patient_id = query_value(request, "patientId")
-    return _page(trail, request, None if patient_id is None else object_id(patient_id, "patientId"))
+    return _page(trail, request, query_id(request, "patientId"))
 
 
 def patient_events(trail: AuditTrail, records: PatientRecords, request: Request) -> Response:

@@ -27,8 +27,9 @@ from typing import Iterator
 from urllib.parse import urlencode
 
 from handlers import fhir_mapping
-from handlers.inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, object_id, page_of, path_id, query_int, query_value
+from handlers.inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_of, path_id, query_id, query_int
 from handlers.patients import PatientRecords, etag_of
+from handlers.reports import report_of
 from storage.errors import NotFound
 from web.conditional import NOT_MODIFIED, evaluate_preconditions
 from web.messages import Request, Response, encode_json
@@ -86,7 +87,7 @@ def read_document_reference(view: FhirView, request: Request) -> Response:
     patient = view.records.store.get_patient(patient_id)  # NotFound if deleted meanwhile
     if patient["ownerId"] != request.user["id"]:
         raise Forbidden("this report belongs to another user's patient")
-    report = next((report for report in patient["reports"] if report["id"] == report_id), None)
+    report = report_of(patient, report_id)
     if report is None:
         raise NotFound("no report with this id")  # deleted between the two reads
     return fhir_response(fhir_mapping.document_reference(patient_id, report, view.base_url(request)))
@@ -109,8 +110,7 @@ def search_patients(view: FhirView, request: Request) -> Response:
     requested, but cannot return more", so a _count above the page limit is served
     as the limit rather than refused."""
     count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999), MAX_PAGE_SIZE)
-    cursor = query_value(request, "cursor")
-    cursor = None if cursor is None else object_id(cursor, "cursor")
+    cursor = query_id(request, "cursor")
     owner, base = request.user["id"], view.base_url(request)
     patients = view.records.store.list_patients(owner, limit=count + 1, after=cursor)
     page, next_cursor = page_of(patients, count)

@@ -62,12 +62,17 @@ MAX_PAGE_SIZE = 100  # items per page of a cursor-paged list (openapi.json: the 
 DEFAULT_PAGE_SIZE = 20
 
 
+def query_id(request, name: str) -> str | None:
+    """A query parameter that must be an id, or None when absent."""
+    value = query_value(request, name)
+    return None if value is None else object_id(value, name)
+
+
 def page_request(request) -> tuple[int, str | None]:
     """?limit= and ?cursor= of a cursor-paged list: how many items, and the id of the
     last item of the previous page (None for the first page)."""
     limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
-    cursor = query_value(request, "cursor")
-    return limit, None if cursor is None else object_id(cursor, "cursor")
+    return limit, query_id(request, "cursor")
 
 
 def page_of(items: list[dict], limit: int, key: str = "id") -> tuple[list[dict], str | None]:

@@ -6,13 +6,13 @@ nothing holds the whole file. The file's type is decided by its first bytes, nev
 the client's Content-Type label or the filename's extension.
 """
 
-import base64
 import hashlib
 import unicodedata
 from urllib.parse import quote
 
 from handlers.inputs import content_type, path_id
 from handlers.patients import PatientRecords, public_report
+from storage.base import base64_digest
 from storage.errors import NotFound
 from web.conditional import NOT_MODIFIED, evaluate_preconditions, quoted, requested_range
 from web.messages import Request, Response, json_response
@@ -142,7 +142,7 @@ def upload_report(records: PatientRecords, max_file_bytes: int, request: Request
         file, description = read_upload(request, writer, max_file_bytes)
         report = writer.commit(patient["id"], {
             "filename": file.filename, "contentType": file.content_type, "size": file.size,
-            "sha256": file.sha256.hexdigest(), "sha1": base64.b64encode(file.sha1.digest()).decode("ascii"),
+            "sha256": file.sha256.hexdigest(), "sha1": base64_digest(file.sha1),
             "description": description})
     request.facts["resourceId"] = report["id"]  # for the audit event
     location = f"/patients/{patient['id']}/reports/{report['id']}"
@@ -153,12 +153,17 @@ def list_reports(records: PatientRecords, request: Request) -> Response:
     return json_response([public_report(report) for report in records.owned_patient(request)["reports"]])
 
 
+def report_of(patient: dict, report_id: str) -> dict | None:
+    """The patient's report with this id, or None."""
+    return next((report for report in patient["reports"] if report["id"] == report_id), None)
+
+
 def download_report(records: PatientRecords, request: Request) -> Response:
     """The report's bytes; its entity tag is their SHA-256, so If-None-Match answers 304
     when the client has them, and Range asks for part of them (RFC 9110 §13, §14)."""
     patient = records.owned_patient(request)
     report_id = path_id(request, "reportId")
-    report = next((report for report in patient["reports"] if report["id"] == report_id), None)
+    report = report_of(patient, report_id)
     if report is None:
         raise NotFound("this patient has no report with this id")
     etag_header = ("ETag", quoted(report["sha256"]))

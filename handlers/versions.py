@@ -18,7 +18,7 @@ def list_versions(records: PatientRecords, request: Request) -> Response:
     limit = query_int(request, "limit", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
     # Any version number of up to ten digits: versions below it, so one past the newest
     # (or past MAX_VERSION) simply means "from the newest".
-    cursor = query_int(request, "cursor", default=None, minimum=1, maximum=9_999_999_999)
+    cursor = query_int(request, "cursor", default=None, minimum=1, maximum=10**10 - 1)
     # Never past the version the patient is at: a version a writer has claimed but not
     # applied yet (storage/mongo_versions.py) is not history yet.
     below = patient["version"] + 1 if cursor is None else min(cursor, patient["version"] + 1)

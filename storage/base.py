@@ -49,6 +49,12 @@ def base64_sha1(chunks: Iterable[bytes]) -> str:
     digest = hashlib.sha1()
     for chunk in chunks:
         digest.update(chunk)
+    return base64_digest(digest)
+
+
+def base64_digest(digest) -> str:
+    """A hashlib object's digest in base64, as Attachment.hash carries it (an upload
+    hashes as it streams, then asks for this)."""
     return base64.b64encode(digest.digest()).decode("ascii")
 
 

@@ -42,6 +42,10 @@ ALLOWED_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None
 EXPOSED_HEADERS = ("Location", "ETag", "Retry-After", "X-Request-Id", "WWW-Authenticate", "Allow", "Accept-Patch",
                    "Content-Disposition", "Content-Range", "Accept-Ranges")
 MAX_AGE = 600  # seconds a browser may keep a preflight's answer
+# Joined once: these go on every answer.
+_ALLOWED_LOWER = frozenset(name.lower() for name in ALLOWED_REQUEST_HEADERS)
+_ALLOWED_VALUE = ", ".join(ALLOWED_REQUEST_HEADERS)
+_EXPOSED_VALUE = ", ".join(EXPOSED_HEADERS)
 
 # An origin as a browser serializes it (the HTML standard's "serialization of an
 # origin"): scheme "://" host [":" port], lower case, no path, no trailing slash.
@@ -87,11 +91,11 @@ class CorsPolicy:
         origin, the method or one of the headers it asks for is not allowed."""
         wanted = {name.strip().lower() for name in requested_headers.split(",") if name.strip()}
         if (not self.allows(origin) or requested_method not in allowed_methods
-                or not wanted <= {name.lower() for name in ALLOWED_REQUEST_HEADERS}):
+                or not wanted <= _ALLOWED_LOWER):
             return [("Vary", "Origin")]
         return [("Access-Control-Allow-Origin", origin),
                 ("Access-Control-Allow-Methods", ", ".join(allowed_methods)),
-                ("Access-Control-Allow-Headers", ", ".join(ALLOWED_REQUEST_HEADERS)),
+                ("Access-Control-Allow-Headers", _ALLOWED_VALUE),
                 ("Access-Control-Max-Age", str(self.max_age)),
                 ("Vary", "Origin")]
 
@@ -101,5 +105,5 @@ class CorsPolicy:
         if not self.allows(origin):
             return [("Vary", "Origin")]
         return [("Access-Control-Allow-Origin", origin),
-                ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS)),
+                ("Access-Control-Expose-Headers", _EXPOSED_VALUE),
                 ("Vary", "Origin")]
