@@ -1,6 +1,6 @@
 """MediTrack: a patient-record REST API on Python's standard library.
 
-    python meditrack.py [--host H] [--port P] [--data-dir DIR]
+    python meditrack.py [--host H] [--port P] [--data-dir DIR] [--workers N|auto]
     python meditrack.py verify-audit [--data-dir DIR]     check the audit trail's hash chains
 
 This file is composition only, read top to bottom in the order things are built:
@@ -14,6 +14,7 @@ line that names it.
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from storage.base import Store
 from storage.errors import StoreError
 from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
+from web.prefork import Supervisor
 from web.ratelimit import RateLimiter
 from web.router import Router
 from web.server import MediTrackServer
@@ -132,11 +134,13 @@ def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> A
                        retention_days=settings.audit_retention_days, clock=clock)
 
 
-def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time) -> MediTrackServer:
+def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time,
+                listener=None) -> MediTrackServer:
     dispatcher = build_dispatcher(settings, store, audit_writer, clock=clock)
     return MediTrackServer((settings.host, settings.port), dispatcher, refuse=dispatcher.refusal,
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
-                           min_body_rate=settings.min_body_rate, max_connections=settings.max_connections)
+                           min_body_rate=settings.min_body_rate, max_connections=settings.max_connections,
+                           listener=listener)
 
 
 def verify_audit(settings: Settings, store: Store) -> int:
@@ -154,17 +158,22 @@ def verify_audit(settings: Settings, store: Store) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv[:1] == ["verify-audit"] else "serve"
     try:
         settings = load_settings(argv, dict(os.environ))
-        store = open_store(settings.data_dir, settings.mongodb_uri)
+        # With workers, each line says which process wrote it.
+        worker_id = " [%(process)d]" if settings.workers > 1 and command == "serve" else ""
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s{worker_id} %(name)s %(message)s")
         if command == "verify-audit":
+            store = open_store(settings.data_dir, settings.mongodb_uri)
             try:
                 return verify_audit(settings, store)
             finally:
                 store.close()
+        if settings.workers > 1:
+            return serve_with_workers(settings)
+        store = open_store(settings.data_dir, settings.mongodb_uri)
         audit_writer = open_audit_writer(settings, store)
         server = make_server(settings, store, audit_writer)
     except SettingError as exc:
@@ -176,7 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:  # e.g. MongoDB unreachable at start-up
         print(f"meditrack: cannot open the store: {exc}", file=sys.stderr)
         return 1
+    host, port = server.server_address[:2]
+    print(f"MediTrack serving on http://{host}:{port} (store: {store.name}, data: {settings.data_dir})",
+          file=sys.stderr, flush=True)
+    serve(settings, server, store, audit_writer)
+    print("MediTrack stopped", file=sys.stderr)
+    return 0
 
+
+def serve(settings: Settings, server: MediTrackServer, store: Store, audit_writer: AuditWriter) -> None:
+    """Serve until SIGTERM or Ctrl-C, drain, and close: one process, or one worker."""
     def stop(signum, frame):
         # shutdown() stops accepting and waits for serve_forever() to return, which runs
         # in this very thread: it has to be called from another one.
@@ -184,9 +202,6 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    host, port = server.server_address[:2]
-    print(f"MediTrack serving on http://{host}:{port} (store: {store.name}, data: {settings.data_dir})",
-          file=sys.stderr, flush=True)
     try:
         server.serve_forever()
         # No new connections now; requests in progress get `shutdown_grace` seconds.
@@ -196,8 +211,27 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         audit_writer.close()  # every queued audit event is committed before the store closes
         store.close()
+
+
+def serve_with_workers(settings: Settings) -> int:
+    """`--workers N`: bind here, then fork N workers that serve the socket (web/prefork.py).
+    Each opens its own store: connections to a database are never shared across a fork."""
+    listener = socket.create_server((settings.host, settings.port), backlog=MediTrackServer.request_queue_size)
+    host, port = listener.getsockname()[:2]
+    print(f"MediTrack serving on http://{host}:{port} with {settings.workers} workers (data: {settings.data_dir})",
+          file=sys.stderr, flush=True)
+
+    def worker(listener: socket.socket, ready) -> int:
+        store = open_store(settings.data_dir, settings.mongodb_uri)
+        audit_writer = open_audit_writer(settings, store)
+        server = make_server(settings, store, audit_writer, listener=listener)
+        ready()
+        serve(settings, server, store, audit_writer)
+        return 0
+
+    status = Supervisor(listener, worker, workers=settings.workers, grace=settings.shutdown_grace).run()
     print("MediTrack stopped", file=sys.stderr)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class Settings:
     require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
     public_url: str | None = None            # the URL clients reach us at; None: http:// and the request's Host
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
+    workers: int = 1                         # processes serving the port (web/prefork.py); 1: no fork at all
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -76,6 +77,13 @@ def _public_url(name: str, text: str) -> str | None:
         raise SettingError(f"{name} must be an http:// or https:// URL without a trailing slash, query or "
                            f"fragment, not {text!r}")
     return text or None
+
+
+def _workers(name: str, text: str) -> int:
+    """A number of worker processes, or "auto": one per CPU."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    return _integer(name, text, 1, 256)
 
 
 def _origins(name: str, text: str) -> frozenset[str]:
@@ -135,6 +143,7 @@ ENVIRONMENT = {
     "MEDITRACK_REQUIRE_IF_MATCH": ("require_if_match", _flag),
     "MEDITRACK_PUBLIC_URL": ("public_url", _public_url),
     "MEDITRACK_CORS_ORIGINS": ("cors_origins", _origins),
+    "MEDITRACK_WORKERS": ("workers", _workers),
 }
 
 
@@ -147,6 +156,7 @@ def load_settings(argv: list[str], environ: dict[str, str]) -> Settings:
     parser.add_argument("--host")
     parser.add_argument("--port")
     parser.add_argument("--data-dir")
+    parser.add_argument("--workers")
     flags = parser.parse_args(argv)
     if flags.host is not None:
         values["host"] = flags.host
@@ -154,6 +164,8 @@ def load_settings(argv: list[str], environ: dict[str, str]) -> Settings:
         values["port"] = _integer("--port", flags.port, 0, 65535)
     if flags.data_dir is not None:
         values["data_dir"] = Path(flags.data_dir)
+    if flags.workers is not None:
+        values["workers"] = _workers("--workers", flags.workers)
     return Settings(**values)
 
 

@@ -80,6 +80,8 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_CORS_ORIGINS", "https://App.example.org, http://127.0.0.1:5173", "cors_origins",
      frozenset({"https://app.example.org", "http://127.0.0.1:5173"})),
     ("MEDITRACK_CORS_ORIGINS", "", "cors_origins", frozenset()),
+    ("MEDITRACK_WORKERS", "2", "workers", 2),
+    ("MEDITRACK_WORKERS", "auto", "workers", os.cpu_count() or 1),
 ]
 
 
@@ -210,6 +212,8 @@ def test_a_bad_port_flag_is_refused_naming_the_flag(text):
     ("MEDITRACK_PUBLIC_URL", "ftp://records.example.org"),
     ("MEDITRACK_CORS_ORIGINS", "https://app.example.org/"),
     ("MEDITRACK_CORS_ORIGINS", "*"),
+    ("MEDITRACK_WORKERS", "0"),
+    ("MEDITRACK_WORKERS", "many"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting(variable, text):
     with pytest.raises(SettingError) as caught:

@@ -260,14 +260,22 @@ class MediTrackServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0,
                  max_connections: int = 200, header_timeout: float = 10.0, min_body_rate: float = 16 * 1024,
-                 clock=time.monotonic, refuse: Callable[[ProtocolError], Response] = problem_response):
+                 clock=time.monotonic, refuse: Callable[[ProtocolError], Response] = problem_response,
+                 listener: socket.socket | None = None):
         self.dispatch = dispatch
         self.refuse = refuse  # the answer to a request head the codec refused (the dispatcher's, in meditrack.py)
         self.socket_timeout = socket_timeout
         self.connections = ConnectionRegistry(max_connections=max_connections, header_timeout=header_timeout,
                                               min_body_rate=min_body_rate, clock=clock)
         self.stopping = False
-        super().__init__(address, ConnectionHandler)
+        if listener is None:
+            super().__init__(address, ConnectionHandler)
+            return
+        # A worker (web/prefork.py) serves the socket its parent bound and listens on.
+        super().__init__(address, ConnectionHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.server_address = listener.getsockname()
 
     def process_request(self, request, client_address):
         # NOTE: the cap is checked before a thread is started, so a flood of connections
