@@ -170,6 +170,7 @@ class Supervisor:
 
 
 def _report_ready(fd: int) -> None:
+    log.info("worker %d ready", os.getpid())
     try:
         os.write(fd, b"r")
     except BrokenPipeError:
