@@ -35,6 +35,7 @@ from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
 from web.prefork import Supervisor
 from web.ratelimit import RateLimiter
+from web.sharedlimit import SharedRateLimiter
 from web.router import Router
 from web.server import MediTrackServer
 from web.validation import SchemaValidator
@@ -106,13 +107,24 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     return router
 
 
-def rate_limiter(rate: tuple[int, float] | None) -> RateLimiter | None:
-    """A limiter for (requests, seconds), or none when the setting is 0."""
-    return RateLimiter(*rate) if rate else None
+def rate_limiter(rate: tuple[int, float] | None, *, shared: bool = False):
+    """A limiter for (requests, seconds), or none when the setting is 0; `shared`: one
+    whose buckets every worker forked after it counts in (web/sharedlimit.py)."""
+    if not rate:
+        return None
+    return SharedRateLimiter(*rate) if shared else RateLimiter(*rate)
 
 
-def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time) -> Dispatcher:
-    """Settings, a store and the audit writer in; the services, the route table and the pipeline out."""
+def rate_limiters(settings: Settings, *, shared: bool = False) -> tuple:
+    """(the general limit, the stricter one where passwords are checked)."""
+    return rate_limiter(settings.rate_limit, shared=shared), rate_limiter(settings.auth_rate_limit, shared=shared)
+
+
+def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time,
+                     limiters: tuple | None = None) -> Dispatcher:
+    """Settings, a store and the audit writer in; the services, the route table and the pipeline out.
+    `limiters`: made by the caller when workers must share them; else made here."""
+    general_limit, credentials_limit = limiters or rate_limiters(settings)
     documents = Documents.load(OPENAPI_PATH)
     validator = SchemaValidator(documents.spec)  # a mistake in the schemas stops start-up here
     accounts = Accounts(store, validator, jwt_key=settings.jwt_secret or load_or_create_secret(settings.data_dir),
@@ -122,8 +134,8 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
     trail = AuditTrail(store, audit_writer)
     return Dispatcher(build_router(settings, store, accounts, records, documents, trail),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,
-                      max_body=settings.max_json_bytes, general_limit=rate_limiter(settings.rate_limit),
-                      credentials_limit=rate_limiter(settings.auth_rate_limit),
+                      max_body=settings.max_json_bytes, general_limit=general_limit,
+                      credentials_limit=credentials_limit,
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,
                       observer=trail, error_formats=[("/fhir/", fhir.fhir_error_response)],
                       cors=CorsPolicy(settings.cors_origins) if settings.cors_origins else None)
@@ -135,8 +147,8 @@ def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> A
 
 
 def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time,
-                listener=None) -> MediTrackServer:
-    dispatcher = build_dispatcher(settings, store, audit_writer, clock=clock)
+                listener=None, limiters: tuple | None = None) -> MediTrackServer:
+    dispatcher = build_dispatcher(settings, store, audit_writer, clock=clock, limiters=limiters)
     return MediTrackServer((settings.host, settings.port), dispatcher, refuse=dispatcher.refusal,
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
                            min_body_rate=settings.min_body_rate, max_connections=settings.max_connections,
@@ -217,6 +229,9 @@ def serve_with_workers(settings: Settings) -> int:
     """`--workers N`: bind here, then fork N workers that serve the socket (web/prefork.py).
     Each opens its own store: connections to a database are never shared across a fork."""
     listener = socket.create_server((settings.host, settings.port), backlog=MediTrackServer.request_queue_size)
+    # Made before the fork, so every worker counts in the same buckets: a client gets
+    # its limit once, whichever worker its connections land on.
+    limiters = rate_limiters(settings, shared=True)
     host, port = listener.getsockname()[:2]
     print(f"MediTrack serving on http://{host}:{port} with {settings.workers} workers (data: {settings.data_dir})",
           file=sys.stderr, flush=True)
@@ -224,7 +239,7 @@ def serve_with_workers(settings: Settings) -> int:
     def worker(listener: socket.socket, ready) -> int:
         store = open_store(settings.data_dir, settings.mongodb_uri)
         audit_writer = open_audit_writer(settings, store)
-        server = make_server(settings, store, audit_writer, listener=listener)
+        server = make_server(settings, store, audit_writer, listener=listener, limiters=limiters)
         ready()
         serve(settings, server, store, audit_writer)
         return 0

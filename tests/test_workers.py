@@ -145,3 +145,18 @@ def test_a_session_ended_on_one_worker_is_refused_by_the_other_at_once(deploymen
     for _ in range(20):
         fresh = requests.get(server.url + "/auth/me", headers=dict(client.session.headers), timeout=5)
         assert fresh.status_code == 401
+
+
+def test_a_client_gets_its_rate_limit_across_both_workers(deployment):
+    # 30 requests a minute: with a bucket per worker it would get 60 before a 429.
+    server = start_workers(deployment, MEDITRACK_RATE_LIMIT="30/60", MEDITRACK_REFUSAL_DELAY="0")
+    assert until(lambda: len(ready_workers(server)) == 2, timeout=15)
+
+    def client(_):  # a connection per request: the connections land on both workers
+        return [requests.get(server.url + "/health", timeout=5).status_code for _ in range(15)]
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = [status for answers in pool.map(client, range(6)) for status in answers]
+    allowed = statuses.count(200)
+    assert 27 <= allowed <= 33, (allowed, statuses.count(429))  # the issue's ±10 %
+    assert len(serving_pids(server)) == 2  # and both workers answered

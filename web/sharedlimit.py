@@ -1,0 +1,97 @@
+"""The rate limit of web/ratelimit.py, shared by the worker processes of one machine.
+
+With `--workers N` (web/prefork.py) a client's connections land on any worker. Buckets
+kept in each worker's memory would give a client N times its limit (one bucket per
+worker) — or, split evenly, make it wait for tokens another worker holds. So the
+buckets live in memory every worker sees: a table made by the parent before it forks.
+
+Why shared memory, and not the other two designs the issue names:
+
+- **the parent as the bucket keeper** would cost every request a round trip to another
+  process (a pipe write, a wake-up, a reply): more than the check itself, on every
+  request, and the parent would become a single thread all workers queue behind;
+- **a bucket in the store** would cost every request a database write; SQLite has one
+  writer, and MongoDB a network round trip. A limit exists to protect the server: it
+  must be the cheapest thing a request does.
+
+A table in an anonymous shared mapping (`mmap(-1, …)`, MAP_SHARED: after `fork` every
+worker maps the same pages) costs a hash, a lock and a few bytes read and written. Its
+layout, `SLOT` bytes per client:
+
+    key hash (8-byte unsigned, 0 = empty) | tokens (double) | last refill (double)
+
+A client's slot is found by open addressing: start at hash % slots, look at up to
+`PROBES` slots. A new client takes an empty slot in that window, or else the one whose
+bucket was touched longest ago (like web/ratelimit.py's least-recently-used rule: a
+forgotten client starts again with a full bucket, so the bound costs a burst, never a
+wrong refusal). The arithmetic is the token bucket's, with time from CLOCK_MONOTONIC,
+which every process on the machine reads alike.
+
+NOTE: one lock for the whole table, a `multiprocessing.Lock` (a POSIX semaphore in the
+shared mapping's spirit: made before the fork, it is the same lock in every worker and
+every thread). Refill-and-take must be one step, or two workers could both spend the
+last token. A check holds it for a microsecond or two.
+
+Across machines each instance keeps its own table: put a global limit at the proxy.
+"""
+
+import hashlib
+import mmap
+import multiprocessing
+import struct
+import time
+
+from web.ratelimit import Clock, _require_positive
+
+SLOT = struct.Struct("<Qdd")  # key hash, tokens, last refill
+PROBES = 16                   # slots looked at for one key
+
+
+class SharedRateLimiter:
+    """`requests` per `per_seconds` for each client, counted across every process that
+    inherits this object (make it before forking); the same `check` as RateLimiter."""
+
+    def __init__(self, requests: int, per_seconds: float, *, slots: int = 65_536, clock: Clock = time.monotonic):
+        _require_positive("requests", requests)
+        _require_positive("per_seconds", per_seconds)
+        self._capacity = float(requests)
+        self._rate = requests / per_seconds
+        self._slots = slots
+        self._clock = clock
+        self._table = mmap.mmap(-1, slots * SLOT.size)  # anonymous and shared: zeroes, every slot empty
+        self._lock = multiprocessing.Lock()
+
+    def check(self, key: str) -> float:
+        """Count one request from `key`: 0.0 if allowed, else the seconds to wait (> 0)."""
+        # blake2b, not hash(): Python's str hash is salted per process, and every worker
+        # must find the same slot. `| 1` keeps 0 free to mean "empty".
+        key_hash = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") | 1
+        start = key_hash % self._slots
+        with self._lock:
+            now = self._clock()
+            slot = self._find(key_hash, start)
+            stored_hash, tokens, last = SLOT.unpack_from(self._table, slot * SLOT.size)
+            if stored_hash != key_hash:  # a new client (or one forgotten): a full bucket
+                tokens, last = self._capacity, now
+            # The bucket's rule (web/ratelimit.py): a clock going back mints nothing.
+            tokens = min(self._capacity, tokens + self._rate * max(0.0, now - last))
+            last = max(last, now)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+            if wait == 0.0:
+                tokens -= 1
+            SLOT.pack_into(self._table, slot * SLOT.size, key_hash, tokens, last)
+            return wait
+
+    def _find(self, key_hash: int, start: int) -> int:
+        """The key's slot; else an empty one; else the least recently touched, in the window."""
+        empty, oldest, oldest_time = None, start, float("inf")
+        for offset in range(PROBES):
+            slot = (start + offset) % self._slots
+            stored_hash, _, last = SLOT.unpack_from(self._table, slot * SLOT.size)
+            if stored_hash == key_hash:
+                return slot
+            if stored_hash == 0:
+                empty = slot if empty is None else empty
+            elif last < oldest_time:
+                oldest, oldest_time = slot, last
+        return empty if empty is not None else oldest
