@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -104,12 +105,13 @@ def test_sighup_replaces_every_worker_without_a_failed_request(deployment):
         client.start()
     try:
         server.process.send_signal(signal.SIGHUP)
-        assert until(lambda: len(started_workers(server)) == 4 and not first & serving_now(server), timeout=30)
+        assert until(lambda: len(started_workers(server)) == 4 and not first & serving_now(server), timeout=30), \
+            (started_workers(server), serving_now(server), server.stderr_text()[-2000:])
     finally:
         stop.set()
         for client in clients:
             client.join(timeout=15)
-    assert failures == [] and set(answered) == {200}, failures[:3]
+    assert failures == [] and set(answered) == {200}, (failures[:3], Counter(answered), server.stderr_text()[-2000:])
 
 
 def serving_now(server) -> set[int]:
