@@ -11,6 +11,7 @@ token's session is still alive, so ending a session ends its tokens at once.
 argument (bound when the route table is built), so its dependencies are in plain sight.
 """
 
+import hashlib
 import os
 import secrets
 import threading
@@ -63,7 +64,9 @@ class Accounts:
         self.refresh_ttl = refresh_ttl
         self.bcrypt_rounds = bcrypt_rounds
         self.clock = clock
-        self.backoff = backoff or FailureBackoff()
+        # The failures are logged in the store, so every worker (and every instance on
+        # one MongoDB) counts them together.
+        self.backoff = backoff or FailureBackoff(log=store, clock=clock)
         self.verified_tokens = VerifiedTokens(jwt_key)
         self.hashing_slots = threading.BoundedSemaphore(HASHING_CONCURRENCY)
         # What a login for an unknown username is checked against (see `verify_password`).
@@ -83,7 +86,10 @@ class Accounts:
         against the username); 429 while the username is locked by the back-off.
         An existing user's id is left in `facts` for the audit trail, right password or
         wrong; an unknown username leaves nothing (and is never recorded)."""
-        key = username.lower()
+        # NOTE: the store logs failures under a hash of the name, not the name itself:
+        # failed logins are where mistyped names, and passwords typed into the name
+        # field, turn up, and the log keeps them for hours.
+        key = hashlib.sha256(username.lower().encode()).hexdigest()
         user = self.store.find_user(username)
         if user is not None and facts is not None:
             # The audit event names whose password was tried, so the owner of a locked

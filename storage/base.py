@@ -128,6 +128,20 @@ class Store(ABC):
         bytes. The account is unusable (no login, no session) before anything else
         goes, and an erasure a crash interrupts is finished when the store next opens."""
 
+    # -- failed logins (the log of web/backoff.py, shared by every worker) ----------
+    @abstractmethod
+    def record_login_failure(self, key: str, at: float, expires_at: float) -> None:
+        """Log a failed login for `key` at `at`; the entry may be deleted after `expires_at`
+        (both in seconds since the epoch)."""
+
+    @abstractmethod
+    def login_failures(self, key: str, limit: int) -> list[float]:
+        """The times of `key`'s latest `limit` failures that have not expired, newest first."""
+
+    @abstractmethod
+    def forget_login_failures(self, key: str) -> None:
+        """Delete every failure logged for `key` (a successful login)."""
+
     # -- sessions ----------------------------------------------------------------
     @abstractmethod
     def create_session(self, user_id: str, refresh_hash: str, expires_at: float, *,

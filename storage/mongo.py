@@ -71,6 +71,7 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
         self._sessions = database["sessions"]
         self._refresh_tokens = database["refreshTokens"]
         self._spent_tokens = database["spentRefreshTokens"]
+        self._login_failures = database["loginFailures"]
         self._patients = database["patients"]
         self._versions = database["patientVersions"]
         self._migrations = database["schemaMigrations"]

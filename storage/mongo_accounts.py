@@ -1,4 +1,4 @@
-"""The MongoDB store's account half: sessions, refresh tokens, and account erasure.
+"""The MongoDB store's account half: sessions, refresh tokens, failed logins, and account erasure.
 
 `MongoAccounts` is mixed into `MongoStore` (storage/mongo.py) and works through its
 collections, clock and error translation. Documents:
@@ -7,6 +7,7 @@ collections, clock and error translation. Documents:
                          expiresAt (a date: a TTL index deletes the session then)}
     refreshTokens       {_id: the SHA-256 of a refresh token issued, sessionId, userId, expiresAt}
     spentRefreshTokens  {_id: the SHA-256 of a refresh token already used, expiresAt}
+    loginFailures       {key: a hash of the username, at: seconds since the epoch, expiresAt}
 
 NOTE: MongoDB applies each update to a document atomically, but a compatible server
 need not: FerretDB 1.x runs a filtered update as a read and a later write, so two
@@ -18,7 +19,9 @@ have several winners. So nothing here depends on an update's isolation:
 - a refresh never rewrites the session: a refresh token's life is kept in the two
   insert-only collections, and "use this token once" is an insert under a unique
   _id, the one atomic step every such server keeps;
-- the only update, lastUsedAt once a minute, is harmless if lost.
+- the only update, lastUsedAt once a minute, is harmless if lost;
+- failed logins are a log, one inserted document per failure, not a counter: two
+  failures at the same moment on two workers are both counted (web/backoff.py).
 
 An erasure first makes the account unusable, then deletes what it owned document by
 document; the store finishes an erasure a crash interrupted when it next opens.
@@ -51,10 +54,12 @@ class MongoAccounts:
     def _create_account_indexes(self) -> None:
         # A user's sessions, to list or end them all.
         self._sessions.create_index([("userId", 1), ("createdAt", -1)], name="sessions_by_user")
-        # The server deletes a session, and the hashes of its refresh tokens, once it has
-        # expired (a TTL index); every query also checks the expiry, so nothing depends
-        # on when that happens.
-        for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
+        # A username's latest failures, newest first.
+        self._login_failures.create_index([("key", 1), ("at", -1)], name="loginFailures_by_key")
+        # The server deletes a session, the hashes of its refresh tokens, and a failed
+        # login, once it has expired (a TTL index); every query also checks the expiry,
+        # so nothing depends on when that happens.
+        for collection in self._expiring_collections():
             try:
                 collection.create_index("expiresAt", expireAfterSeconds=0, name=f"{collection.name}_expire")
             except OperationFailure as exc:
@@ -63,6 +68,9 @@ class MongoAccounts:
                 if exc.code != NOT_IMPLEMENTED:
                     raise
                 collection.create_index("expiresAt", name=f"{collection.name}_by_expiry")
+
+    def _expiring_collections(self) -> tuple:
+        return self._sessions, self._refresh_tokens, self._spent_tokens, self._login_failures
 
     # -- sessions ----------------------------------------------------------------
     def _moment(self, seconds: float | None = None) -> datetime:
@@ -105,7 +113,7 @@ class MongoAccounts:
         if self._clock() < self._next_housekeeping:
             return
         self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
-        for collection in (self._sessions, self._refresh_tokens, self._spent_tokens):
+        for collection in self._expiring_collections():
             collection.delete_many({"expiresAt": {"$lte": self._moment()}})
         for user in self._users.find({"erasing": True}, {"_id": 1}):
             self._finish_erasure(user["_id"])
@@ -176,6 +184,20 @@ class MongoAccounts:
     def _session_from_document(document) -> dict:
         return {"id": str(document["_id"]), "userId": str(document["userId"]), "createdAt": document["createdAt"],
                 "lastUsedAt": document["lastUsedAt"], "expiresAt": utc_timestamp(document["expiresAt"].timestamp())}
+
+    # -- failed logins -------------------------------------------------------------
+    def record_login_failure(self, key, at, expires_at):
+        with self._errors_translated():
+            self._login_failures.insert_one({"key": key, "at": at, "expiresAt": self._moment(expires_at)})
+
+    def login_failures(self, key, limit):
+        with self._errors_translated():
+            found = self._login_failures.find({"key": key, "expiresAt": {"$gt": self._moment()}}, {"at": 1, "_id": 0})
+            return [document["at"] for document in found.sort("at", -1).limit(limit)]
+
+    def forget_login_failures(self, key):
+        with self._errors_translated():
+            self._login_failures.delete_many({"key": key})
 
     # -- erasure -------------------------------------------------------------------
     def erase_user(self, user_id):

@@ -1,12 +1,14 @@
-"""The SQLite store's account half: sessions, refresh tokens, and account erasure.
+"""The SQLite store's account half: sessions, refresh tokens, failed logins, and account erasure.
 
 `SQLiteAccounts` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
-connection pool (`_connection`, for reads), its writer (`_write`) and clock. Two tables:
+connection pool (`_connection`, for reads), its writer (`_write`) and clock. Three tables:
 
 - `sessions`: one row per login, alive until it expires or is ended (deleted). It
   carries the user's public fields, so authenticating a request reads one row.
 - `refresh_tokens`: the SHA-256 of every refresh token a session handed out. The row
   in `sessions` names the current one; a refresh is a compare-and-set on it.
+- `login_failures`: the time of each failed login, by a hash of the username: the log
+  the login back-off (web/backoff.py) works out its lock from, shared by every worker.
 
 An erasure first makes the account unusable, then deletes what it owned piece by
 piece; the store finishes an erasure a crash interrupted when it next opens.
@@ -42,6 +44,17 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_session ON refresh_tokens (session_id);
+
+-- One row per failed login (web/backoff.py reads a key's latest few), deleted once
+-- expires_at has passed, or all of a key's at a successful login. Times are seconds
+-- since the epoch.
+CREATE TABLE IF NOT EXISTS login_failures (
+    key        TEXT NOT NULL,
+    at         REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key, at);
+CREATE INDEX IF NOT EXISTS login_failures_by_expiry ON login_failures (expires_at);
 """
 
 # Expired sessions are deleted, and erasures a failure interrupted are finished, at
@@ -130,6 +143,24 @@ class SQLiteAccounts:
             rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND expires_at > ? "
                               "ORDER BY created_at DESC, id DESC", (user_id, self._clock())).fetchall()
         return [_session_from_row(row) for row in rows]
+
+    # -- failed logins -------------------------------------------------------------
+    def record_login_failure(self, key, at, expires_at):
+        def insert(db):
+            db.execute("INSERT INTO login_failures (key, at, expires_at) VALUES (?, ?, ?)", (key, at, expires_at))
+            # The expired rows of every key go in the same write: the table stays small.
+            db.execute("DELETE FROM login_failures WHERE expires_at <= ?", (at,))
+
+        self._write(insert)
+
+    def login_failures(self, key, limit):
+        with self._connection() as db:
+            return [row[0] for row in db.execute(
+                "SELECT at FROM login_failures WHERE key = ? AND expires_at > ? ORDER BY at DESC LIMIT ?",
+                (key, self._clock(), limit))]
+
+    def forget_login_failures(self, key):
+        self._write(lambda db: db.execute("DELETE FROM login_failures WHERE key = ?", (key,)))
 
     # -- erasure -------------------------------------------------------------------
     def erase_user(self, user_id):

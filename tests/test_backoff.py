@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from tests.support.clock import FakeClock
-from web.backoff import FailureBackoff
+from web.backoff import FailureBackoff, MemoryFailureLog
 
 
 
@@ -169,7 +169,7 @@ def test_memory_is_bounded_by_max_keys(clock):
     for number in range(1000):
         backoff.failed(f"user{number}")
     # The bound is about memory, so it is checked where the memory is.
-    assert len(backoff._failures) == 10
+    assert len(backoff.log._failures) == 10
     assert [backoff.wait(f"user{number}") for number in range(990, 1000)] == [1.0] * 10
     assert backoff.wait("user0") == 0.0
 
@@ -210,3 +210,44 @@ def test_many_threads_failing_one_key_count_exactly(clock):
     assert backoff.wait("alice") == 1.0
     backoff.failed("alice")
     assert backoff.wait("alice") == 2.0
+
+
+# -- the log shared by workers --------------------------------------------------------
+
+def test_two_backoffs_on_one_log_count_failures_together(clock):
+    # Two worker processes, each with its own FailureBackoff, over the one store.
+    log = MemoryFailureLog(max_keys=100, history=100)
+    first, second = backoff_with(clock, free_failures=2, log=log), backoff_with(clock, free_failures=2, log=log)
+    first.failed("alice")
+    second.failed("alice")              # the second failure, wherever it happened: lock 1 s
+    assert first.wait("alice") == second.wait("alice") == 1.0
+    first.succeeded("alice")
+    assert second.wait("alice") == 0.0
+
+
+def test_only_the_latest_history_failures_are_read(clock):
+    backoff = backoff_with(clock, free_failures=5, base_delay=1.0, max_delay=300.0)
+    assert backoff.history == 5 + 9 + 1   # 2 ** 9 = 512 s is past the 300 s cap
+    asked = []
+
+    class CountingLog(MemoryFailureLog):
+        def login_failures(self, key, limit):
+            asked.append(limit)
+            return super().login_failures(key, limit)
+
+    backoff.log = CountingLog(max_keys=10, history=1000)
+    fail(backoff, "alice", 40)
+    assert backoff.wait("alice") == 300.0 and asked == [backoff.history]
+
+
+def test_failures_just_under_forget_after_apart_keep_counting(clock):
+    # The slowest streak an attacker can keep up: the log must keep each failure for
+    # `keep_for`, the span of `history` such failures, or the count would fall back.
+    backoff = backoff_with(clock, free_failures=1, max_delay=300.0, forget_after=900.0)
+    locks = []
+    for _ in range(backoff.history):
+        backoff.failed("alice")
+        locks.append(backoff.wait("alice"))
+        clock.advance(899.0)
+    assert locks == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
+    assert backoff.keep_for >= backoff.history * 899.0

@@ -280,3 +280,49 @@ def test_expired_sessions_are_purged_so_the_table_does_not_grow(store, user, clo
     clock.advance(2 * 3600)  # past their expiry, and past the purge interval
     session_of(store, user, clock)
     assert stored_session_count(store) == 1
+
+
+# --- the failed-login log (web/backoff.py) ----------------------------------------------
+
+def test_login_failures_come_back_newest_first_and_at_most_limit(store, clock):
+    times = [clock() + offset for offset in (0.0, 1.5, 3.25, 7.0)]
+    for at in times:
+        store.record_login_failure("key-a", at, at + DAY)
+    store.record_login_failure("key-b", clock(), clock() + DAY)
+    assert store.login_failures("key-a", 10) == times[::-1]
+    assert store.login_failures("key-a", 2) == [times[3], times[2]]
+    assert store.login_failures("key-b", 10) == [clock()]
+    assert store.login_failures("key-c", 10) == []
+
+
+def test_forgetting_a_keys_failures_leaves_the_others(store, clock):
+    store.record_login_failure("key-a", clock(), clock() + DAY)
+    store.record_login_failure("key-b", clock(), clock() + DAY)
+    store.forget_login_failures("key-a")
+    assert store.login_failures("key-a", 10) == []
+    assert store.login_failures("key-b", 10) == [clock()]
+
+
+def test_an_expired_login_failure_is_not_returned(store, clock):
+    store.record_login_failure("key-a", clock(), clock() + 60)
+    store.record_login_failure("key-a", clock() + 1, clock() + 3600)
+    clock.advance(61)
+    assert store.login_failures("key-a", 10) == [clock() - 60]
+
+
+def test_login_failures_logged_on_many_threads_are_all_kept(store, clock):
+    # The log is insert-only, so racing failures (two workers at once) cannot lose one.
+    threads, per_thread = 8, 10
+    start = threading.Barrier(threads)
+
+    def fail_many(number):
+        start.wait(timeout=10)
+        for index in range(per_thread):
+            store.record_login_failure("key-a", clock() + number + index / 100, clock() + DAY)
+
+    workers = [threading.Thread(target=fail_many, args=(number,)) for number in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(store.login_failures("key-a", 1000)) == threads * per_thread
