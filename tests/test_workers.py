@@ -20,6 +20,8 @@ from urllib3.util.retry import Retry
 from tests.support.api import ApiClient
 from tests.support.deployment import PROCESS_EXIT, Deployment, until
 from tests.support.uploads import file_part, multipart
+from tests.support.records import PATIENT
+from tests.support.workers import request_on_worker, worker_of
 from tests.test_faults import begin_upload
 
 ACCESS_LINE = re.compile(r"\[(\d+)\] meditrack\.access ")
@@ -120,33 +122,102 @@ def serving_now(server) -> set[int]:
     return {int(found[1]) for found in recent}
 
 
-def test_sigterm_lets_uploads_in_flight_finish_and_exits_0(deployment):
+def test_sigterm_lets_uploads_in_flight_on_both_workers_finish_and_exits_0(deployment):
     server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="30")
+    workers = two_ready_workers(server)
     client = ApiClient(server.url).register_and_login()
     token = client.session.headers["Authorization"].removeprefix("Bearer ")
-    patient = client.post("/patients", json={"firstName": "Ada", "lastName": "Lovelace",
-                                             "dateOfBirth": "1815-12-10"}).json()
+    patient = client.post("/patients", json=PATIENT).json()
     body = multipart(file_part(b"%PDF-1.4 " + os.urandom(512 * 1024)))
-    # Each upload half sent, and being read by its worker (100 Continue), before the signal.
-    uploads = [begin_upload(server, token, patient["id"], body) for _ in range(6)]
+    # Each upload half sent, and being read by its worker (100 Continue), before the
+    # signal; uploads are begun until each worker is reading two of them.
+    uploads, per_worker = [], Counter()
+    while min(per_worker[pid] for pid in workers) < 2:
+        assert len(uploads) < 24, per_worker
+        uploads.append(begin_upload(server, token, patient["id"], body))
+        per_worker[worker_of(server, uploads[-1], workers)] += 1
     server.process.send_signal(signal.SIGTERM)
     statuses = []
     for connection in uploads:
         connection.send(body[len(body) // 2:])
         statuses.append(connection.read_response().status)
         connection.close()
-    assert statuses == [201] * 6
+    assert statuses == [201] * len(uploads), per_worker
     assert server.process.wait(timeout=PROCESS_EXIT + 30) == 0
+    # Every acknowledged upload is there for the next server.
+    again = ApiClient(deployment.start().url)
+    again.session.headers.update(client.session.headers)
+    assert len(again.get(f"/patients/{patient['id']}").json()["reports"]) == len(uploads)
 
 
-def test_a_session_ended_on_one_worker_is_refused_by_the_other_at_once(deployment):
+def two_ready_workers(server) -> list[int]:
+    assert until(lambda: len(ready_workers(server)) == 2, timeout=15), server.stderr_text()[-2000:]
+    return ready_workers(server)
+
+
+# -- what one worker ends, the other honours at once ------------------------------------
+
+USERNAME, PASSWORD = "worker-tester", "correct horse battery"
+
+
+def login_pair(server, username=USERNAME, password=PASSWORD) -> dict:
+    response = ApiClient(server.url).post("/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def two_workers(deployment):
+    """A server with two ready workers, their pids, and a registered USERNAME."""
     server = start_workers(deployment)
-    client = ApiClient(server.url).register_and_login()
-    assert client.post("/auth/logout").status_code == 204
-    # New connections land on either worker: every one of them must refuse the token.
-    for _ in range(20):
-        fresh = requests.get(server.url + "/auth/me", headers=dict(client.session.headers), timeout=5)
-        assert fresh.status_code == 401
+    workers = two_ready_workers(server)
+    assert ApiClient(server.url).post("/auth/register", json={"username": USERNAME, "password": PASSWORD}) \
+        .status_code == 201
+    return server, workers
+
+
+def test_a_logout_on_one_worker_is_honoured_by_the_other_at_once(two_workers):
+    server, (first, second) = two_workers
+    token = login_pair(server)["accessToken"]
+    assert request_on_worker(server, second, (first, second), "GET", "/auth/me", token=token).status == 200
+    assert request_on_worker(server, first, (first, second), "POST", "/auth/logout", token=token).status == 204
+    assert request_on_worker(server, second, (first, second), "GET", "/auth/me", token=token).status == 401
+
+
+def test_a_password_change_on_one_worker_ends_the_other_sessions_on_the_other(two_workers):
+    server, (first, second) = two_workers
+    kept, ended = login_pair(server)["accessToken"], login_pair(server)["accessToken"]
+    assert request_on_worker(server, second, (first, second), "GET", "/auth/me", token=ended).status == 200
+    change = {"currentPassword": PASSWORD, "newPassword": "tr0ub4dor & 3 staples"}
+    assert request_on_worker(server, first, (first, second), "PUT", "/auth/password", token=kept,
+                             body=change).status in (200, 204)
+    assert request_on_worker(server, second, (first, second), "GET", "/auth/me", token=ended).status == 401
+    assert request_on_worker(server, second, (first, second), "GET", "/auth/me", token=kept).status == 200
+    login = {"username": USERNAME, "password": PASSWORD}
+    assert request_on_worker(server, second, (first, second), "POST", "/auth/login", body=login).status == 401
+
+
+def test_an_erasure_on_one_worker_is_honoured_by_the_other_at_once(two_workers):
+    server, (first, second) = two_workers
+    token = login_pair(server)["accessToken"]
+    assert request_on_worker(server, first, (first, second), "DELETE", "/auth/me", token=token,
+                             body={"password": PASSWORD}).status == 204
+    assert request_on_worker(server, second, (first, second), "GET", "/auth/me", token=token).status == 401
+    login = {"username": USERNAME, "password": PASSWORD}
+    assert request_on_worker(server, second, (first, second), "POST", "/auth/login", body=login).status == 401
+
+
+def test_the_login_back_off_counts_failures_on_both_workers_together(two_workers):
+    # Five failures are free (web/backoff.py), then the name is locked for 1 s, 2 s ...
+    # Counted per worker, alternating would give ten free failures; counted together,
+    # the sixth attempt is refused (or the seventh, if the 1 s lock ran out before it).
+    server, workers = two_workers
+    wrong = {"username": USERNAME, "password": "not the password"}
+    statuses = []
+    while 429 not in statuses and len(statuses) < 12:
+        statuses.append(request_on_worker(server, workers[len(statuses) % 2], workers, "POST", "/auth/login",
+                                          body=wrong).status)
+    assert statuses[:5] == [401] * 5 and statuses[-1] == 429 and len(statuses) <= 7, statuses
 
 
 def test_a_client_gets_its_rate_limit_across_both_workers(deployment):
