@@ -1,13 +1,19 @@
 """The ceiling: the fastest a ThreadingHTTPServer handler can answer with our bytes.
 
-    python bench/ceiling.py PORT BODY_FILE
+    python bench/ceiling.py PORT BODY_FILE [PROCESSES]
 
 A bare `BaseHTTPRequestHandler` tuned the way MediTrack's server is (HTTP/1.1
 keep-alive, TCP_NODELAY, one write per response, no logging) that answers every GET
 with the same bytes a patient read returns — and does nothing else: no routing, no
 authentication, no store. Every MediTrack figure in `make bench` is a ratio to this.
+
+With PROCESSES > 1 it binds once and forks that many processes serving the one socket,
+as `--workers` does (web/prefork.py), so a workers row compares like with like.
 """
 
+import os
+import signal
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -40,6 +46,23 @@ class CeilingServer(ThreadingHTTPServer):
 
 if __name__ == "__main__":
     port, body_file = int(sys.argv[1]), sys.argv[2]
+    processes = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     with open(body_file, "rb") as file:
         CeilingHandler.body = file.read()
-    CeilingServer(("127.0.0.1", port), CeilingHandler).serve_forever()
+    server = CeilingServer(("127.0.0.1", port), CeilingHandler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.create_server(("127.0.0.1", port), backlog=CeilingServer.request_queue_size)
+    children = []
+    for _ in range(processes - 1):
+        child = os.fork()
+        if child == 0:
+            children = None  # a child serves; the parent forks the rest, then serves too
+            break
+        children.append(child)
+    if children:
+        def stop(signum, frame):  # the bench stops the parent: the children go with it
+            for child in children:
+                os.kill(child, signal.SIGTERM)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+    server.serve_forever()

@@ -17,7 +17,7 @@ from pathlib import Path
 import bcrypt
 import requests
 
-from bench.processes import process_figures, process_status
+from bench.processes import cpu_seconds, process_figures, process_status
 
 BENCH = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -26,12 +26,12 @@ PASSWORD = "bench password 1"
 
 
 def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: float = 4, env=None,
-        threads: int | None = None) -> dict:
+        threads: int | None = None, cpus: str | None = None) -> dict:
     """One wrk run: requests/s and latency percentiles (ms), non-2xx/3xx count. Two wrk
     threads unless `threads` says (a script that keeps state per connection needs one
-    thread per connection)."""
+    thread per connection); on the CPUs `cpus` names (taskset syntax) if given."""
     threads = threads or min(2, connections)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    command = (["taskset", "-c", cpus] if cpus else []) + ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     if script:
         command += ["-s", str(BENCH / script)]
     output = subprocess.run(command + [url], capture_output=True, text=True, env={**os.environ, **(env or {})},
@@ -45,16 +45,26 @@ def wrk(url: str, *, script: str | None = None, connections: int = 32, seconds: 
             "max": float(slowest[1]) * UNITS[slowest[2]], "non2xx": int(errors[1]) if errors else 0}
 
 
-def alternate(api_url, ceiling_url, *, rounds, seconds, script=None, env=None) -> dict:
-    """API and ceiling measured in turn, `rounds` times; medians of each."""
+def alternate(api_url, ceiling_url, *, rounds, seconds, script=None, env=None, cpus=None,
+              ceiling_script=None) -> dict:
+    """API and ceiling (or another reference) measured in turn, `rounds` times; medians of each."""
     api, ceiling = [], []
     for _ in range(rounds):
-        ceiling.append(wrk(ceiling_url, seconds=seconds))
-        api.append(wrk(api_url, script=script, seconds=seconds, env=env))
+        ceiling.append(wrk(ceiling_url, script=ceiling_script, seconds=seconds, env=env, cpus=cpus))
+        api.append(wrk(api_url, script=script, seconds=seconds, env=env, cpus=cpus))
     median = lambda runs, key: statistics.median(run[key] for run in runs)  # noqa: E731
     return {"rps": median(api, "rps"), "ceiling_rps": median(ceiling, "rps"), "p50": median(api, "p50"),
             "p99": median(api, "p99"), "max": max(run["max"] for run in api),
             "ratio": median(api, "rps") / median(ceiling, "rps"), "non2xx": sum(run["non2xx"] for run in api)}
+
+
+def cpu_per_request(url: str, pid: int, *, connections: int, seconds: float, script=None, env=None) -> dict:
+    """One wrk run, and the CPU time (user + system) the server process(es) spent per
+    request meanwhile, in microseconds."""
+    before = cpu_seconds(pid)
+    run = wrk(url, script=script, connections=connections, seconds=seconds, env=env)
+    spent = cpu_seconds(pid) - before
+    return {**run, "cpu_us": spent / (run["rps"] * seconds) * 1e6}
 
 
 def bcrypt_hashes_per_second(seconds: float = 3.0, threads: int = 2) -> float:

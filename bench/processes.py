@@ -43,3 +43,25 @@ def process_figures(pid: int) -> tuple[int, int]:
     """(threads, resident bytes) of a process, from /proc."""
     fields = process_status(pid)
     return int(fields["Threads"]), int(fields["VmRSS"].split()[0]) * 1024
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (a `--workers` parent and its workers), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(child) for child in children)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process and its children have used so far (proc(5):
+    fields 14 and 15 of /proc/<pid>/stat, in clock ticks)."""
+    total = 0
+    for member in family(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: str) -> None:
+    """Keep a process, its children and all their threads on `cpus` (taskset syntax)."""
+    for member in family(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(member)], check=True, capture_output=True)

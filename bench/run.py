@@ -13,6 +13,7 @@ can see at a glance which are met on this machine.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,11 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import (UNITS, MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  # noqa: E402
-                           loopback_copy_mb_per_second, multipart_body, rss_during_export, rss_during_uploads,
+                           cpu_per_request, loopback_copy_mb_per_second, multipart_body, rss_during_export, rss_during_uploads,
                            wait_for_port, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
 from bench.compare import side_by_side  # noqa: E402
+from bench.processes import pin  # noqa: E402
 from bench.soak import start_server  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -104,8 +106,13 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
             results["health"] = alternate(f"{url}/health", ceiling_url, rounds=rounds, seconds=seconds)
             results["get_patient"] = alternate(read, ceiling_url, rounds=rounds, seconds=seconds,
                                                script="bearer.lua", env=env)
-            results["list_patients"] = alternate(f"{url}/patients?limit=20", ceiling_url, rounds=rounds,
-                                                 seconds=seconds, script="bearer.lua", env=env)
+            # The list's own ceiling: the same 20 patients' bytes, served as the read's are.
+            list_bytes = requests.get(f"{url}/patients?limit=20", headers=headers, timeout=30).content
+            with ceiling_server(list_bytes) as (list_ceiling_url, _):
+                results["list_patients"] = alternate(f"{url}/patients?limit=20", list_ceiling_url, rounds=rounds,
+                                                     seconds=seconds, script="bearer.lua", env=env)
+            results["cpu_per_request"] = cpu_rows(url + read_path, process.pid, env, seconds)
+            results["workers"] = workers_rows(data_dir, environ, process.pid, url, read_path, env, rounds, seconds)
             results["create_patient"] = alternate(f"{url}/patients", ceiling_url, rounds=rounds, seconds=seconds,
                                                   script="create_patient.lua", env=env)
             results["conditional_put"] = conditional_puts(url, headers, env, rounds, seconds)
@@ -162,6 +169,66 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
             quiet, stormy = read_p99_during_storm(data_dir, {**environ, "MEDITRACK_AUTH_RATE_LIMIT": limit},
                                                   read_path, seconds)
             results[name] = {"p99_quiet": quiet, "p99_storm": stormy, "ratio": stormy / quiet}
+    return results
+
+
+@contextlib.contextmanager
+def ceiling_server(body: bytes, processes: int = 1):
+    """A ceiling (bench/ceiling.py) answering with `body`, in `processes` processes: its
+    URL and the parent's pid."""
+    with tempfile.NamedTemporaryFile(suffix=".body", delete=False) as body_file:
+        body_file.write(body)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    ceiling = subprocess.Popen([sys.executable, str(BENCH / "ceiling.py"), str(port), body_file.name, str(processes)])
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}/", ceiling.pid
+    finally:
+        ceiling.terminate()
+        ceiling.wait(timeout=10)
+        os.unlink(body_file.name)
+
+
+def cpu_rows(read_url: str, pid: int, env: dict, seconds: float) -> dict:
+    """CPU time per authenticated read at 1 and at 32 connections, MediTrack's and the
+    ceiling's: what a request costs, and what running 32 threads at once adds to it."""
+    body = requests.get(read_url, headers={"Authorization": f"Bearer {env['BENCH_TOKEN']}"}, timeout=30).content
+    rows = {}
+    with ceiling_server(body) as (ceiling_url, ceiling_pid):
+        for connections in (1, 32):
+            rows[str(connections)] = {
+                "api": cpu_per_request(read_url, pid, connections=connections, seconds=seconds,
+                                       script="bearer.lua", env=env),
+                "ceiling": cpu_per_request(ceiling_url, ceiling_pid, connections=connections, seconds=seconds)}
+    return rows
+
+
+def workers_rows(data_dir: Path, environ: dict, single: int, url: str, read_path: str, env: dict, rounds: int,
+                 seconds: float) -> dict:
+    """The authenticated read with --workers 2 against --workers 1 (process `single`, at
+    `url`), and the ceiling in 2 processes against 1, each pair measured in turn. Twice:
+    with wrk and the servers sharing every core, then with wrk pinned to CPU 0 and the
+    servers to the others, so that wrk's own CPU time is not taken from the servers."""
+    cores = os.cpu_count() or 1
+    two, two_url = start_server(data_dir, {**environ, "MEDITRACK_WORKERS": "2"})
+    body = requests.get(url + read_path, headers={"Authorization": f"Bearer {env['BENCH_TOKEN']}"}, timeout=30).content
+    results = {"cores": cores}
+    try:
+        with ceiling_server(body) as (one_ceiling, one_pid), ceiling_server(body, 2) as (two_ceiling, two_pid):
+            layouts = {"shared": None, "pinned": "0"} if cores >= 2 else {"shared": None}
+            for layout, wrk_cpus in layouts.items():
+                if wrk_cpus is not None:
+                    for pid in (single, two.pid, one_pid, two_pid):
+                        pin(pid, f"1-{cores - 1}")
+                results[layout] = {
+                    "read": alternate(two_url + read_path, url + read_path, rounds=rounds, seconds=seconds,
+                                      script="bearer.lua", ceiling_script="bearer.lua", env=env, cpus=wrk_cpus),
+                    "ceiling": alternate(two_ceiling, one_ceiling, rounds=rounds, seconds=seconds, cpus=wrk_cpus)}
+            pin(single, f"0-{cores - 1}")  # the single server goes on with the rest of the bench
+    finally:
+        two.terminate()
+        two.wait(timeout=30)
     return results
 
 
@@ -242,10 +309,13 @@ def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict
             env = {"BENCH_TOKEN": login(url, USER)}
             headers = {"Authorization": f"Bearer {env['BENCH_TOKEN']}"}
             patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
+            list_bytes = requests.get(f"{url}/patients?limit=20", headers=headers, timeout=30).content
+            with ceiling_server(list_bytes) as (list_ceiling_url, _):
+                lists = alternate(f"{url}/patients?limit=20", list_ceiling_url, rounds=rounds, seconds=seconds,
+                                  script="bearer.lua", env=env)
             return {"get_patient": alternate(f"{url}/patients/{patient['id']}", ceiling_url, rounds=rounds,
                                              seconds=seconds, script="bearer.lua", env=env),
-                    "list_patients": alternate(f"{url}/patients?limit=20", ceiling_url, rounds=rounds,
-                                               seconds=seconds, script="bearer.lua", env=env),
+                    "list_patients": lists,
                     "conditional_put": conditional_puts(url, headers, env, rounds, seconds)}
         finally:
             process.terminate()
@@ -266,7 +336,19 @@ def print_table(results: dict) -> None:
 
     versus("GET /health", "health")
     versus("GET /patients/{id}", "get_patient", "≥ 0.50, p99 ≤ 25 ms")
-    versus("GET /patients?limit=20", "list_patients", "≥ 0.35")
+    versus("GET /patients?limit=20", "list_patients", "≥ 0.50")
+    for connections, row in embedded["cpu_per_request"].items():
+        rows.append((f"CPU per GET /patients/{{id}}, {connections} connection{'s' * (connections != '1')}",
+                     f"{row['api']['cpu_us']:.0f} µs", f"{row['ceiling']['cpu_us']:.0f} µs",
+                     f"{row['api']['cpu_us'] / row['ceiling']['cpu_us']:.1f}",
+                     f"user + system time of the server per request; {row['api']['rps']:,.0f}/s", ""))
+    workers = embedded["workers"]
+    for layout, label in (("shared", "wrk and servers share the cores"), ("pinned", "wrk on CPU 0, servers on the rest")):
+        if layout in workers:
+            for key, name in (("read", "GET /patients/{id}, --workers 2 vs 1"), ("ceiling", "ceiling, 2 processes vs 1")):
+                row = workers[layout][key]
+                rows.append((name, f"{row['rps']:,.0f}/s", f"{row['ceiling_rps']:,.0f}/s", f"{row['ratio']:.2f}",
+                             f"{label} ({workers['cores']} cores); p99 {row['p99']:.1f} ms", ""))
     versus("POST /patients", "create_patient", "p99 ≤ 25 ms, max ≤ 100 ms", slowest=True)
     two = embedded["two_processes"]
     rows.append(("POST /patients, two processes on one file", f"{two['rps']:,.0f}/s", "", "",
@@ -324,23 +406,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds and a smaller large owner")
     arguments = parser.parse_args()
     rounds, seconds, huge = (1, 2, 10_000) if arguments.quick else (3, 4, 100_000)
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as body_file:
-        body_file.write(patient_read_bytes())
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
     results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
-    ceiling = subprocess.Popen([sys.executable, str(BENCH / "ceiling.py"), str(port), body_file.name])
-    try:
-        wait_for_port(port)
-        ceiling_url = f"http://127.0.0.1:{port}/"
+    with ceiling_server(patient_read_bytes()) as (ceiling_url, _):
         results["sqlite"] = run_embedded(ceiling_url, rounds, seconds, huge)
         results["audit_baseline"] = run_against_baseline(rounds + 1, seconds)
         if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
             results["mongodb"] = run_mongodb(ceiling_url, os.environ["MEDITRACK_TEST_MONGODB_URI"], rounds, seconds)
-    finally:
-        ceiling.terminate()
-        ceiling.wait(timeout=10)
-        os.unlink(body_file.name)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     print(f"\n(full results in {RESULTS.relative_to(ROOT)})")
