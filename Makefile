@@ -55,10 +55,13 @@ $(BROWSER_VENV)/.installed: requirements.txt requirements-dev.txt tests/browser/
 		-r requirements-dev.txt -r tests/browser/requirements.txt
 	touch $@
 
-# Sustained mixed load, DURATION seconds on each store, then a check that nothing was lost.
+# Sustained mixed load, DURATION seconds on each store, one process and then two workers,
+# then a check that nothing was lost.
 soak: $(VENV)/.dev
 	$(PY) bench/soak.py --duration $(DURATION)
+	$(PY) bench/soak.py --duration $(DURATION) --workers 2
 	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION)
+	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION) --workers 2
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

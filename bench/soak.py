@@ -1,6 +1,6 @@
 """Sustained mixed load against a real MediTrack process, then a check that nothing was lost.
 
-    python bench/soak.py --duration 60
+    python bench/soak.py --duration 60 [--workers 2]
 
 starts `python meditrack.py` (on MongoDB when MEDITRACK_TEST_MONGODB_URI is set, else
 on SQLite in a temporary directory), and for the given number of seconds drives it
@@ -13,7 +13,8 @@ and deliberately bad requests. It passes when
   an upload made, which its answer does not give; reports by SHA-256), and deleted
   ones are gone; half of the edits name the version they change (If-Match), and no
   edit is refused;
-- the server's thread count and resident memory are flat after the warm-up (the first
+- the server's thread count and resident memory (with --workers, its processes'
+  together) are flat after the warm-up (the first
   fifth of the run, at least 3 s): threads never exceed their warm-up peak by more than 2, and RSS
   grows by at most RSS_GROWTH_LIMIT.
 
@@ -39,7 +40,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the project importable
 
-from bench.processes import launch_meditrack, process_figures  # noqa: E402
+from bench.processes import family, launch_meditrack, process_figures  # noqa: E402
 
 WORKERS = 8
 RSS_GROWTH_LIMIT = 24 * 1024 * 1024
@@ -187,8 +188,15 @@ class Worker(threading.Thread):
         return problems
 
 
-def soak(duration: float) -> bool:
-    environ = {"MEDITRACK_BCRYPT_ROUNDS": "6", "MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0"}
+def family_figures(pid: int) -> tuple[int, int]:
+    """(threads, resident bytes) of the server: with workers, of the parent and every worker."""
+    figures = [process_figures(member) for member in family(pid)]
+    return sum(threads for threads, _ in figures), sum(rss for _, rss in figures)
+
+
+def soak(duration: float, server_workers: int = 1) -> bool:
+    environ = {"MEDITRACK_BCRYPT_ROUNDS": "6", "MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0",
+               "MEDITRACK_WORKERS": str(server_workers)}
     if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
         environ["MONGODB_URI"] = os.environ["MEDITRACK_TEST_MONGODB_URI"].rstrip("/") + f"/soak_{secrets.token_hex(4)}"
     store = "mongodb" if "MONGODB_URI" in environ else "sqlite"
@@ -201,7 +209,7 @@ def soak(duration: float) -> bool:
                 worker.start()
             samples = []  # (seconds since start, threads, rss)
             while any(worker.is_alive() for worker in workers):
-                samples.append((time.monotonic() - started, *process_figures(process.pid)))
+                samples.append((time.monotonic() - started, *family_figures(process.pid)))
                 for worker in workers:
                     worker.join(timeout=1.0 / len(workers))  # about one sample a second
             problems = [problem for worker in workers for problem in worker.failures + worker.verify()]
@@ -230,7 +238,8 @@ def soak(duration: float) -> bool:
         problems.append(f"RSS grew after warm-up by {(rss_peak_after - rss_warm) / 2**20:.1f} MiB")
 
     total = sum(statuses.values())
-    print(f"soak on {store}: {duration:.0f} s, {WORKERS} clients, {total} requests ({total / duration:.0f}/s)")
+    print(f"soak on {store} with {server_workers} server worker{'s' * (server_workers > 1)}: {duration:.0f} s, "
+          f"{WORKERS} clients, {total} requests ({total / duration:.0f}/s)")
     print("  statuses: " + ", ".join(f"{status}×{count}" for status, count in sorted(statuses.items())))
     print(f"  acknowledged writes checked at the end: {acknowledged} (patients, reports, deletions)")
     print(f"  server threads: warm-up peak {thread_peak_warm}, afterwards peak {thread_peak_after}")
@@ -244,4 +253,6 @@ def soak(duration: float) -> bool:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
-    sys.exit(0 if soak(parser.parse_args().duration) else 1)
+    parser.add_argument("--workers", type=int, default=1, help="the server's --workers (default 1)")
+    arguments = parser.parse_args()
+    sys.exit(0 if soak(arguments.duration, arguments.workers) else 1)
