@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-mongo test-fhir conformance test-browser soak bench clean
+.PHONY: run test test-mongo test-fhir conformance test-browser soak bench profile clean
 
 DURATION ?= 60
 
@@ -78,6 +78,18 @@ bench: $(VENV)/.dev
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
 	$(PY) tests/ferretdb.py -- $(PY) bench/run.py
+
+# Where a request's time goes: py-spy samples the server while wrk drives it (not in CI).
+PROFILE_VENV := $(HOME)/.cache/meditrack/profile-venv
+REQUEST ?= read
+CONNECTIONS ?= 32
+profile: $(VENV)/.dev $(PROFILE_VENV)/.installed
+	$(PY) bench/profile.py --py-spy $(PROFILE_VENV)/bin/py-spy --request $(REQUEST) --connections $(CONNECTIONS)
+
+$(PROFILE_VENV)/.installed: bench/profile-requirements.txt
+	$(PYTHON) -m venv $(PROFILE_VENV)
+	$(PROFILE_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/profile-requirements.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) data

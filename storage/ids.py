@@ -17,11 +17,23 @@ import re
 import threading
 import time
 
-_PROCESS_RANDOM = os.urandom(5)
-_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 # NOTE: next() on itertools.count is atomic under the GIL, but a lock keeps the
 # guarantee explicit and independent of interpreter details.
 _counter_lock = threading.Lock()
+
+
+def _new_process() -> None:
+    global _PROCESS_RANDOM, _counter
+    _PROCESS_RANDOM = os.urandom(5)
+    _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+_new_process()
+# NOTE: "once per process" includes a forked one. A `--workers` child (web/prefork.py)
+# starts with a copy of its parent's memory, random bytes and counter included: without
+# this, two workers made the same ids in the same second (found by `make soak` with
+# two workers: a new patient refused as a duplicate, and two audit chains with one id).
+os.register_at_fork(after_in_child=_new_process)
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 

@@ -1,5 +1,7 @@
 """Tests for storage/ids.py: ObjectId-shaped ids (4 bytes time, 5 random, 3 counter) and their check."""
 
+import json
+import os
 import re
 import threading
 
@@ -83,3 +85,27 @@ def test_is_object_id_refuses_anything_else(text):
 @pytest.mark.parametrize("value", [None, 0x0123456789ABCDEF, b"0" * 24, ["0" * 24], 1.5])
 def test_is_object_id_refuses_non_strings(value):
     assert is_object_id(value) is False
+
+
+def test_forked_children_make_ids_of_their_own():
+    # Two `--workers` children of one parent, at the same second: their 5 random bytes
+    # (and so their ids) must differ from each other's and from the parent's.
+    def ids_of_a_child() -> set[str]:
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.write(write, json.dumps([new_id(lambda: 1_700_000_000) for _ in range(100)]).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as reader:
+            made = set(json.loads(reader.read()))
+        os.waitpid(child, 0)
+        return made
+
+    first, second = ids_of_a_child(), ids_of_a_child()
+    parent = {new_id(lambda: 1_700_000_000) for _ in range(100)}
+    assert len(first) == len(second) == 100
+    assert not first & second and not first & parent and not second & parent
+    assert len({made[8:18] for made in first | second | parent}) == 3  # one random part per process

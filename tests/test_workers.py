@@ -22,6 +22,7 @@ from tests.support.deployment import PROCESS_EXIT, Deployment, until
 from tests.support.uploads import file_part, multipart
 from tests.support.records import PATIENT
 from tests.support.workers import request_on_worker, worker_of
+from tests.test_audit_faults import verify_audit
 from tests.test_faults import begin_upload
 
 ACCESS_LINE = re.compile(r"\[(\d+)\] meditrack\.access ")
@@ -150,9 +151,46 @@ def test_sigterm_lets_uploads_in_flight_on_both_workers_finish_and_exits_0(deplo
     assert len(again.get(f"/patients/{patient['id']}").json()["reports"]) == len(uploads)
 
 
+def test_sigterm_stops_idle_workers_at_once(deployment):
+    # A connection wakes every idle worker and one accepts it. Once a worker lost that
+    # race while blocked in accept() and never heard the SIGTERM: it was killed when
+    # the grace period ran out (web/prefork.py: the socket is non-blocking now).
+    server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="60")
+    two_ready_workers(server)
+    for _ in range(10):
+        assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=PROCESS_EXIT) == 0  # long before 60 s
+    assert not any("did not stop in time" in line for line in list(server.log))
+
+
 def two_ready_workers(server) -> list[int]:
     assert until(lambda: len(ready_workers(server)) == 2, timeout=15), server.stderr_text()[-2000:]
     return ready_workers(server)
+
+
+def test_both_workers_write_at_once_each_with_its_own_ids_and_audit_chain(deployment):
+    # Forked from one parent, the workers must still make ids of their own: with the
+    # parent's copy of storage/ids.py's random bytes, creates at the same second on
+    # both collided (409), and both workers wrote one audit chain with one id.
+    server = start_workers(deployment)
+    workers = two_ready_workers(server)
+    client = ApiClient(server.url).register_and_login()
+    token = client.session.headers["Authorization"].removeprefix("Bearer ")
+
+    def create_on(pid):
+        return [request_on_worker(server, pid, workers, "POST", "/patients", token=token, body=PATIENT).status
+                for _ in range(15)]
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = [status for answers in pool.map(create_on, workers) for status in answers]
+    assert statuses == [201] * 30
+    assert len(client.get("/patients?limit=100").json()["items"]) == 30
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=PROCESS_EXIT) == 0
+    verified = verify_audit(deployment)
+    assert verified.returncode == 0, verified.stderr
+    assert "in 2 chains" in verified.stdout, verified.stdout
 
 
 # -- what one worker ends, the other honours at once ------------------------------------
