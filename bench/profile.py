@@ -18,7 +18,6 @@ product's or the tests' requirements.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
