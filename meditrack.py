@@ -11,6 +11,7 @@ It serves HTTP/1.1 until SIGTERM or Ctrl-C. A bad setting stops start-up with on
 line that names it.
 """
 
+import dataclasses
 import logging
 import os
 import signal
@@ -228,6 +229,14 @@ def serve(settings: Settings, server: MediTrackServer, store: Store, audit_write
 def serve_with_workers(settings: Settings) -> int:
     """`--workers N`: bind here, then fork N workers that serve the socket (web/prefork.py).
     Each opens its own store: connections to a database are never shared across a fork."""
+    # Opened once here first, then closed before any fork (no database connection may
+    # cross one): a store that cannot open stops start-up as it does for one process,
+    # rather than as workers dying one after another; its start-up work (schema changes,
+    # the sweep, back-fills) is done before any worker serves; and a new data directory
+    # gets its JWT key file here, not from two workers racing to write it.
+    open_store(settings.data_dir, settings.mongodb_uri).close()
+    if settings.jwt_secret is None:
+        settings = dataclasses.replace(settings, jwt_secret=load_or_create_secret(settings.data_dir))
     listener = socket.create_server((settings.host, settings.port), backlog=MediTrackServer.request_queue_size)
     # Made before the fork, so every worker counts in the same buckets: a client gets
     # its limit once, whichever worker its connections land on.

@@ -82,7 +82,7 @@ def _public_url(name: str, text: str) -> str | None:
 def _workers(name: str, text: str) -> int:
     """A number of worker processes, or "auto": one per CPU."""
     if text == "auto":
-        return os.cpu_count() or 1
+        return len(os.sched_getaffinity(0))  # the cores this process may use (taskset, containers)
     return _integer(name, text, 1, 256)
 
 

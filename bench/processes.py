@@ -5,7 +5,8 @@ use it too; the tests import it from here.
 
 A process started here listens on a free port (MEDITRACK_PORT=0); the first line it
 writes to stderr names its URL, so reading that line both waits until it listens and
-says where. stderr stays a pipe: the caller reads it, or drains it so that the access
+says where (with workers, a line the parent logs while it opens the store may come
+first). stderr stays a pipe: the caller reads it, or drains it so that the access
 log never fills the pipe and blocks the server.
 """
 
@@ -25,12 +26,15 @@ def launch_meditrack(data_dir: Path, environ: dict | None = None, *, root: Path 
     environment = {**os.environ, **(environ or {}), "MEDITRACK_PORT": "0", "MEDITRACK_DATA_DIR": str(data_dir)}
     process = subprocess.Popen([sys.executable, "meditrack.py"], cwd=root, env=environment,
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    banner = process.stderr.readline()  # blocks until the server listens (or has failed)
-    found = BANNER_URL.search(banner)
-    if not found:
+    # Blocks until the server listens (or has failed). With workers, the parent's
+    # opening of the store may log a line or two first.
+    before = []
+    while (line := process.stderr.readline()) and not (found := BANNER_URL.search(line)):
+        before.append(line)
+    if not line:
         process.kill()
         process.wait(timeout=30)
-        raise RuntimeError(f"MediTrack did not start: {banner}{process.stderr.read()}")
+        raise RuntimeError(f"MediTrack did not start: {''.join(before)}")
     return process, found[0]
 
 

@@ -12,6 +12,7 @@ argument (bound when the route table is built), so its dependencies are in plain
 """
 
 import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -86,10 +87,11 @@ class Accounts:
         against the username); 429 while the username is locked by the back-off.
         An existing user's id is left in `facts` for the audit trail, right password or
         wrong; an unknown username leaves nothing (and is never recorded)."""
-        # NOTE: the store logs failures under a hash of the name, not the name itself:
+        # NOTE: the store logs failures under an HMAC of the name, not the name itself:
         # failed logins are where mistyped names, and passwords typed into the name
-        # field, turn up, and the log keeps them for hours.
-        key = hashlib.sha256(username.lower().encode()).hexdigest()
+        # field, turn up, and the log keeps them for hours. Keyed with the server's
+        # secret, unlike a plain hash, so a dictionary cannot turn them back.
+        key = hmac.new(self.jwt_key, username.lower().encode(), hashlib.sha256).hexdigest()
         user = self.store.find_user(username)
         if user is not None and facts is not None:
             # The audit event names whose password was tried, so the owner of a locked

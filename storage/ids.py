@@ -19,11 +19,9 @@ import time
 
 # NOTE: next() on itertools.count is atomic under the GIL, but a lock keeps the
 # guarantee explicit and independent of interpreter details.
-_counter_lock = threading.Lock()
-
-
 def _new_process() -> None:
-    global _PROCESS_RANDOM, _counter
+    global _PROCESS_RANDOM, _counter, _counter_lock
+    _counter_lock = threading.Lock()  # a thread of the parent may have held it at the fork
     _PROCESS_RANDOM = os.urandom(5)
     _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 

@@ -23,6 +23,18 @@ REPORT_COLUMNS = "id, filename, content_type, size, sha256, sha1, description, u
 REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "sha1", "description", "uploadedAt")
 
 
+# A leftover must be at least this old (seconds) before a start-up sweep removes it.
+SWEEP_MIN_AGE = 600
+
+
+def _modified(path) -> float:
+    """When the file was last written (seconds since the epoch); +inf if it has gone."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 class SQLiteReports:
     def report_writer(self):
         return SQLiteReportWriter(self)
@@ -75,14 +87,22 @@ class SQLiteReports:
         return temp | {path.name for path in self.reports_dir.iterdir() if path.is_file()}
 
     def _sweep_report_files(self) -> None:
-        """Remove what an interrupted upload or delete can leave: temp files, and
-        files that no report row names. Runs at start-up, before any upload."""
+        """Remove what an interrupted upload or delete can leave: temp files, and files
+        that no report row names, once they are older than SWEEP_MIN_AGE. Runs at
+        start-up.
+
+        NOTE: the age matters. Another process may be serving the same directory (a
+        `--workers` sibling that is being replaced, or a second instance): its upload
+        in progress has a temp file, or a file renamed into place whose row is about to
+        commit. Young files are left for the next start-up's sweep."""
+        cutoff = self._clock() - SWEEP_MIN_AGE
         for leftover in self.temp_dir.iterdir():
-            leftover.unlink(missing_ok=True)
+            if _modified(leftover) < cutoff:
+                leftover.unlink(missing_ok=True)
         with self._connection() as db:
             known = {row[0] for row in db.execute("SELECT id FROM reports")}
         for path in self.reports_dir.iterdir():
-            if path.is_file() and path.name not in known:
+            if path.is_file() and path.name not in known and _modified(path) < cutoff:
                 path.unlink(missing_ok=True)
 
     def _add_missing_sha1(self) -> None:

@@ -81,7 +81,7 @@ VALID_ENVIRONMENT = [
      frozenset({"https://app.example.org", "http://127.0.0.1:5173"})),
     ("MEDITRACK_CORS_ORIGINS", "", "cors_origins", frozenset()),
     ("MEDITRACK_WORKERS", "2", "workers", 2),
-    ("MEDITRACK_WORKERS", "auto", "workers", os.cpu_count() or 1),
+    ("MEDITRACK_WORKERS", "auto", "workers", len(os.sched_getaffinity(0))),
 ]
 
 

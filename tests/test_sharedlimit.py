@@ -2,12 +2,13 @@
 in shared memory, the same rule as web/ratelimit.py's, counted across forks and threads."""
 
 import os
+import signal
 import threading
 
 import pytest
 
 from tests.support.clock import FakeClock
-from web.sharedlimit import SharedRateLimiter
+from web.sharedlimit import ProcessSharedLock, SharedRateLimiter
 
 
 def test_a_client_gets_its_burst_then_waits_for_the_next_token():
@@ -36,9 +37,11 @@ def test_processes_forked_after_it_share_one_bucket_per_client():
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
-            allowed = sum(limiter.check("203.0.113.7") == 0.0 for _ in range(30))
-            os.write(write, str(allowed).encode())
-            os._exit(0)
+            try:
+                allowed = sum(limiter.check("203.0.113.7") == 0.0 for _ in range(30))
+                os.write(write, str(allowed).encode())
+            finally:
+                os._exit(0)  # never back into pytest in a forked child
         os.close(write)
         readers.append((pid, read))
     counts = []
@@ -74,3 +77,41 @@ def test_a_full_table_forgets_the_least_recently_seen_client_and_grants_it_a_fre
     clock.advance(1.0)
     assert limiter.check("newcomer") == 0.0         # takes the slot of the oldest...
     assert limiter.check("client-0") == 0.0         # ...which is forgotten: a full bucket again
+
+
+def test_a_worker_killed_while_it_holds_the_lock_does_not_stop_the_others():
+    # kill -9 in the middle of a check: with a lock in shared memory, every other
+    # worker would wait for it forever. The kernel releases a record lock.
+    limiter = SharedRateLimiter(10, 1000.0, clock=lambda: 5.0)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with limiter._lock:
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    answered = []
+    checker = threading.Thread(target=lambda: answered.append(limiter.check("a")), daemon=True)
+    checker.start()
+    checker.join(timeout=10)
+    assert answered == [0.0], "the lock a killed process held is still held"
+
+
+def test_the_lock_excludes_the_threads_of_one_process():
+    lock, inside, most = ProcessSharedLock(), [0], [0]
+
+    def enter_many():
+        for _ in range(2000):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=enter_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert most[0] == 1

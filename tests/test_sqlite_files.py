@@ -2,6 +2,7 @@
 orphaned), and which store error each failed SQL constraint becomes."""
 
 import sqlite3
+import time
 
 import pytest
 
@@ -9,6 +10,7 @@ from storage import sqlite as sqlite_store
 from storage.errors import Conflict, NotFound
 from storage.ids import new_id
 from storage.sqlite import SQLiteStore
+from storage.sqlite_reports import SWEEP_MIN_AGE
 from tests.support.records import PATIENT, write_report
 
 
@@ -32,7 +34,13 @@ def test_start_up_sweeps_temp_files_and_files_no_row_names(tmp_path):
     # whose row was never committed.
     (store.temp_dir / "interrupted.part").write_bytes(b"%PDF-half")
     (store.reports_dir / "0123456789abcdef01234567").write_bytes(b"%PDF-orphan")
-    reopened = SQLiteStore(tmp_path)
+    # Younger than SWEEP_MIN_AGE they may be another process's upload in progress: kept.
+    young = SQLiteStore(tmp_path)
+    assert files_in(young.reports_dir) == {report["id"], "0123456789abcdef01234567"}
+    assert files_in(young.temp_dir) == {"interrupted.part"}
+    young.close()
+    later = time.time() + SWEEP_MIN_AGE + 1
+    reopened = SQLiteStore(tmp_path, clock=lambda: later)
     assert files_in(reopened.reports_dir) == {report["id"]}
     assert files_in(reopened.temp_dir) == set()
     assert reopened.get_patient(patient["id"])["reports"] == [report]

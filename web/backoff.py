@@ -55,15 +55,18 @@ class FailureBackoff:
         # Enough failures to reach max_delay, plus one: older ones cannot change the lock.
         self.history = free_failures + max(0, math.ceil(math.log2(max_delay / base_delay))) + 1
         # A failure matters while it is among the latest `history` of a streak, whose
-        # failures are at most this far apart: after that the log may drop it.
-        self.keep_for = self.history * max(forget_after, max_delay)
+        # failures are at most this far apart: after that the log may drop it (one gap
+        # more, for clocks that differ between the processes sharing the log).
+        self.keep_for = (self.history + 1) * max(forget_after, max_delay)
         self.log = log if log is not None else MemoryFailureLog(max_keys=max_keys, history=self.history)
 
     def wait(self, key: str) -> float:
         """Seconds until `key` may try again; 0.0 when it may try now."""
         now = self._clock()
         _, locked_until = self.replay(self.log.login_failures(key, self.history))
-        return max(0.0, locked_until - now)
+        # Never more than max_delay, even when the clock went back, or another machine's
+        # clock sharing the log runs ahead.
+        return min(self.max_delay, max(0.0, locked_until - now))
 
     def failed(self, key: str) -> None:
         now = self._clock()

@@ -15,13 +15,16 @@ processes share, and the one here:
   `YOUNG_DEATH` seconds of starting: a bad setting, the database down) the next one
   waits longer each time (0.5 s, 1 s, 2 s … 30 s), so a crash loop does not spin a core.
 - **SIGTERM or SIGINT: drain.** Each worker gets SIGTERM, stops accepting and finishes
-  the requests it has within the grace period (web/server.py's drain); a worker still
-  there after it is killed. The parent exits 0 once all are gone.
+  the requests it has within the grace period (web/server.py's drain); one still
+  running 5 s after that is killed. The parent exits 0 once all are gone.
 - **SIGHUP: a graceful reload.** Workers are replaced one at a time: a new one is
   started and reports ready (it opened its store) before an old one is told to drain.
-  The socket stays open in the parent throughout, so no connection is refused.
+  The socket stays open in the parent throughout, so no connection is refused. The new
+  workers are forks of the same parent: they get fresh processes (memory, connections),
+  not new code or settings, which take a restart.
 
-The parent itself never serves and holds nothing a worker uses but the socket: each
+The parent itself never serves. What it made before forking, the workers share: the
+socket, and what the caller made for them (meditrack.py: the rate-limit table). Each
 worker opens its own store after the fork (a database connection must not be shared by
 two processes). Signals reach the parent's loop through `signal.set_wakeup_fd`, a pipe
 its `select` waits on, so a handler does nothing but note the signal.
@@ -40,6 +43,7 @@ log = logging.getLogger("meditrack.workers")
 YOUNG_DEATH = 5.0       # a worker that dies sooner than this after starting died young
 MAX_RESTART_DELAY = 30.0
 READY_TIMEOUT = 30.0    # seconds a new worker may take to open its store on a reload
+SUPERVISED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 
 class Supervisor:
@@ -64,25 +68,40 @@ class Supervisor:
         self.clock = clock
         self.children: dict[int, float] = {}  # pid → when it started
         self.young_deaths = 0                 # in a row
-        self.pending: list[int] = []          # signals noted by the handlers, not acted on yet
+        self.wakeup: tuple[int, int] = (-1, -1)  # the pipe the signal handlers write to (run)
 
     # -- the children -----------------------------------------------------------------
     def spawn(self) -> tuple[int, int]:
         """Fork one worker; its pid and the read end of the pipe it reports ready on."""
         ready_read, ready_write = os.pipe()
-        pid = os.fork()
+        # NOTE: the supervised signals wait (blocked) while the child is made. Until it
+        # has its own handlers, one sent to it would run the parent's and write to the
+        # parent's wakeup pipe: a SIGTERM meant for one new worker would stop them all.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED)
+            raise
         if pid == 0:  # the child: serve, then leave without running the parent's cleanup
             status = 1
             try:
                 os.close(ready_read)
-                for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(number, signal.SIG_DFL)  # serve() installs its own
                 signal.set_wakeup_fd(-1)
+                for fd in self.wakeup:
+                    os.close(fd)
+                for number in SUPERVISED:
+                    signal.signal(number, signal.SIG_DFL)  # serve() installs its own for SIGTERM, SIGINT
+                # A hang-up of the terminal, or SIGHUP sent to the whole process group,
+                # is the parent's to act on (a reload), never a worker's death.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED)
                 status = self.serve(self.listener, lambda: _report_ready(ready_write))
             except BaseException:  # noqa: BLE001 — whatever happened, the child must not return into the parent's loop
                 log.exception("worker %d failed", os.getpid())
             finally:
                 os._exit(status)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED)
         os.close(ready_write)
         self.children[pid] = self.clock()
         log.info("worker %d started", pid)
@@ -110,10 +129,10 @@ class Supervisor:
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT has drained every worker; the exit status."""
-        wakeup_read, wakeup_write = os.pipe()
+        self.wakeup = wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
         signal.set_wakeup_fd(wakeup_write)
-        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for number in SUPERVISED:
             signal.signal(number, lambda signum, frame: None)  # the wakeup fd carries the number
         for _ in range(self.size):
             os.close(self.spawn()[1])
@@ -142,7 +161,8 @@ class Supervisor:
             waited = _wait_ready(ready, READY_TIMEOUT)
             os.close(ready)
             if not waited:
-                log.error("worker %d did not become ready; keeping worker %d", new, old)
+                log.error("worker %d did not become ready: killed; keeping worker %d", new, old)
+                os.kill(new, signal.SIGKILL)  # it serves no one yet; reap() collects it
                 continue
             self._stop(old)
 

@@ -27,18 +27,24 @@ forgotten client starts again with a full bucket, so the bound costs a burst, ne
 wrong refusal). The arithmetic is the token bucket's, with time from CLOCK_MONOTONIC,
 which every process on the machine reads alike.
 
-NOTE: one lock for the whole table, a `multiprocessing.Lock` (a POSIX semaphore in the
-shared mapping's spirit: made before the fork, it is the same lock in every worker and
-every thread). Refill-and-take must be one step, or two workers could both spend the
-last token. A check holds it for a microsecond or two.
+NOTE: one lock for the whole table (`ProcessSharedLock`): refill-and-take must be one
+step, or two workers could both spend the last token. A check holds it for a few
+microseconds. It is two locks in one: a `threading.Lock` for the threads of a process,
+and a POSIX record lock (`fcntl.lockf`) on a file made before the fork for the
+processes. Not `multiprocessing.Lock`, a semaphore in shared memory: a worker killed
+(`kill -9`, the OOM killer) while it held that one would leave it held, and every other
+worker would wait forever. The kernel releases a record lock when its process dies.
 
 Across machines each instance keeps its own table: put a global limit at the proxy.
 """
 
 import hashlib
 import mmap
-import multiprocessing
+import fcntl
+import os
 import struct
+import tempfile
+import threading
 import time
 
 from web.ratelimit import Clock, _require_positive
@@ -59,7 +65,7 @@ class SharedRateLimiter:
         self._slots = slots
         self._clock = clock
         self._table = mmap.mmap(-1, slots * SLOT.size)  # anonymous and shared: zeroes, every slot empty
-        self._lock = multiprocessing.Lock()
+        self._lock = ProcessSharedLock()
 
     def check(self, key: str) -> float:
         """Count one request from `key`: 0.0 if allowed, else the seconds to wait (> 0)."""
@@ -95,3 +101,34 @@ class SharedRateLimiter:
             elif last < oldest_time:
                 oldest, oldest_time = slot, last
         return empty if empty is not None else oldest
+
+
+class ProcessSharedLock:
+    """Mutual exclusion for every thread of every process forked after it was made,
+    which a process that dies while holding it cannot leave held.
+
+    A POSIX record lock belongs to a process: the kernel releases it when the process
+    exits, however it exits, but it does not exclude the threads of one process from
+    each other, so a thread lock is taken first. The file is unlinked as soon as it
+    is made; every fork inherits its descriptor, and a new thread lock."""
+
+    def __init__(self):
+        self._file = tempfile.TemporaryFile(prefix="meditrack-lock-")
+        self._threads = threading.Lock()
+        os.register_at_fork(after_in_child=self._in_new_process)
+
+    def _in_new_process(self) -> None:
+        self._threads = threading.Lock()  # the parent's may have been held by a thread the child does not have
+
+    def __enter__(self):
+        self._threads.acquire()
+        try:
+            fcntl.lockf(self._file, fcntl.LOCK_EX)  # waits while another process holds it
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        fcntl.lockf(self._file, fcntl.LOCK_UN)
+        self._threads.release()

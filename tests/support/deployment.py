@@ -79,7 +79,9 @@ class Deployment:
             later = SWEEP_MIN_AGE.total_seconds() + 60  # so every leftover is old enough to sweep
             return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later)
         from storage.sqlite import SQLiteStore
-        return SQLiteStore(self.data_dir)
+        from storage.sqlite_reports import SWEEP_MIN_AGE as SQLITE_SWEEP_MIN_AGE
+        later = SQLITE_SWEEP_MIN_AGE + 60
+        return SQLiteStore(self.data_dir, clock=lambda: time.time() + later)
 
     @property
     def temp_dir(self) -> Path:
