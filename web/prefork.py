@@ -68,6 +68,7 @@ class Supervisor:
         self.clock = clock
         self.children: dict[int, float] = {}  # pid → when it started
         self.young_deaths = 0                 # in a row
+        self.told_to_stop: set[int] = set()   # workers sent SIGTERM by us
         self.wakeup: tuple[int, int] = (-1, -1)  # the pipe the signal handlers write to (run)
 
     # -- the children -----------------------------------------------------------------
@@ -89,7 +90,8 @@ class Supervisor:
                 os.close(ready_read)
                 signal.set_wakeup_fd(-1)
                 for fd in self.wakeup:
-                    os.close(fd)
+                    if fd >= 0:
+                        os.close(fd)
                 for number in SUPERVISED:
                     signal.signal(number, signal.SIG_DFL)  # serve() installs its own for SIGTERM, SIGINT
                 # A hang-up of the terminal, or SIGHUP sent to the whole process group,
@@ -119,7 +121,10 @@ class Supervisor:
                 continue
             gone.append(pid)
             lived = self.clock() - started
-            self.young_deaths = self.young_deaths + 1 if lived < YOUNG_DEATH else 0
+            if pid in self.told_to_stop:  # a reload or a shutdown: not a death to back off from
+                self.told_to_stop.discard(pid)
+            else:
+                self.young_deaths = self.young_deaths + 1 if lived < YOUNG_DEATH else 0
             log.info("worker %d exited (%s) after %.1f s", pid, _describe(status), lived)
         return gone
 
@@ -167,6 +172,7 @@ class Supervisor:
             self._stop(old)
 
     def _stop(self, pid: int) -> None:
+        self.told_to_stop.add(pid)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
