@@ -16,8 +16,10 @@ one `UPDATE … WHERE id = ? AND version = ?`, run by the one writer: of any num
 writers naming one version exactly one changes a row; the others change nothing and
 are told so.
 
-Report files are in storage/sqlite_reports.py, sessions and account erasure in
-storage/sqlite_accounts.py, the audit trail in storage/sqlite_audit.py.
+The tables, and the changes that bring a database made by an earlier version up to
+date, are in storage/sqlite_schema.py; report files in storage/sqlite_reports.py,
+sessions and account erasure in storage/sqlite_accounts.py, the audit trail in
+storage/sqlite_audit.py.
 """
 
 import json
@@ -32,57 +34,11 @@ from pathlib import Path
 from storage.base import Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
-from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA, SQLiteAccounts
-from storage.sqlite_audit import SCHEMA as AUDIT_SCHEMA, SQLiteAudit
+from storage.sqlite_accounts import SQLiteAccounts
+from storage.sqlite_audit import SQLiteAudit
 from storage.sqlite_reports import REPORT_COLUMNS, REPORT_FIELDS, SQLiteReports
+from storage.sqlite_schema import create_schema
 from storage.sqlite_writer import BUSY_TIMEOUT, GroupCommitWriter
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id            TEXT PRIMARY KEY,
-    username      TEXT NOT NULL,
-    password_hash BLOB NOT NULL,
-    created_at    TEXT NOT NULL
-);
--- Usernames are unique ignoring case: 'Alice' and 'alice' are one account.
--- (lower() folds ASCII only, which is all a username may contain.)
-CREATE UNIQUE INDEX IF NOT EXISTS users_by_username ON users (lower(username));
-
-CREATE TABLE IF NOT EXISTS patients (
-    id             TEXT PRIMARY KEY,
-    owner_id       TEXT NOT NULL REFERENCES users (id),
-    first_name_key TEXT NOT NULL,
-    last_name_key  TEXT NOT NULL,
-    fields         TEXT NOT NULL,
-    version        INTEGER NOT NULL,
-    created_at     TEXT NOT NULL,
-    updated_at     TEXT NOT NULL
-);
--- Serves an owner's listing in id order: the cursor query below is one index range scan.
-CREATE INDEX IF NOT EXISTS patients_by_owner ON patients (owner_id, id);
-
-CREATE TABLE IF NOT EXISTS reports (
-    id           TEXT PRIMARY KEY,
-    patient_id   TEXT NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
-    filename     TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    size         INTEGER NOT NULL,
-    sha256       TEXT NOT NULL,
-    sha1         TEXT,           -- base64, for FHIR; NULL only until a start-up computes it
-    description  TEXT,
-    uploaded_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reports_by_patient ON reports (patient_id, id);
-
--- Every version of a patient's fields, the current one included; deleted with the patient.
-CREATE TABLE IF NOT EXISTS patient_versions (
-    patient_id TEXT NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
-    version    INTEGER NOT NULL,
-    fields     TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (patient_id, version)
-) WITHOUT ROWID;
-"""
 
 # NOTE: how many threads may read at once (each with a pooled connection). Reads
 # release Python's lock while SQLite works, so at 32 connections 32 threads were in
@@ -124,12 +80,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         self._idle: deque[sqlite3.Connection] = deque()
         self._readers = threading.BoundedSemaphore(READERS)
         with self._connection() as db:
-            db.executescript(SCHEMA)
-            db.executescript(ACCOUNTS_SCHEMA)
-            db.executescript(AUDIT_SCHEMA)
-            _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
-            _add_patient_versions(db)
-            _add_column_if_missing(db, "reports", "sha1", "TEXT")
+            create_schema(db)
         self._writer = GroupCommitWriter(self._connect, store_error)
         self._next_housekeeping = 0.0
         self._housekeeping()
@@ -391,31 +342,3 @@ def _translated(exc: sqlite3.Error) -> Exception:
         # names the constraint (SQLite's message names columns, not values).
         return exc
     return Unavailable("the database cannot complete the request")
-
-
-def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
-    """A schema change for a database made by an earlier version (CREATE TABLE IF NOT
-    EXISTS leaves an existing table as it was)."""
-    if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
-        return
-    try:
-        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-    except sqlite3.OperationalError as exc:
-        # Two processes starting on the same file at once: the other one added it first.
-        if "duplicate column" not in str(exc):
-            raise
-
-
-def _add_patient_versions(db: sqlite3.Connection) -> None:
-    """A database made before patients had versions: each patient becomes version 1,
-    and that version is its first history row. One transaction: all of it or none."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if "version" not in {row[1] for row in db.execute("PRAGMA table_info(patients)")}:
-            db.execute("ALTER TABLE patients ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
-            db.execute("INSERT INTO patient_versions (patient_id, version, fields, updated_at) "
-                       "SELECT id, version, fields, updated_at FROM patients")
-        db.execute("COMMIT")
-    except BaseException:
-        db.rollback()
-        raise
