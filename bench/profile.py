@@ -29,11 +29,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measure import cpu_per_request  # noqa: E402
-from bench.run import PATIENT, USER  # noqa: E402
+from bench.measure import PASSWORD, cpu_per_request  # noqa: E402
+from bench.run import PATIENT, USER, login  # noqa: E402
 from bench.soak import start_server  # noqa: E402
 
-PASSWORD = "profile password 1"
 SHOWN = 30
 
 
@@ -43,8 +42,7 @@ def prepared_server(data_dir: Path):
                "MEDITRACK_MAX_CONNECTIONS": "1000"}
     process, url = start_server(data_dir, environ)
     requests.post(f"{url}/auth/register", json={"username": USER, "password": PASSWORD}, timeout=30)
-    token = requests.post(f"{url}/auth/login", json={"username": USER, "password": PASSWORD},
-                          timeout=30).json()["accessToken"]
+    token = login(url, USER)
     headers = {"Authorization": f"Bearer {token}"}
     patients = [requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json() for _ in range(31)]
     return process, {"read": f"{url}/patients/{patients[0]['id']}", "list": f"{url}/patients?limit=20"}, token

@@ -13,11 +13,9 @@ can see at a glance which are met on this machine.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import socket
 import statistics
 import sqlite3
 import subprocess
@@ -32,12 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import (UNITS, MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  # noqa: E402
-                           cpu_per_request, loopback_copy_mb_per_second, multipart_body, rss_during_export, rss_during_uploads,
-                           wait_for_port, wrk)
+                           loopback_copy_mb_per_second, multipart_body, rss_during_export, rss_during_uploads, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
 from bench.compare import side_by_side  # noqa: E402
-from bench.processes import pin  # noqa: E402
+from bench.cores import body_of, ceiling_server, cpu_rows, workers_rows  # noqa: E402
+from bench.table import print_table  # noqa: E402
 from bench.soak import start_server  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -107,7 +105,7 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
             results["get_patient"] = alternate(read, ceiling_url, rounds=rounds, seconds=seconds,
                                                script="bearer.lua", env=env)
             # The list's own ceiling: the same 20 patients' bytes, served as the read's are.
-            list_bytes = requests.get(f"{url}/patients?limit=20", headers=headers, timeout=30).content
+            list_bytes = body_of(f"{url}/patients?limit=20", env)
             with ceiling_server(list_bytes) as (list_ceiling_url, _):
                 results["list_patients"] = alternate(f"{url}/patients?limit=20", list_ceiling_url, rounds=rounds,
                                                      seconds=seconds, script="bearer.lua", env=env)
@@ -169,66 +167,6 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
             quiet, stormy = read_p99_during_storm(data_dir, {**environ, "MEDITRACK_AUTH_RATE_LIMIT": limit},
                                                   read_path, seconds)
             results[name] = {"p99_quiet": quiet, "p99_storm": stormy, "ratio": stormy / quiet}
-    return results
-
-
-@contextlib.contextmanager
-def ceiling_server(body: bytes, processes: int = 1):
-    """A ceiling (bench/ceiling.py) answering with `body`, in `processes` processes: its
-    URL and the parent's pid."""
-    with tempfile.NamedTemporaryFile(suffix=".body", delete=False) as body_file:
-        body_file.write(body)
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
-    ceiling = subprocess.Popen([sys.executable, str(BENCH / "ceiling.py"), str(port), body_file.name, str(processes)])
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}/", ceiling.pid
-    finally:
-        ceiling.terminate()
-        ceiling.wait(timeout=10)
-        os.unlink(body_file.name)
-
-
-def cpu_rows(read_url: str, pid: int, env: dict, seconds: float) -> dict:
-    """CPU time per authenticated read at 1 and at 32 connections, MediTrack's and the
-    ceiling's: what a request costs, and what running 32 threads at once adds to it."""
-    body = requests.get(read_url, headers={"Authorization": f"Bearer {env['BENCH_TOKEN']}"}, timeout=30).content
-    rows = {}
-    with ceiling_server(body) as (ceiling_url, ceiling_pid):
-        for connections in (1, 32):
-            rows[str(connections)] = {
-                "api": cpu_per_request(read_url, pid, connections=connections, seconds=seconds,
-                                       script="bearer.lua", env=env),
-                "ceiling": cpu_per_request(ceiling_url, ceiling_pid, connections=connections, seconds=seconds)}
-    return rows
-
-
-def workers_rows(data_dir: Path, environ: dict, single: int, url: str, read_path: str, env: dict, rounds: int,
-                 seconds: float) -> dict:
-    """The authenticated read with --workers 2 against --workers 1 (process `single`, at
-    `url`), and the ceiling in 2 processes against 1, each pair measured in turn. Twice:
-    with wrk and the servers sharing every core, then with wrk pinned to CPU 0 and the
-    servers to the others, so that wrk's own CPU time is not taken from the servers."""
-    cores = os.cpu_count() or 1
-    two, two_url = start_server(data_dir, {**environ, "MEDITRACK_WORKERS": "2"})
-    body = requests.get(url + read_path, headers={"Authorization": f"Bearer {env['BENCH_TOKEN']}"}, timeout=30).content
-    results = {"cores": cores}
-    try:
-        with ceiling_server(body) as (one_ceiling, one_pid), ceiling_server(body, 2) as (two_ceiling, two_pid):
-            layouts = {"shared": None, "pinned": "0"} if cores >= 2 else {"shared": None}
-            for layout, wrk_cpus in layouts.items():
-                if wrk_cpus is not None:
-                    for pid in (single, two.pid, one_pid, two_pid):
-                        pin(pid, f"1-{cores - 1}")
-                results[layout] = {
-                    "read": alternate(two_url + read_path, url + read_path, rounds=rounds, seconds=seconds,
-                                      script="bearer.lua", ceiling_script="bearer.lua", env=env, cpus=wrk_cpus),
-                    "ceiling": alternate(two_ceiling, one_ceiling, rounds=rounds, seconds=seconds, cpus=wrk_cpus)}
-            pin(single, f"0-{cores - 1}")  # the single server goes on with the rest of the bench
-    finally:
-        two.terminate()
-        two.wait(timeout=30)
     return results
 
 
@@ -309,7 +247,7 @@ def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict
             env = {"BENCH_TOKEN": login(url, USER)}
             headers = {"Authorization": f"Bearer {env['BENCH_TOKEN']}"}
             patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
-            list_bytes = requests.get(f"{url}/patients?limit=20", headers=headers, timeout=30).content
+            list_bytes = body_of(f"{url}/patients?limit=20", env)
             with ceiling_server(list_bytes) as (list_ceiling_url, _):
                 lists = alternate(f"{url}/patients?limit=20", list_ceiling_url, rounds=rounds, seconds=seconds,
                                   script="bearer.lua", env=env)
@@ -325,82 +263,6 @@ def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict
                 client.drop_database(client.get_default_database())
 
 
-def print_table(results: dict) -> None:
-    embedded, rows = results["sqlite"], []
-
-    def versus(name, key, target=None, store="sqlite", slowest=False):
-        row = results[store][key]
-        detail = f"p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms" + (f", max {row['max']:.0f} ms" if slowest else "")
-        rows.append((f"{name} [{store}]", f"{row['rps']:,.0f}/s", f"{row['ceiling_rps']:,.0f}/s",
-                     f"{row['ratio']:.2f}", detail, target or ""))
-
-    versus("GET /health", "health")
-    versus("GET /patients/{id}", "get_patient", "≥ 0.50, p99 ≤ 25 ms")
-    versus("GET /patients?limit=20", "list_patients", "≥ 0.50")
-    for connections, row in embedded["cpu_per_request"].items():
-        rows.append((f"CPU per GET /patients/{{id}}, {connections} connection{'s' * (connections != '1')}",
-                     f"{row['api']['cpu_us']:.0f} µs", f"{row['ceiling']['cpu_us']:.0f} µs",
-                     f"{row['api']['cpu_us'] / row['ceiling']['cpu_us']:.1f}",
-                     f"user + system time of the server per request; {row['api']['rps']:,.0f}/s", ""))
-    workers = embedded["workers"]
-    for layout, label in (("shared", "wrk and servers share the cores"), ("pinned", "wrk on CPU 0, servers on the rest")):
-        if layout in workers:
-            for key, name in (("read", "GET /patients/{id}, --workers 2 vs 1"), ("ceiling", "ceiling, 2 processes vs 1")):
-                row = workers[layout][key]
-                rows.append((name, f"{row['rps']:,.0f}/s", f"{row['ceiling_rps']:,.0f}/s", f"{row['ratio']:.2f}",
-                             f"{label} ({workers['cores']} cores); p99 {row['p99']:.1f} ms", ""))
-    versus("POST /patients", "create_patient", "p99 ≤ 25 ms, max ≤ 100 ms", slowest=True)
-    two = embedded["two_processes"]
-    rows.append(("POST /patients, two processes on one file", f"{two['rps']:,.0f}/s", "", "",
-                 f"16 connections each; p99 {two['p99']:.1f} ms, max {two['max']:.0f} ms", ""))
-    writing = embedded["read_while_writing"]
-    rows.append(("read p99 while 16 connections write", f"{writing['p99_writing']:.1f} ms",
-                 f"{writing['p99_quiet']:.1f} ms", f"{writing['ratio']:.2f}", "vs the read p99 alone", "≤ 2"))
-
-    def conditional(store):
-        put = results[store]["conditional_put"]
-        rows.append((f"PUT /patients/{{id}} with If-Match [{store}]", f"{put['rps']:,.0f}/s",
-                     f"{put['unconditional_rps']:,.0f}/s", f"{put['ratio']:.2f}",
-                     f"p50 {put['p50']:.1f} ms, p99 {put['p99']:.1f} ms, {put['non2xx']} non-2xx; vs without If-Match", ""))
-
-    conditional("sqlite")
-    baseline = results.get("audit_baseline")
-    if baseline:
-        rows.append(("GET /patients/{id}, audited, vs before the audit trail", f"{baseline['rps']:,.0f}/s",
-                     f"{baseline['before_rps']:,.0f}/s", f"{baseline['ratio']:.2f}",
-                     f"median of {len(baseline['rounds']['this'])} rounds, at {AUDIT_BASELINE}", "≥ 0.90"))
-    scaling = embedded["list_scaling"]
-    rows.append(("list p50: 100,000 vs 1,000 patients", f"{scaling['large']['p50']:.1f} ms",
-                 f"{scaling['small']['p50']:.1f} ms", f"{scaling['p50_ratio']:.2f}", "(1,000,000 other rows)",
-                 "≤ 1.5"))
-    login = embedded["login"]
-    rows.append(("POST /auth/login (bcrypt cost 12)", f"{login['logins_per_s']:.1f}/s",
-                 f"{login['bcrypt_per_s']:.1f} hashes/s", f"{login['ratio']:.2f}", "vs bcrypt alone, 2 threads", ""))
-    transfer = embedded["transfer"]
-    for direction in ("upload", "download"):
-        rows.append((f"1 MiB {direction}", f"{transfer[direction + '_mb_s']:,.0f} MB/s",
-                     f"{transfer['loopback_mb_s']:,.0f} MB/s", f"{transfer[direction + '_mb_s'] / transfer['loopback_mb_s']:.2f}",
-                     "vs a plain loopback copy", ""))
-    export = embedded["export"]
-    rows.append((f"RSS growth, GET /export of {export['patients']:,} patients", f"{export['growth_mib']:.1f} MiB", "",
-                 "", f"{export['lines']:,} lines; first byte {export['first_byte_s'] * 1000:.0f} ms, "
-                 f"last {export['total_s']:.1f} s", "≤ 16 MiB"))
-    rows.append(("RSS growth, 10 × 50 MiB uploads", f"{embedded['upload_rss']['growth_mib']:.1f} MiB", "", "", "",
-                 "≤ 32 MiB"))
-    for key, label, target in (("login_storm", "auth limit 10/60", "≤ 2"), ("login_storm_unlimited", "auth limit off", "")):
-        storm = embedded[key]
-        rows.append((f"read p99 during a login storm ({label})", f"{storm['p99_storm']:.1f} ms",
-                     f"{storm['p99_quiet']:.1f} ms", f"{storm['ratio']:.2f}", "vs without the storm", target))
-    if "mongodb" in results:
-        versus("GET /patients/{id}", "get_patient", store="mongodb")
-        versus("GET /patients?limit=20", "list_patients", store="mongodb")
-        conditional("mongodb")
-    header = ("scenario", "MediTrack", "reference", "ratio", "detail", "target")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * width for width in widths), *rows]:
-        print("| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + " |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds and a smaller large owner")
@@ -413,7 +275,7 @@ def main() -> None:
         if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
             results["mongodb"] = run_mongodb(ceiling_url, os.environ["MEDITRACK_TEST_MONGODB_URI"], rounds, seconds)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
+    print_table(results, AUDIT_BASELINE)
     print(f"\n(full results in {RESULTS.relative_to(ROOT)})")
 
 
