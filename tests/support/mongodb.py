@@ -7,8 +7,9 @@ tests never see each other's data, and is dropped when the test ends.
 
 import os
 import secrets
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from tests.support.tcp import CLOSE_WAIT, tcp_sockets
 
 MONGODB_URI = os.environ.get("MEDITRACK_TEST_MONGODB_URI")
 
@@ -25,9 +26,6 @@ def drop_mongodb_database(uri: str) -> None:
         client.drop_database(client.get_default_database())
 
 
-CLOSE_WAIT = 0x08  # the TCP state of a socket whose peer has closed, until its owner closes it too
-
-
 def connections_of_gone_clients(uri: str) -> int:
     """How many of the server's connections have lost their client (a killed process)
     and are still open on the server's side.
@@ -40,9 +38,4 @@ def connections_of_gone_clients(uri: str) -> int:
     server on this machine, as the tests' FerretDB is.
     """
     port = urlsplit(uri).port or 27017
-    count = 0
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        for line in table.read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            count += int(local.rsplit(":", 1)[1], 16) == port and int(state, 16) == CLOSE_WAIT
-    return count
+    return sum(1 for sock in tcp_sockets() if sock.local_port == port and sock.state == CLOSE_WAIT)

@@ -9,21 +9,16 @@ the listening socket's queue with inode 0, owned by no one.
 
 import json
 import os
-from pathlib import Path
 
 from tests.support.deployment import until
 from tests.support.raw_http import RawConnection, http_request
+from tests.support.tcp import tcp_sockets
 
 
 def server_side_inode(server_port: int, client_port: int) -> int:
     """The inode of the server's end of the connection from `client_port`; 0 if none yet."""
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-                return int(fields[9])
-    return 0
+    return next((sock.inode for sock in tcp_sockets()
+                 if sock.local_port == server_port and sock.remote_port == client_port), 0)
 
 
 def owner_of_socket(inode: int, pids) -> int | None:
