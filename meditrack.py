@@ -2,6 +2,7 @@
 
     python meditrack.py [--host H] [--port P] [--data-dir DIR] [--workers N|auto]
     python meditrack.py verify-audit [--data-dir DIR]     check the audit trail's hash chains
+    python meditrack.py --help                            every flag, its default and variable
 
 This file is composition only, read top to bottom in the order things are built:
 
@@ -11,32 +12,50 @@ It serves HTTP/1.1 until SIGTERM or Ctrl-C. A bad setting stops start-up with on
 line that names it.
 """
 
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+
+
+def install_hint(package: str) -> str:
+    """One line: which package this Python lacks, and the command that installs it."""
+    return (f"meditrack: the package {package} is not installed for this Python ({sys.executable}); "
+            f"install the requirements with: \"{sys.executable}\" -m pip install -r \"{REQUIREMENTS}\" "
+            f"(into a virtual environment: see README.md, Quick start)")
+
+
+# Checked before the imports below, which would otherwise end in a traceback: a Python
+# too old for this code, or without bcrypt (the one package the default store needs;
+# pymongo is asked for only when MONGODB_URI is set, in main()).
+if sys.version_info < (3, 11):
+    sys.exit(f"meditrack: needs Python 3.11 or newer, and this is {sys.version.split()[0]} ({sys.executable})")
+if find_spec("bcrypt") is None:
+    sys.exit(install_hint("bcrypt"))
+
 import dataclasses
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from functools import partial
-from pathlib import Path
 
 from handlers import ERROR_STATUSES, audit, auth, docs, fhir, patients, reports, service, sessions, versions
 from handlers.audit import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
-from settings import Settings, SettingError, load_or_create_secret, load_settings
+from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
 from storage.audit import AuditWriter, ChainBroken, verify_chains
 from storage.base import Store
 from storage.errors import StoreError
 from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
-from web.prefork import Supervisor
 from web.ratelimit import RateLimiter
-from web.sharedlimit import SharedRateLimiter
 from web.router import Router
 from web.server import MediTrackServer
 from web.validation import SchemaValidator
@@ -113,7 +132,10 @@ def rate_limiter(rate: tuple[int, float] | None, *, shared: bool = False):
     whose buckets every worker forked after it counts in (web/sharedlimit.py)."""
     if not rate:
         return None
-    return SharedRateLimiter(*rate) if shared else RateLimiter(*rate)
+    if shared:
+        from web.sharedlimit import SharedRateLimiter  # workers only (POSIX): see serve_with_workers
+        return SharedRateLimiter(*rate)
+    return RateLimiter(*rate)
 
 
 def rate_limiters(settings: Settings, *, shared: bool = False) -> tuple:
@@ -172,9 +194,9 @@ def verify_audit(settings: Settings, store: Store) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv[:1] == ["verify-audit"] else "serve"
+    command = argv.pop(0) if argv[:1] and argv[0] in COMMANDS else "serve"
     try:
-        settings = load_settings(argv, dict(os.environ))
+        settings = load_settings(argv, dict(os.environ), command)
         # With workers, each line says which process wrote it.
         worker_id = " [%(process)d]" if settings.workers > 1 and command == "serve" else ""
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s{worker_id} %(name)s %(message)s")
@@ -197,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except StoreError as exc:  # e.g. MongoDB unreachable at start-up
         print(f"meditrack: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # MONGODB_URI is set, and pymongo is not installed
+        if exc.name not in ("pymongo", "bson", "gridfs"):
+            raise
+        print(install_hint("pymongo"), file=sys.stderr)
         return 1
     host, port = server.server_address[:2]
     print(f"MediTrack serving on http://{host}:{port} (store: {store.name}, data: {settings.data_dir})",
@@ -228,7 +255,11 @@ def serve(settings: Settings, server: MediTrackServer, store: Store, audit_write
 
 def serve_with_workers(settings: Settings) -> int:
     """`--workers N`: bind here, then fork N workers that serve the socket (web/prefork.py).
-    Each opens its own store: connections to a database are never shared across a fork."""
+    Each opens its own store: connections to a database are never shared across a fork.
+    Only here are fork, POSIX signals and fcntl needed (settings.py refuses `--workers`
+    where os.fork is missing), so only here is that machinery imported."""
+    from web.prefork import Supervisor
+
     # Opened once here first, then closed before any fork (no database connection may
     # cross one): a store that cannot open stops start-up as it does for one process,
     # rather than as workers dying one after another; its start-up work (schema changes,

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import system
 from web.cors import parse_origins
 from web.ratelimit import parse_rate
 
@@ -80,10 +81,13 @@ def _public_url(name: str, text: str) -> str | None:
 
 
 def _workers(name: str, text: str) -> int:
-    """A number of worker processes, or "auto": one per CPU."""
-    if text == "auto":
-        return len(os.sched_getaffinity(0))  # the cores this process may use (taskset, containers)
-    return _integer(name, text, 1, 256)
+    """A number of worker processes, or "auto": one per core this process may use."""
+    workers = system.cpu_count() if text == "auto" else _integer(name, text, 1, 256)
+    if workers > 1 and not system.CAN_FORK:
+        raise SettingError(f"{name} {text}: more than one process needs os.fork, which this system lacks "
+                           f"(Windows); run one process, or several instances on different ports behind a "
+                           f"reverse proxy")
+    return workers
 
 
 def _origins(name: str, text: str) -> frozenset[str]:
@@ -147,24 +151,53 @@ ENVIRONMENT = {
 }
 
 
-def load_settings(argv: list[str], environ: dict[str, str]) -> Settings:
+COMMANDS = {
+    "serve": "serve the API until Ctrl-C or SIGTERM (the command when none is named)",
+    "verify-audit": "check the audit trail's hash chains; name the first break, if any (exit 1)",
+}
+
+
+def argument_parser(command: str = "serve") -> argparse.ArgumentParser:
+    """The flags, and the help that `--help` prints: each flag's meaning, default and
+    environment variable, the commands, and where every other setting is described."""
+    default = Settings()
+    commands = "\n".join(f"  {name:<14}{meaning}" for name, meaning in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="meditrack.py" if command == "serve" else f"meditrack.py {command}",
+        description=f"MediTrack, a patient-record REST API on Python's standard library.\n{command}: "
+                    f"{COMMANDS[command]}.",
+        epilog=f"commands (python meditrack.py [COMMAND] [flags]):\n{commands}\n\n"
+               "Flags override environment variables. MONGODB_URI, when set, keeps the data in\n"
+               "MongoDB instead of SQLite. Every setting, with its environment variable, default\n"
+               "and meaning: README.md, section \"Configuration\".",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help=f"where the SQLite database, the report files and the JWT key live (default: "
+                             f"{default.data_dir}, in the directory you start from; env MEDITRACK_DATA_DIR)")
+    if command == "serve":
+        parser.add_argument("--host", help=f"address to listen on (default: {default.host}; env MEDITRACK_HOST)")
+        parser.add_argument("--port", help=f"port to listen on, 0 for any free one (default: {default.port}; "
+                                           f"env MEDITRACK_PORT)")
+        parser.add_argument("--workers", metavar="N",
+                            help=f"processes serving the port, 1 to 256, or auto for one per core; more than "
+                                 f"1 needs os.fork: Linux and macOS (default: {default.workers}; "
+                                 f"env MEDITRACK_WORKERS)")
+    return parser
+
+
+def load_settings(argv: list[str], environ: dict[str, str], command: str = "serve") -> Settings:
     values = {}
     for variable, (field, parse) in ENVIRONMENT.items():
         if variable in environ:
             values[field] = parse(variable, environ[variable])
-    parser = argparse.ArgumentParser(prog="meditrack", description="MediTrack patient-record API")
-    parser.add_argument("--host")
-    parser.add_argument("--port")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--workers")
-    flags = parser.parse_args(argv)
-    if flags.host is not None:
+    flags = argument_parser(command).parse_args(argv)
+    if getattr(flags, "host", None) is not None:
         values["host"] = flags.host
-    if flags.port is not None:
+    if getattr(flags, "port", None) is not None:
         values["port"] = _integer("--port", flags.port, 0, 65535)
     if flags.data_dir is not None:
         values["data_dir"] = Path(flags.data_dir)
-    if flags.workers is not None:
+    if getattr(flags, "workers", None) is not None:
         values["workers"] = _workers("--workers", flags.workers)
     return Settings(**values)
 

@@ -13,7 +13,6 @@ argument (bound when the route table is built), so its dependencies are in plain
 
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -22,6 +21,7 @@ from datetime import datetime
 
 import bcrypt
 
+import system
 from handlers.inputs import read_json
 from handlers.tokens import (BEARER_CHALLENGE, ISSUER, VerifiedTokens, new_refresh_secret,
                              parse_refresh_token, refresh_digest)
@@ -43,7 +43,7 @@ LAST_USED_PRECISION = 60  # seconds: a session's lastUsedAt is written at most t
 # NOTE: bcrypt releases the GIL, so N hashes at once keep N cores busy for a quarter of
 # a second each. Letting at most half the cores hash at any moment keeps the other half
 # for everyone else during a login storm; logins queue for a slot instead.
-HASHING_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
+HASHING_CONCURRENCY = max(1, system.cpu_count() // 2)
 
 
 def public_user(user: dict) -> dict:

@@ -17,30 +17,46 @@ import re
 import threading
 import time
 
-# NOTE: next() on itertools.count is atomic under the GIL, but a lock keeps the
-# guarantee explicit and independent of interpreter details.
-def _new_process() -> None:
-    global _PROCESS_RANDOM, _counter, _counter_lock
-    _counter_lock = threading.Lock()  # a thread of the parent may have held it at the fork
-    _PROCESS_RANDOM = os.urandom(5)
-    _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+class _ProcessPart:
+    """The random bytes and the counter of one process, and the lock that guards the counter."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.random = os.urandom(5)
+        self.counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+        # NOTE: next() on itertools.count is atomic under the GIL, but a lock keeps the
+        # guarantee explicit and independent of interpreter details.
+        self.lock = threading.Lock()
 
 
-_new_process()
-# NOTE: "once per process" includes a forked one. A `--workers` child (web/prefork.py)
-# starts with a copy of its parent's memory, random bytes and counter included: without
-# this, two workers made the same ids in the same second (found by `make soak` with
-# two workers: a new patient refused as a duplicate, and two audit chains with one id).
-os.register_at_fork(after_in_child=_new_process)
+_process = _ProcessPart()
+
+
+def _this_process() -> _ProcessPart:
+    """This process's part, made anew in a forked child.
+
+    NOTE: "once per process" includes a forked one (`--workers`). A child starts with a
+    copy of its parent's memory, random bytes and counter included, so two workers
+    would make the same ids in the same second. A new pid tells the child it is one;
+    its new part also has a new lock (the parent's may have been held at the fork by a
+    thread the child does not have)."""
+    global _process
+    part = _process
+    if part.pid != os.getpid():
+        part = _process = _ProcessPart()
+    return part
+
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
 
 def new_id(clock=time.time) -> str:
-    with _counter_lock:
-        count = next(_counter) % 0x1000000
+    part = _this_process()
+    with part.lock:
+        count = next(part.counter) % 0x1000000
     seconds = int(clock()) & 0xFFFFFFFF
-    return (seconds.to_bytes(4, "big") + _PROCESS_RANDOM + count.to_bytes(3, "big")).hex()
+    return (seconds.to_bytes(4, "big") + part.random + count.to_bytes(3, "big")).hex()
 
 
 def is_object_id(text: str) -> bool:

@@ -23,7 +23,6 @@ storage/sqlite_audit.py.
 """
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -31,6 +30,7 @@ from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
+import system
 from storage.base import Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
@@ -41,13 +41,10 @@ from storage.sqlite_schema import create_schema
 from storage.sqlite_writer import BUSY_TIMEOUT, GroupCommitWriter
 
 # NOTE: how many threads may read at once (each with a pooled connection). Reads
-# release Python's lock while SQLite works, so at 32 connections 32 threads were in
-# SQLite together, contending for its internal locks: the list of 20 spent most of its
-# CPU time in the kernel (futex calls: about 1,100 per request). Twice the cores keeps
-# every core busy; more only adds contention. Measured: the list of 20 at 32
-# connections went from 745 to 1,162 requests/s, the single read unchanged.
-# (The cores this process may run on: taskset and container limits count.)
-READERS = 2 * len(os.sched_getaffinity(0))
+# release Python's lock while SQLite works, so with many more readers than cores they
+# contend for SQLite's internal locks in the kernel instead of doing work. Twice the
+# cores keeps every core busy; more only adds contention.
+READERS = 2 * system.cpu_count()
 
 PATIENT_COLUMNS = "id, owner_id, fields, version, created_at, updated_at"
 # A patient with its reports in one query: the correlated subquery folds the patient's
@@ -100,6 +97,10 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         # NOTE: FULL makes every commit durable before we answer 201, even across a
         # power cut; NORMAL would be faster but could lose the last commits.
         db.execute("PRAGMA synchronous = FULL")
+        if system.FULL_FSYNC is not None:
+            # macOS: SQLite's syncs are plain fsync() unless told otherwise, which leaves
+            # a commit in the drive's cache (system.py); F_FULLFSYNC writes it through.
+            db.execute("PRAGMA fullfsync = ON")
         db.execute("PRAGMA foreign_keys = ON")
         return db
 
@@ -273,7 +274,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         # After the commit: a crash before these unlinks leaves orphans for the sweep,
         # never a row without its file.
         for report_id in report_ids:
-            self._report_path(report_id).unlink(missing_ok=True)
+            self._remove_report_file(report_id)
 
     def list_versions(self, patient_id, *, below, limit):
         with self._connection() as db:

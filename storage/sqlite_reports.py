@@ -4,23 +4,29 @@ Report bytes live in files, `DATA_DIR/reports/<report id>`, named by a generated
 and never by anything a client sent. An upload is written to `reports/tmp/`, fsynced,
 renamed into place, and only then is its row committed: a crash at any point leaves
 either nothing or a file that no row names, and the start-up sweep removes both
-temp files and such orphans. A row never names a file that is not there.
+temp files and such orphans. A row never names a file that is not there (where a
+directory cannot be synced, a crash may lose the rename but not the row: the sweep
+then finishes the rename).
 
 `SQLiteReports` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
 reads (`_connection`), its writer (`_write`), its clock and `_new_version`: adding or
 deleting a report is a new version of the patient, since a patient lists its reports.
 """
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 
+import system
 from storage.base import ReportChunks, ReportWriter, base64_sha1
 from storage.errors import NotFound, Unavailable
 from storage.ids import new_id
 
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, sha1, description, uploaded_at"
 REPORT_FIELDS = ("id", "filename", "contentType", "size", "sha256", "sha1", "description", "uploadedAt")
+
+log = logging.getLogger("meditrack.store")
 
 
 # A leftover must be at least this old (seconds) before a start-up sweep removes it.
@@ -79,7 +85,18 @@ class SQLiteReports:
             self._new_version(db, patient_id, None)
 
         self._write(delete)
-        self._report_path(report_id).unlink(missing_ok=True)
+        self._remove_report_file(report_id)
+
+    def _remove_report_file(self, report_id: str) -> None:
+        """Remove the bytes of a report whose row is gone.
+
+        NOTE: Windows refuses to remove a file that is open, and a download in progress
+        holds it open; the delete has committed by now and must not fail for that.
+        The file is left in place: the sweep removes a file that no row names."""
+        try:
+            self._report_path(report_id).unlink(missing_ok=True)
+        except PermissionError:
+            log.warning("report %s: file in use, left for the sweep", report_id)
 
     def stored_report_ids(self):
         # A temp file's name starts with its report id (see SQLiteReportWriter).
@@ -95,15 +112,26 @@ class SQLiteReports:
         `--workers` sibling that is being replaced, or a second instance): its upload
         in progress has a temp file, or a file renamed into place whose row is about to
         commit. Young files are left for the next start-up's sweep."""
-        cutoff = self._clock() - SWEEP_MIN_AGE
-        for leftover in self.temp_dir.iterdir():
-            if _modified(leftover) < cutoff:
-                leftover.unlink(missing_ok=True)
         with self._connection() as db:
             known = {row[0] for row in db.execute("SELECT id FROM reports")}
+        cutoff = self._clock() - SWEEP_MIN_AGE
+        for leftover in self.temp_dir.iterdir():
+            report_id = leftover.name[:24]  # a temp file's name starts with its report id
+            if report_id in known and not self._report_path(report_id).exists():
+                self._finish_rename(leftover, report_id)
+            elif _modified(leftover) < cutoff:
+                _remove_leftover(leftover)
         for path in self.reports_dir.iterdir():
             if path.is_file() and path.name not in known and _modified(path) < cutoff:
-                path.unlink(missing_ok=True)
+                _remove_leftover(path)
+
+    def _finish_rename(self, leftover: Path, report_id: str) -> None:
+        """A row names this upload, so its bytes were synced before the rename that a
+        crash lost (possible where a directory cannot be synced: Windows, system.py).
+        Put them where the row expects them."""
+        os.replace(leftover, self._report_path(report_id))
+        system.sync_directory(self.reports_dir)
+        log.info("report %s: moved into place after an interrupted upload", report_id)
 
     def _add_missing_sha1(self) -> None:
         """Reports stored before the SHA-1 was kept get it now, read from their bytes:
@@ -139,12 +167,12 @@ class SQLiteReportWriter(ReportWriter):
         # a file whose bytes did not reach the disk; fsync the directory after, so
         # the rename itself is durable.
         self._file.flush()
-        os.fsync(self._file.fileno())
+        system.sync_file(self._file.fileno())
         self._file.close()
         final_path = self._store._report_path(self.report_id)
         os.replace(self._file.name, final_path)
         self._final_path = final_path
-        _fsync_directory(self._store.reports_dir)
+        system.sync_directory(self._store.reports_dir)
         report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
         self._store._insert_report(patient_id, report)
         self._final_path = None  # committed: abort() must leave the file alone now
@@ -158,9 +186,8 @@ class SQLiteReportWriter(ReportWriter):
             self._final_path = None
 
 
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
+def _remove_leftover(path: Path) -> None:
     try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        pass  # Windows: open in another process that serves this directory; the next sweep

@@ -24,6 +24,7 @@ from tests.support.api import ApiClient
 from tests.support.deployment import PROCESS_EXIT, Deployment
 from tests.support.records import PATIENT
 from tests.support.stores import tamper_with_audit
+from tests.support.platforms import needs_sigkill
 
 READERS = 4                # client threads reading at once
 READS_BEFORE_THE_STOP = 400
@@ -97,6 +98,7 @@ def reads_then(deployment: Deployment, stop_signal: int) -> tuple[ReadLog, float
     return log, stopped_at, set(stored)
 
 
+@needs_sigkill
 def test_kill_9_loses_no_event_older_than_the_flush_interval(deployment):
     log, killed_at, stored = reads_then(deployment, signal.SIGKILL)
     bound = killed_at - FLUSH_MS / 1000

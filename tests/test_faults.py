@@ -38,6 +38,7 @@ from tests.support.deployment import PROCESS_EXIT, Deployment, MediTrackProcess,
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import MULTIPART, file_part, multipart
+from tests.support.platforms import needs_sigkill
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -207,6 +208,7 @@ def report_ids_patients_name(store, owner_id: str) -> tuple[set[str], set[str]]:
         after = page[-1]["id"]
 
 
+@needs_sigkill
 def test_kill_9_during_writes_loses_no_acknowledged_write(deployment):
     server = deployment.start()
     client = ApiClient(server.url).register_and_login()
@@ -421,6 +423,7 @@ def erasing_state(deployment: Deployment, user_id: str) -> str | None:
     return None if row is None else "erasing" if row[0] else "active"
 
 
+@needs_sigkill
 def test_kill_9_during_an_account_erasure_is_finished_by_the_next_start(deployment):
     server = deployment.start()
     client = ApiClient(server.url).register_and_login()

@@ -3,11 +3,15 @@
 import json
 import os
 import re
+import select
+import signal
 import threading
 
 import pytest
 
+from storage import ids
 from storage.ids import is_object_id, new_id
+from tests.support.platforms import needs_fork
 
 SECONDS = 0x65A1B2C3  # 2024-01-12, chosen so every one of the 4 bytes differs
 
@@ -87,6 +91,7 @@ def test_is_object_id_refuses_non_strings(value):
     assert is_object_id(value) is False
 
 
+@needs_fork
 def test_forked_children_make_ids_of_their_own():
     # Two `--workers` children of one parent, at the same second: their 5 random bytes
     # (and so their ids) must differ from each other's and from the parent's.
@@ -109,3 +114,38 @@ def test_forked_children_make_ids_of_their_own():
     assert len(first) == len(second) == 100
     assert not first & second and not first & parent and not second & parent
     assert len({made[8:18] for made in first | second | parent}) == 3  # one random part per process
+
+
+@needs_fork
+def test_a_child_forked_while_a_thread_held_the_counter_lock_still_makes_ids():
+    # The thread holding the lock does not exist in the child: had the child kept its
+    # parent's lock, its first id would wait forever.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with ids._this_process().lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    holding.wait(10)
+    read, write = os.pipe()
+    try:
+        child = os.fork()
+        if child == 0:
+            try:
+                os.write(write, new_id().encode())
+            finally:
+                os._exit(0)
+    finally:
+        release.set()
+        holder.join()
+    os.close(write)
+    answered, _, _ = select.select([read], [], [], 10)
+    if not answered:
+        os.kill(child, signal.SIGKILL)
+    with os.fdopen(read) as reader:
+        made = reader.read() if answered else ""
+    os.waitpid(child, 0)
+    assert is_object_id(made), "the child made no id within 10 s"

@@ -9,7 +9,10 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.deployment import until
+from tests.support.platforms import needs_fork
 from web.prefork import MAX_RESTART_DELAY, YOUNG_DEATH, Supervisor
+
+pytestmark = needs_fork
 
 
 def exit_at_once(listener, ready) -> int:

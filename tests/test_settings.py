@@ -14,6 +14,7 @@ import pytest
 
 import meditrack
 import settings as settings_module
+import system
 from settings import Settings, SettingError, load_or_create_secret, load_settings
 
 REPOSITORY = Path(meditrack.__file__).resolve().parent
@@ -81,7 +82,7 @@ VALID_ENVIRONMENT = [
      frozenset({"https://app.example.org", "http://127.0.0.1:5173"})),
     ("MEDITRACK_CORS_ORIGINS", "", "cors_origins", frozenset()),
     ("MEDITRACK_WORKERS", "2", "workers", 2),
-    ("MEDITRACK_WORKERS", "auto", "workers", len(os.sched_getaffinity(0))),
+    ("MEDITRACK_WORKERS", "auto", "workers", system.cpu_count()),
 ]
 
 
@@ -155,6 +156,39 @@ def test_environment_applies_where_no_flag_is_given():
 def test_a_bad_port_flag_is_refused_naming_the_flag(text):
     with pytest.raises(SettingError, match="--port"):
         load_settings([f"--port={text}"], {})
+
+
+def test_workers_are_refused_where_os_fork_is_missing(monkeypatch):
+    monkeypatch.setattr(system, "CAN_FORK", False)
+    for argv, environ, named in [(["--workers", "2"], {}, "--workers 2"),
+                                 ([], {"MEDITRACK_WORKERS": "3"}, "MEDITRACK_WORKERS 3")]:
+        with pytest.raises(SettingError) as refusal:
+            load_settings(argv, environ)
+        message = str(refusal.value)
+        assert message.startswith(named) and "os.fork" in message and "one process" in message
+        assert "\n" not in message
+    assert load_settings(["--workers", "1"], {}).workers == 1  # one process needs no fork
+
+
+def test_help_names_every_flag_with_its_default_and_variable_and_every_command(capsys):
+    with pytest.raises(SystemExit) as exited:
+        load_settings(["--help"], {})
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    default = Settings()
+    for flag, variable, value in [("--host", "MEDITRACK_HOST", default.host),
+                                  ("--port", "MEDITRACK_PORT", default.port),
+                                  ("--data-dir", "MEDITRACK_DATA_DIR", default.data_dir),
+                                  ("--workers", "MEDITRACK_WORKERS", default.workers)]:
+        assert flag in shown and f"env {variable}" in shown and f"default: {value}" in shown
+    assert "verify-audit" in shown and 'README.md, section "Configuration"' in shown
+
+
+def test_verify_audit_takes_only_the_data_directory(capsys):
+    assert load_settings(["--data-dir", "/d"], {}, "verify-audit").data_dir == Path("/d")
+    with pytest.raises(SystemExit):
+        load_settings(["--port", "1"], {}, "verify-audit")
+    assert "unrecognized arguments: --port" in capsys.readouterr().err
 
 
 # --- refusals -------------------------------------------------------------------------

@@ -8,7 +8,10 @@ import threading
 import pytest
 
 from tests.support.clock import FakeClock
+from tests.support.platforms import needs_fork
 from web.sharedlimit import ProcessSharedLock, SharedRateLimiter
+
+pytestmark = needs_fork
 
 
 def test_a_client_gets_its_burst_then_waits_for_the_next_token():

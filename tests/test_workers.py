@@ -28,11 +28,14 @@ from urllib3.util.retry import Retry
 from bench.processes import ROOT
 from tests.support.api import ApiClient
 from tests.support.deployment import PROCESS_EXIT, Deployment, until
+from tests.support.platforms import needs_fork, needs_proc
 from tests.support.uploads import file_part, multipart
 from tests.support.records import PATIENT
 from tests.support.workers import request_on_worker, worker_of
 from tests.test_audit_faults import verify_audit
 from tests.test_faults import begin_upload
+
+pytestmark = [needs_fork, needs_proc]
 
 ACCESS_LINE = re.compile(r"\[(\d+)\] meditrack\.access ")
 REPLACED_WITHIN = 2.0   # seconds, the bound for a killed worker's successor to serve

@@ -43,7 +43,12 @@ log = logging.getLogger("meditrack.workers")
 YOUNG_DEATH = 5.0       # a worker that dies sooner than this after starting died young
 MAX_RESTART_DELAY = 30.0
 READY_TIMEOUT = 30.0    # seconds a new worker may take to open its store on a reload
-SUPERVISED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+
+
+def supervised_signals() -> set[int]:
+    """The signals the parent acts on. SIGHUP and SIGCHLD are POSIX only: this module is
+    used only where os.fork exists (settings.py refuses `--workers` elsewhere, system.py)."""
+    return {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
 
 class Supervisor:
@@ -63,6 +68,7 @@ class Supervisor:
         # they go back to select(). The flag belongs to the socket all workers share.
         listener.setblocking(False)
         self.serve = serve
+        self.signals = supervised_signals()
         self.size = workers
         self.grace = grace
         self.clock = clock
@@ -78,11 +84,11 @@ class Supervisor:
         # NOTE: the supervised signals wait (blocked) while the child is made. Until it
         # has its own handlers, one sent to it would run the parent's and write to the
         # parent's wakeup pipe: a SIGTERM meant for one new worker would stop them all.
-        signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED)
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
         try:
             pid = os.fork()
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
             raise
         if pid == 0:  # the child: serve, then leave without running the parent's cleanup
             status = 1
@@ -92,18 +98,18 @@ class Supervisor:
                 for fd in self.wakeup:
                     if fd >= 0:
                         os.close(fd)
-                for number in SUPERVISED:
+                for number in self.signals:
                     signal.signal(number, signal.SIG_DFL)  # serve() installs its own for SIGTERM, SIGINT
                 # A hang-up of the terminal, or SIGHUP sent to the whole process group,
                 # is the parent's to act on (a reload), never a worker's death.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
                 status = self.serve(self.listener, lambda: _report_ready(ready_write))
             except BaseException:  # noqa: BLE001 — whatever happened, the child must not return into the parent's loop
                 log.exception("worker %d failed", os.getpid())
             finally:
                 os._exit(status)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
         os.close(ready_write)
         self.children[pid] = self.clock()
         log.info("worker %d started", pid)
@@ -137,7 +143,7 @@ class Supervisor:
         self.wakeup = wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
         signal.set_wakeup_fd(wakeup_write)
-        for number in SUPERVISED:
+        for number in self.signals:
             signal.signal(number, lambda signum, frame: None)  # the wakeup fd carries the number
         for _ in range(self.size):
             os.close(self.spawn()[1])

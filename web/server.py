@@ -21,6 +21,7 @@ from http.server import ThreadingHTTPServer
 from socketserver import StreamRequestHandler, TCPServer
 from typing import Callable
 
+import system
 from web.connections import ConnectionRegistry
 from web.http11 import (CONTINUE, LAST_CHUNK, IncompleteMessage, ProtocolError, RequestHead, RequestHeadReader,
                         chunk, response_has_body, response_head)
@@ -257,6 +258,9 @@ class MediTrackServer(ThreadingHTTPServer):
 
     request_queue_size = 128  # socketserver's default of 5 drops connections in a burst
     daemon_threads = True
+    # HTTPServer sets SO_REUSEADDR so a restart can bind at once; on Windows that option
+    # would let a second server bind the port this one serves (system.py).
+    allow_reuse_address = system.REUSE_ADDRESS_IS_SAFE
 
     def __init__(self, address: tuple[str, int], dispatch, *, socket_timeout: float = 30.0,
                  max_connections: int = 200, header_timeout: float = 10.0, min_body_rate: float = 16 * 1024,

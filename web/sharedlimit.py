@@ -40,7 +40,6 @@ Across machines each instance keeps its own table: put a global limit at the pro
 
 import hashlib
 import mmap
-import fcntl
 import os
 import struct
 import tempfile
@@ -48,6 +47,11 @@ import threading
 import time
 
 from web.ratelimit import Clock, _require_positive
+
+try:
+    import fcntl  # POSIX record locks; this module serves only workers, which need os.fork (POSIX)
+except ImportError:  # Windows: importable, never used (settings.py refuses --workers there)
+    fcntl = None
 
 SLOT = struct.Struct("<Qdd")  # key hash, tokens, last refill
 PROBES = 16                   # slots looked at for one key

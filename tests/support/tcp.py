@@ -4,6 +4,8 @@ to see a connection from the other side: its state, and which process holds it."
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from tests.support.platforms import require_proc
+
 CLOSE_WAIT = 0x08  # the TCP state of a socket whose peer has closed, until its owner closes it too
 
 
@@ -15,6 +17,7 @@ class TcpSocket(NamedTuple):
 
 
 def tcp_sockets() -> Iterator[TcpSocket]:
+    require_proc()
     for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
         for line in table.read_text().splitlines()[1:]:
             fields = line.split()

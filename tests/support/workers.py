@@ -11,6 +11,7 @@ import json
 import os
 
 from tests.support.deployment import until
+from tests.support.platforms import require_proc
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.tcp import tcp_sockets
 
@@ -22,6 +23,7 @@ def server_side_inode(server_port: int, client_port: int) -> int:
 
 
 def owner_of_socket(inode: int, pids) -> int | None:
+    require_proc()
     link = f"socket:[{inode}]"
     for pid in pids:
         try:
