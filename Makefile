@@ -1,12 +1,22 @@
 # MediTrack — `make run` starts the API, `make test` runs the tests.
 # Both create a virtual environment in .venv on first use and install into it.
+# `make test PYTHON=python3.13` (or any interpreter) does the same with that Python, in a
+# virtual environment of its own (.venv-python3.13), so several versions live side by side.
 # `make test-mongo` runs the whole suite again with a MongoDB-compatible server
 # (FerretDB, built with Go into ~/.cache/meditrack on first use). `make test-fhir` checks
 # the FHIR view with HL7's rules (HAPI FHIR's validator, fetched from Maven Central into
 # the same cache; Java 17 and Maven come from Debian's packages if missing).
 
 PYTHON ?= python3
-VENV := .venv
+# The interpreter itself. A pyenv shim (python3.13) answers only for the versions pyenv
+# has selected; for another installed one, pyenv is asked where it is.
+PYTHON_BIN := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	PYENV_VERSION=$$(pyenv versions --bare 2>/dev/null | grep -x '$(subst .,\.,$(patsubst python%,%,$(notdir $(PYTHON))))[.0-9]*' \
+	| sort -V | tail -n 1) pyenv which $(notdir $(PYTHON)) 2>/dev/null)
+ifeq ($(PYTHON_BIN),)
+$(error $(PYTHON) is not an interpreter this machine has: set PYTHON to one, e.g. PYTHON=python3.12)
+endif
+VENV := $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 
 .PHONY: run test test-mongo test-fhir conformance test-browser soak bench profile clean
@@ -35,7 +45,7 @@ conformance: $(VENV)/.dev $(CONFORMANCE_VENV)/.installed
 	$(PY) tests/ferretdb.py -- $(PY) tests/conformance/run.py --schemathesis $(CONFORMANCE_VENV)/bin/schemathesis
 
 $(CONFORMANCE_VENV)/.installed: tests/conformance/requirements.txt
-	$(PYTHON) -m venv $(CONFORMANCE_VENV)
+	$(PYTHON_BIN) -m venv $(CONFORMANCE_VENV)
 	$(CONFORMANCE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
 	touch $@
 
@@ -50,7 +60,7 @@ test-browser: $(BROWSER_VENV)/.installed
 	MEDITRACK_CHROMEDRIVER=$$(command -v chromedriver) $(BROWSER_VENV)/bin/python -m pytest -rP tests/browser
 
 $(BROWSER_VENV)/.installed: requirements.txt requirements-dev.txt tests/browser/requirements.txt
-	$(PYTHON) -m venv $(BROWSER_VENV)
+	$(PYTHON_BIN) -m venv $(BROWSER_VENV)
 	$(BROWSER_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
 		-r requirements-dev.txt -r tests/browser/requirements.txt
 	touch $@
@@ -64,7 +74,7 @@ soak: $(VENV)/.dev
 	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION) --workers 2
 
 $(VENV)/.runtime: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
@@ -87,9 +97,9 @@ profile: $(VENV)/.dev $(PROFILE_VENV)/.installed
 	$(PY) bench/profile.py --py-spy $(PROFILE_VENV)/bin/py-spy --request $(REQUEST) --connections $(CONNECTIONS)
 
 $(PROFILE_VENV)/.installed: bench/profile-requirements.txt
-	$(PYTHON) -m venv $(PROFILE_VENV)
+	$(PYTHON_BIN) -m venv $(PROFILE_VENV)
 	$(PROFILE_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/profile-requirements.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf .venv .venv-* data

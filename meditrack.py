@@ -48,6 +48,7 @@ from handlers.audit import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
+import system
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
 from storage.audit import AuditWriter, ChainBroken, verify_chains
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meditrack: cannot open the store: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:  # MONGODB_URI is set, and pymongo is not installed
-        if exc.name not in ("pymongo", "bson", "gridfs"):
+        if (exc.name or "").split(".")[0] not in ("pymongo", "bson", "gridfs"):  # the modules pymongo installs
             raise
         print(install_hint("pymongo"), file=sys.stderr)
         return 1
@@ -240,8 +241,8 @@ def serve(settings: Settings, server: MediTrackServer, store: Store, audit_write
         # in this very thread: it has to be called from another one.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for number in system.STOP_SIGNALS:  # SIGINT, SIGTERM, and Windows' Ctrl-Break
+        signal.signal(number, stop)
     try:
         server.serve_forever()
         # No new connections now; requests in progress get `shutdown_grace` seconds.

@@ -12,6 +12,7 @@ about here, each in one named check, and only the code that needs one asks it:
     FULL_FSYNC             macOS: fsync alone does not reach        the SQLite store (PRAGMA
                            the disk; this fcntl command does        fullfsync), sync_file
     REUSE_ADDRESS_IS_SAFE  SO_REUSEADDR only helps a restart        web/server.py
+    STOP_SIGNALS           the signals that ask for a clean stop    meditrack.py
 
 The worker machinery (web/prefork.py, web/sharedlimit.py: fork, POSIX signals, fcntl
 record locks) is imported only when `--workers` asks for more than one process, which
@@ -34,6 +35,7 @@ What a 201 promises on each system (a report's bytes, and the row that names the
 """
 
 import os
+import signal
 
 try:
     import fcntl  # POSIX only
@@ -63,6 +65,11 @@ FULL_FSYNC = getattr(fcntl, "F_FULLFSYNC", None)  # macOS only
 # may bind the very port a running server listens on, and take some of its connections.
 # socket.create_server leaves it off there for that reason; so does web/server.py.
 REUSE_ADDRESS_IS_SAFE = os.name == "posix"
+
+# Ctrl-C (SIGINT) and SIGTERM everywhere. Windows delivers no SIGTERM from another
+# process; what a service manager can send a console program there is Ctrl-Break
+# (GenerateConsoleCtrlEvent), which Python raises as SIGBREAK, a name only Windows has.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []))
 
 
 def sync_file(descriptor: int) -> None:

@@ -312,3 +312,22 @@ def test_a_bad_environment_value_stops_start_up_with_one_line(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "MEDITRACK_PORT" in lines[0]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("package, modules, environ", [
+    ("bcrypt", ["bcrypt"], {}),
+    ("pymongo", ["pymongo", "bson", "gridfs"], {"MONGODB_URI": "mongodb://127.0.0.1:9/x"}),  # one package, three modules
+])
+def test_a_missing_package_stops_start_up_with_one_line_naming_it_and_the_install_command(tmp_path, package, modules,
+                                                                                            environ):
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    # A Python without the package: importing it fails as it would where it was never installed.
+    (hide / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({modules!r}))\n",
+                                           encoding="utf-8")
+    result = run_meditrack(tmp_path, PYTHONPATH=str(hide), **environ)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"the package {package} is not installed" in lines[0]
+    assert f'"{sys.executable}" -m pip install -r "{REPOSITORY / "requirements.txt"}"' in lines[0]

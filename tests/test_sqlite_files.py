@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+import system
 from storage import sqlite as sqlite_store
 from storage.errors import Conflict, NotFound
 from storage.ids import new_id
@@ -71,6 +72,70 @@ def test_deleting_a_patient_removes_its_files_after_the_commit(tmp_path):
     kept = write_report(store, other["id"])
     store.delete_patient(patient["id"])
     assert files_in(store.reports_dir) == {kept["id"]}
+
+
+def refuse_to_remove_open_report_files(monkeypatch, store):
+    """Windows refuses to remove a file another thread holds open (a download)."""
+    real_unlink = type(store.reports_dir).unlink
+
+    def unlink_like_windows(path, missing_ok=False):
+        if path.parent == store.reports_dir:
+            raise PermissionError(13, "The process cannot access the file because it is being used", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(type(store.reports_dir), "unlink", unlink_like_windows)
+
+
+@pytest.mark.parametrize("delete", ["report", "patient"])
+def test_a_delete_succeeds_when_the_file_is_in_use_and_the_sweep_removes_it_later(tmp_path, monkeypatch, delete):
+    store = SQLiteStore(tmp_path)
+    patient = store.create_patient(store.create_user("u", b"h")["id"], PATIENT)
+    report = write_report(store, patient["id"])
+    with monkeypatch.context() as windows:
+        refuse_to_remove_open_report_files(windows, store)
+        if delete == "report":
+            store.delete_report(patient["id"], report["id"])
+            assert store.get_patient(patient["id"])["reports"] == []
+        else:
+            store.delete_patient(patient["id"])
+            with pytest.raises(NotFound):
+                store.get_patient(patient["id"])
+        assert files_in(store.reports_dir) == {report["id"]}  # in use: left where it is
+    store.close()
+    later = time.time() + SWEEP_MIN_AGE + 1
+    SQLiteStore(tmp_path, clock=lambda: later).close()
+    assert files_in(store.reports_dir) == set()
+
+
+def test_an_upload_whose_rename_a_crash_lost_is_moved_into_place_at_start_up(tmp_path):
+    # Where a directory cannot be synced (Windows), a power cut can keep the row, which
+    # SQLite synced, and lose the rename before it: the bytes are still under their
+    # temporary name. However old, they are the report's, and are put where the row expects.
+    store = SQLiteStore(tmp_path)
+    patient = store.create_patient(store.create_user("u", b"h")["id"], PATIENT)
+    report = write_report(store, patient["id"], b"%PDF-1.7 kept")
+    store.close()
+    (store.reports_dir / report["id"]).rename(store.temp_dir / f"{report['id']}abc123.part")
+    later = time.time() + SWEEP_MIN_AGE + 1
+    reopened = SQLiteStore(tmp_path, clock=lambda: later)
+    assert files_in(reopened.temp_dir) == set()
+    meta, chunks = reopened.open_report(patient["id"], report["id"])
+    assert b"".join(chunks) == b"%PDF-1.7 kept"
+    chunks.close()
+    reopened.close()
+
+
+def test_on_macos_every_connection_asks_sqlite_for_f_fullfsync(tmp_path, monkeypatch):
+    monkeypatch.setattr(system, "FULL_FSYNC", 51)  # as on macOS (system.py)
+    store = SQLiteStore(tmp_path)
+    with store._connection() as db:
+        assert db.execute("PRAGMA fullfsync").fetchone()[0] == 1
+    store.close()
+    monkeypatch.setattr(system, "FULL_FSYNC", None)  # Linux and Windows: SQLite's default
+    store = SQLiteStore(tmp_path)
+    with store._connection() as db:
+        assert db.execute("PRAGMA fullfsync").fetchone()[0] == 0
+    store.close()
 
 
 # --- constraint failures: told apart by SQLite's extended result code ---

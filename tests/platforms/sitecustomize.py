@@ -98,6 +98,10 @@ def _remove(table) -> None:
         module = __import__(module_name)
         if hasattr(module, name):
             delattr(module, name)
+    if not hasattr(os, "sched_getaffinity") and hasattr(os, "process_cpu_count"):
+        # Python 3.13's os.py chose, at import, a process_cpu_count that calls
+        # sched_getaffinity; where that is missing it makes it cpu_count instead.
+        os.process_cpu_count = os.cpu_count
 
 
 def _refuse_directories(real_open=os.open):
