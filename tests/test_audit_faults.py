@@ -24,7 +24,7 @@ from tests.support.api import ApiClient
 from tests.support.deployment import PROCESS_EXIT, Deployment
 from tests.support.records import PATIENT
 from tests.support.stores import tamper_with_audit
-from tests.support.platforms import needs_sigkill
+from tests.support.platforms import needs_posix_signals, needs_sigkill
 
 READERS = 4                # client threads reading at once
 READS_BEFORE_THE_STOP = 400
@@ -112,6 +112,7 @@ def test_kill_9_loses_no_event_older_than_the_flush_interval(deployment):
     assert not missing, f"{len(missing)} events older than {FLUSH_MS} ms were lost"
 
 
+@needs_posix_signals
 def test_sigterm_loses_no_event(deployment):
     log, _, stored = reads_then(deployment, signal.SIGTERM)
     missing = [request_id for request_id, _ in log.answered if request_id not in stored]
@@ -124,6 +125,7 @@ def verify_audit(deployment: Deployment) -> subprocess.CompletedProcess:
                           cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
 
 
+@needs_posix_signals
 def test_verify_audit_passes_an_intact_trail_and_names_an_edited_event(deployment):
     server = deployment.start()
     client = ApiClient(server.url).register_and_login()

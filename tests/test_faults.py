@@ -38,7 +38,7 @@ from tests.support.deployment import PROCESS_EXIT, Deployment, MediTrackProcess,
 from tests.support.raw_http import RawConnection, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import MULTIPART, file_part, multipart
-from tests.support.platforms import needs_sigkill
+from tests.support.platforms import needs_posix_signals, needs_sigkill
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -335,6 +335,7 @@ def test_sigterm_lets_an_upload_in_flight_finish(deployment):
         store.close()
 
 
+@needs_posix_signals
 def test_sigterm_closes_an_idle_keep_alive_connection_at_once(deployment):
     server = deployment.start(MEDITRACK_SHUTDOWN_GRACE=str(GRACE))
     idle = idle_keep_alive_connection(server)
@@ -372,6 +373,7 @@ def test_sigterm_refuses_new_connections_while_a_request_finishes(deployment):
     assert refused, "a connection made during the shutdown was neither refused nor closed"
 
 
+@needs_posix_signals
 def test_an_upload_cut_off_by_shutdown_leaves_nothing_behind(deployment):
     # One second of grace, and a socket timeout so long that nothing but the end of the
     # grace can end the stalled upload within the bound below.

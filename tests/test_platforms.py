@@ -26,6 +26,9 @@ from tests.support.api import TEST_SECRET
 from tests.support.records import PATIENT
 from tests.support.uploads import PDF
 
+# The simulation runs on a POSIX host, the one it takes names away from.
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="simulates macOS and Windows on a POSIX host")
+
 SHIM_DIR = Path(__file__).resolve().parent / "platforms"
 SIMULATED = ["macos", "windows"]
 PRODUCT = [ROOT / "meditrack.py", ROOT / "settings.py", ROOT / "system.py",
@@ -45,7 +48,8 @@ SHIM = load_shim()
 
 def simulated(system: str, **extra: str) -> dict[str, str]:
     """The environment variables that make a child Python the simulated `system`."""
-    environ = {"PYTHONPATH": os.pathsep.join([str(SHIM_DIR), str(ROOT)]), "MEDITRACK_SIMULATE": system, **extra}
+    environ = {"PYTHONPATH": os.pathsep.join([str(SHIM_DIR), str(ROOT)]), "MEDITRACK_SIMULATE": system,
+               "MEDITRACK_SIMULATE_KEEP": "", **extra}
     if system == "windows":
         environ["PYTHONWARNDEFAULTENCODING"] = "1"  # the shim makes the warning an error
     return environ

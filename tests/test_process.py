@@ -7,12 +7,14 @@ import pytest
 import requests
 
 from bench.processes import launch_meditrack
+from tests.support.platforms import needs_posix_signals
 
 
 def start(tmp_path, **env):
     return launch_meditrack(tmp_path, {"MEDITRACK_BCRYPT_ROUNDS": "4", **env})
 
 
+@needs_posix_signals
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_the_server_stops_cleanly_on_a_signal(tmp_path, stop_signal):
     process, url = start(tmp_path)

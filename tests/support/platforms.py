@@ -5,6 +5,7 @@ on Windows those and the ones that fork or send POSIX signals do: what they test
 (the `--workers` machinery, a kill -9 mid-request) does not exist there.
 """
 
+import os
 import signal
 from pathlib import Path
 
@@ -17,6 +18,10 @@ PROC = Path("/proc")  # Linux's view of its processes and sockets (proc(5)); mac
 needs_fork = pytest.mark.skipif(not system.CAN_FORK, reason="needs os.fork (Linux, macOS)")
 needs_proc = pytest.mark.skipif(not (PROC / "self" / "fd").is_dir(), reason="reads /proc (Linux)")
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="sends SIGKILL (POSIX)")
+# Stopping a child process with SIGTERM or SIGINT and expecting it to drain: POSIX. On
+# Windows, Popen.send_signal(SIGTERM) is TerminateProcess (an abrupt end, like kill -9)
+# and a console program is asked to stop with Ctrl-C or Ctrl-Break events instead.
+needs_posix_signals = pytest.mark.skipif(os.name != "posix", reason="stops a child with a POSIX signal")
 
 
 def require_proc() -> None:
