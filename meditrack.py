@@ -43,12 +43,12 @@ import threading
 import time
 from functools import partial
 
+import system
 from handlers import ERROR_STATUSES, audit, auth, docs, fhir, patients, reports, service, sessions, versions
 from handlers.audit import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
-import system
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
 from storage.audit import AuditWriter, ChainBroken, verify_chains

@@ -23,14 +23,13 @@ import bcrypt
 
 import system
 from handlers.inputs import read_json
-from handlers.tokens import (BEARER_CHALLENGE, ISSUER, VerifiedTokens, new_refresh_secret,
-                             parse_refresh_token, refresh_digest)
+from handlers.tokens import ISSUER, new_refresh_secret, parse_refresh_token, refresh_digest, verify_access_token
 from storage.base import Store, utc_timestamp
 from web import jwt
 from web.backoff import FailureBackoff
 from web.http11 import Headers
 from web.messages import Request, Response, json_response
-from web.problems import Forbidden, TooManyRequests, Unauthorized
+from web.problems import Forbidden, TooManyRequests, Unauthorized, bearer_challenge
 from web.ratelimit import retry_after_header
 from web.validation import SchemaValidator, ValidationError
 
@@ -52,7 +51,7 @@ def public_user(user: dict) -> dict:
 
 class Accounts:
     """Everything accounts and sessions need, in one place: the store, the key that
-    signs tokens and the tokens already verified, the per-username back-off, the slots
+    signs and verifies tokens, the per-username back-off, the slots
     that bound how many passwords are hashed at once, and the dummy hash an unknown
     username is checked against."""
 
@@ -68,7 +67,6 @@ class Accounts:
         # The failures are logged in the store, so every worker (and every instance on
         # one MongoDB) counts them together.
         self.backoff = backoff or FailureBackoff(log=store, clock=clock)
-        self.verified_tokens = VerifiedTokens(jwt_key)
         self.hashing_slots = threading.BoundedSemaphore(HASHING_CONCURRENCY)
         # What a login for an unknown username is checked against (see `verify_password`).
         self.dummy_password_hash = bcrypt.hashpw(b"not a real password", bcrypt.gensalt(bcrypt_rounds))
@@ -136,7 +134,7 @@ class Accounts:
         session = self.store.create_session(user["id"], refresh_digest(secret), self.clock() + self.refresh_ttl,
                                             password_hash=user["passwordHash"])
         if session is None:  # erased, or its password changed, while the login was checked
-            raise Unauthorized(WRONG_CREDENTIALS, headers=BEARER_CHALLENGE)
+            raise Unauthorized(WRONG_CREDENTIALS, headers=bearer_challenge())
         facts["resourceId"] = session["id"]
         return self._token_pair(user["id"], session["id"], secret, self.refresh_ttl)
 
@@ -159,7 +157,7 @@ class Accounts:
             if self.store.refresh_token_issued(session_id, refresh_digest(secret)):
                 self.store.end_session(session_id)
             raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
-                               headers=BEARER_CHALLENGE)
+                               headers=bearer_challenge())
         facts["userId"] = session["userId"]
         # NOTE: a session lives MEDITRACK_REFRESH_TTL from its login, however often it is
         # refreshed: a stolen refresh token, kept fresh by its thief, still dies then.
@@ -180,16 +178,16 @@ class Accounts:
         # RFC 9110 §11.1: the auth scheme is case-insensitive.
         if scheme.lower() != "bearer" or not token.strip():
             # RFC 6750 §3.1: a request without credentials gets a bare challenge.
-            raise Unauthorized("a bearer token is required", headers=BEARER_CHALLENGE)
+            raise Unauthorized("a bearer token is required", headers=bearer_challenge())
         now = self.clock()
-        claims = self.verified_tokens.claims(token.strip(), now)
-        # NOTE: a cached token still costs this one query: the session may have ended
-        # (logout, password change, reuse) on this or any process sharing the store,
-        # and a token must stop working at once, not when the cache forgets it.
+        claims = verify_access_token(token.strip(), self.jwt_key, now)
+        # NOTE: a valid signature is not enough: the session may have ended (logout,
+        # password change, a reused refresh token) on this or any process sharing the
+        # store, and its tokens must stop working at once, not when they expire.
         user = self.store.session_user(claims["sid"], claims["sub"])
         if user is None:
             raise Unauthorized("the session has ended or its user no longer exists",
-                               headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
+                               headers=bearer_challenge("invalid_token"))
         # lastUsedAt moves at most once a minute: not a write per request.
         if user["sessionLastUsedAt"] <= utc_timestamp(now - LAST_USED_PRECISION):
             self.store.touch_session(claims["sid"])
@@ -210,7 +208,7 @@ def login(accounts: Accounts, request: Request) -> Response:
     user = accounts.verify_password(body["username"], body["password"].encode("utf-8"), request.facts)
     if user is None:
         # The same answer for an unknown username and a wrong password.
-        raise Unauthorized(WRONG_CREDENTIALS, headers=BEARER_CHALLENGE)
+        raise Unauthorized(WRONG_CREDENTIALS, headers=bearer_challenge())
     return json_response(accounts.start_session(user, request.facts))
 
 

@@ -35,13 +35,9 @@ without a commit (a bad file type, a size limit, a client gone) throws the bytes
 
 import base64
 import hashlib
-import math
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
-
-
-_formatted_seconds: dict[float, str] = {}  # whole second → "YYYY-MM-DDTHH:MM:SS."
 
 
 def base64_sha1(chunks: Iterable[bytes]) -> str:
@@ -60,21 +56,8 @@ def base64_digest(digest) -> str:
 
 def utc_timestamp(seconds: float) -> str:
     """ISO 8601 in UTC with millisecond precision, e.g. 2026-11-24T10:15:30.123Z."""
-    # Rounded to the microsecond first, exactly as datetime.fromtimestamp rounds it.
-    fraction, whole = math.modf(seconds)
-    microseconds = round(fraction * 1_000_000)
-    if microseconds >= 1_000_000:
-        whole, microseconds = whole + 1, microseconds - 1_000_000
-    # NOTE: every authenticated request formats a few moments (now, a minute ago), so
-    # the date-and-clock part of recent seconds is kept. Dict reads and writes are
-    # atomic, and two threads formatting the same second at once just do it twice.
-    prefix = _formatted_seconds.get(whole)
-    if prefix is None:
-        if len(_formatted_seconds) >= 16:
-            _formatted_seconds.clear()
-        prefix = datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
-        _formatted_seconds[whole] = prefix
-    return f"{prefix}{microseconds // 1000:03d}Z"
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)  # rounded to the microsecond
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
 class ReportWriter(ABC):

@@ -3,7 +3,8 @@
 A store translates its driver's failures into these: a duplicate key becomes
 `Conflict`, a missing row `NotFound`, a lost connection or full disk `Unavailable`,
 and a write made on condition of a version that is no longer current `VersionMismatch`.
-`web/problems.py` maps each one to exactly one HTTP status.
+The application maps each one to exactly one HTTP status (`handlers/__init__.py`,
+`ERROR_STATUSES`).
 """
 
 

@@ -69,10 +69,9 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         # NOTE: a pool of connections, each used by one thread at a time. A sqlite3
         # connection must not be shared by two threads at once, and opening one per
         # request would cost more than the query. Borrowed last in, first out: a thread
-        # gets the connection used last, whose page cache is warm, and the others' stay
-        # cold. First in, first out, an export reading 100,000 patients a page at a
-        # time filled the cache (up to 2 MB) of every connection a busy moment had
-        # opened: its RSS grew 56 MiB after a load at 32 connections; 2 MiB now.
+        # gets the connection used last, whose page cache is warm, and the others stay
+        # idle and small. First in, first out, a long export would fill the page cache
+        # (up to 2 MB) of every connection a busy moment had opened, one after another.
         # (deque's append and pop are atomic: no lock needed.)
         self._idle: deque[sqlite3.Connection] = deque()
         self._readers = threading.BoundedSemaphore(READERS)
@@ -208,10 +207,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
 
         NOTE: a page's reports come from one query over the page's ids, not from the
         correlated JSON subquery a single read uses (SELECT_PATIENTS): for 20 patients
-        that ran 20 subqueries and built 20 JSON texts for Python to parse again. This
-        costs a quarter of it (the store's list of 20: 118 µs, now 33 µs), and under 32
-        connections it spares SQLite the allocations whose locks made the list spend
-        most of its time in the kernel (`make bench`, and the issue-15 note)."""
+        that would run 20 subqueries and build 20 JSON texts for Python to parse again."""
         if not patient_ids:
             return {}
         found: dict[str, list[dict]] = {}

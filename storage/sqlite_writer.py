@@ -25,22 +25,14 @@ transaction, commits once, and only then wakes the callers:
   the batch still commit.
 - **Fair**: units run in the order they were submitted (FIFO), with no sleeping.
 
-Measured on this project's 2-core VM: one caller alone, every create its own commit,
-0.36 ms a create; 32 threads creating on the store at once, 14,742 creates/s at 16 per
-commit. Over HTTP (`make bench`, 32 connections creating patients) the batches hold
-about 12 writes, and the slowest requests fell from p99 0.6–0.8 s and max 1.0–1.6 s
-(each thread waiting in SQLite's busy handler) to p99 32 ms and max about 50 ms, at the
-same throughput: that is set by the Python each request costs, not by the disk.
-
 Between processes sharing the file (several workers, or a second instance), SQLite's
 lock remains, and SQLite offers no queue for it: a process can only try again. Only
 each process's writer thread tries, and it does not leave that to SQLite's busy handler,
 which sleeps in growing steps of up to 100 ms. It polls `BEGIN IMMEDIATE` itself, every
 0.5 ms at first and never less often than every `MAX_POLL` (2 ms), for at most
 `BUSY_TIMEOUT` seconds, after which its batch fails with `Unavailable` (503) rather
-than hanging. Readers never wait (WAL). Two processes creating patients on one file,
-16 connections each: with SQLite's busy handler p99 831 ms, max 844 ms; polling, p99
-112 ms, max 150 ms, at 1,995 creates/s together.
+than hanging. Readers never wait (WAL). What group commit and the polling gain, as
+measured: docs/performance.md.
 """
 
 import logging

@@ -89,9 +89,13 @@ def test_rfc9112_2_2_one_empty_line_before_the_request_line_is_ignored(feed):
 
 def test_the_peer_closing_between_requests_is_not_an_error():
     reader = RequestHeadReader()
-    reader.end_of_stream()
-    reader.feed(b"\r\n")
-    reader.end_of_stream()
+    assert reader.end_of_stream() is None
+    assert reader.feed(b"\r\n") == (None, 2)  # an empty line before a request line: waiting for more
+    assert reader.end_of_stream() is None
+    inside = RequestHeadReader()  # what it is told apart from: a close inside a request head
+    inside.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(IncompleteMessage):
+        inside.end_of_stream()
 
 
 def test_the_peer_closing_in_the_middle_of_a_head_is_an_incomplete_message():

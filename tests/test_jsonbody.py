@@ -196,7 +196,10 @@ def nested_objects(levels: int) -> bytes:
 @pytest.mark.parametrize("max_depth", [1, 3, 32])
 @pytest.mark.parametrize("nest", [nested_arrays, nested_objects])
 def test_values_exactly_at_max_depth_are_accepted(nest, max_depth):
-    parse_json(nest(max_depth), max_depth=max_depth)
+    value = parse_json(nest(max_depth), max_depth=max_depth)
+    for _ in range(max_depth):  # down through every level to the 0 at the bottom
+        value = value[0] if isinstance(value, list) else value["k"]
+    assert value == 0
 
 
 @pytest.mark.parametrize("max_depth", [1, 3, 32])

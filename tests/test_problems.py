@@ -4,10 +4,8 @@ The web layer's own table is tested as it is; the application's (`handlers.ERROR
 the store's errors) is handed in as the dispatcher does, merged over it.
 """
 
-import ast
 import json
 from http import HTTPStatus
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,6 @@ from web import http11, jsonbody, jwt, multipart, problems, router, validation
 from web.problems import INTERNAL_DETAIL, PROBLEM_TYPE, STATUS_BY_EXCEPTION, problem_response, status_for
 
 APPLICATION_STATUSES = {**STATUS_BY_EXCEPTION, **ERROR_STATUSES}
-WEB = Path(__file__).resolve().parent.parent / "web"
 
 
 def make(cls: type[BaseException]) -> BaseException:
@@ -74,15 +71,6 @@ def test_the_store_errors_are_500_until_the_application_maps_them():
     # store error is just an unexpected exception.
     assert status_for(store_errors.NotFound("x")) == 500
     assert status_for(store_errors.NotFound("x"), APPLICATION_STATUSES) == 404
-
-
-def test_no_module_in_web_imports_storage_or_handlers():
-    for path in WEB.glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        outside = {name for name in imported if name.split(".")[0] in ("storage", "handlers", "meditrack")}
-        assert not outside, f"{path.name} imports {sorted(outside)}"
 
 
 @pytest.mark.parametrize("cls, status", [

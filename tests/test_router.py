@@ -248,3 +248,13 @@ def test_a_later_route_with_the_right_method_is_found_after_a_wrong_method_one()
     router.add("PUT", "/patients/{patientId}", replace_patient)
     router.add("GET", "/patients/{patientId}", get_patient)
     assert router.match("GET", "/patients/abc")[0].handler is get_patient
+
+
+def test_a_second_route_for_the_same_method_and_path_stops_start_up():
+    router = Router()
+    router.add("GET", "/patients/{patientId}", get_patient)
+    with pytest.raises(ValueError, match="GET /patients/{patientId} is already a route"):
+        router.add("GET", "/patients/{patientId}", list_patients)
+    router.add("PUT", "/patients/{patientId}", replace_patient)  # another method on that path is fine
+    assert [route.method for route in router.routes] == ["GET", "PUT"]
+    assert router.match("GET", "/patients/1")[0].handler is get_patient

@@ -63,8 +63,8 @@ class Supervisor:
         # NOTE: non-blocking, and this matters. Every idle worker waits in select() on
         # the one socket, and a new connection wakes them all; one accept() gets it. On
         # a blocking socket the others would then block in accept() until the next
-        # connection, deaf to a shutdown (found as a worker that never drained: killed
-        # after the grace period). Non-blocking, their accept() fails with EAGAIN and
+        # connection, deaf to a shutdown: such a worker never drains, and is killed
+        # after the grace period. Non-blocking, their accept() fails with EAGAIN and
         # they go back to select(). The flag belongs to the socket all workers share.
         listener.setblocking(False)
         self.serve = serve

@@ -1,9 +1,11 @@
 """Errors as RFC 9457 problem details: one table from exception to status, one writer.
 
 Handlers and mechanisms raise; nothing but `problem_response` turns an exception into
-an HTTP response. Every mechanism keeps its own exceptions free of HTTP (the JWT
-module does not know what a 401 is), and `STATUS_BY_EXCEPTION` below is the one place
-that decides which status each of the web layer's failures deserves.
+an HTTP response. A mechanism whose failures are not HTTP by nature keeps its
+exceptions free of it (the JWT module does not know what a 401 is), and
+`STATUS_BY_EXCEPTION` below gives each of them its status. An `HTTPError` carries its
+own: this module's, and those of mechanisms that are HTTP by nature (web/conditional.py's
+412, 416 and 428).
 
 The web layer knows nothing of the application built on it: an application whose own
 exceptions deserve a status (a store's "not found" is a 404) hands its table to the
@@ -35,6 +37,13 @@ class BadRequest(HTTPError):
 
 class Unauthorized(HTTPError):
     status = 401
+
+
+def bearer_challenge(error: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The WWW-Authenticate header of a 401 to a bearer-token API (RFC 6750 §3): bare when
+    the request brought no token (§3.1), with `error="invalid_token"` when it brought one
+    that was refused (expired, forged, its session ended)."""
+    return (("WWW-Authenticate", "Bearer" if error is None else f'Bearer error="{error}"'),)
 
 
 class Forbidden(HTTPError):
@@ -99,8 +108,7 @@ def headers_for(exc: BaseException) -> list[tuple[str, str]]:
         # RFC 9110 §15.5.6: a 405 MUST carry Allow with the methods the resource has.
         return [("Allow", ", ".join(exc.allowed))]
     if isinstance(exc, jwt.TokenError):
-        # RFC 6750 §3.1: a rejected token is answered with error="invalid_token".
-        return [("WWW-Authenticate", 'Bearer error="invalid_token"')]
+        return list(bearer_challenge("invalid_token"))
     return []
 
 

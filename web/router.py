@@ -75,10 +75,12 @@ class Router:
             raise ValueError(f"a template starts with / and a literal segment: {template!r}")
         route = Route(method, template, handler, compile_template(template),
                       auth=auth, credentials=credentials, max_body=max_body, audit=audit)
-        self.routes.append(route)
         by_template = self._templates.setdefault(_first_segment(template), {})
         routes = by_template.setdefault(template, _Template(route.pattern, {})).routes
-        routes.setdefault(method, route)  # the first route added for a method and path wins
+        if method in routes:  # a second handler for one method and path would never run
+            raise ValueError(f"{method} {template} is already a route")
+        routes[method] = route
+        self.routes.append(route)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route for this request and its path parameters (percent-decoded)."""

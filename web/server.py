@@ -38,16 +38,9 @@ access_log = logging.getLogger("meditrack.access")
 error_log = logging.getLogger("meditrack.errors")
 
 
-_date = (0, "")  # (second, its HTTP-date): a response's Date changes once a second
-
-
 def http_date() -> str:
-    """RFC 9110 §6.6.1: the Date header, formatted once per second, not per response."""
-    global _date
-    second = int(time.time())
-    if _date[0] != second:
-        _date = (second, formatdate(second, usegmt=True))  # one tuple: threads see old or new
-    return _date[1]
+    """RFC 9110 §6.6.1: the Date header, e.g. "Sun, 06 Dec 2026 20:07:53 GMT"."""
+    return formatdate(time.time(), usegmt=True)
 
 
 def encode_head(response: Response, keep_alive: bool, request_id: str, *, chunked: bool = False) -> bytes:

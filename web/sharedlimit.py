@@ -5,7 +5,7 @@ kept in each worker's memory would give a client N times its limit (one bucket p
 worker) — or, split evenly, make it wait for tokens another worker holds. So the
 buckets live in memory every worker sees: a table made by the parent before it forks.
 
-Why shared memory, and not the other two designs the issue names:
+Why shared memory, and not the two other places buckets could live:
 
 - **the parent as the bucket keeper** would cost every request a round trip to another
   process (a pipe write, a wake-up, a reply): more than the check itself, on every
