@@ -169,7 +169,7 @@ def argument_parser(command: str = "serve") -> argparse.ArgumentParser:
         epilog=f"commands (python meditrack.py [COMMAND] [flags]):\n{commands}\n\n"
                "Flags override environment variables. MONGODB_URI, when set, keeps the data in\n"
                "MongoDB instead of SQLite. Every setting, with its environment variable, default\n"
-               "and meaning: README.md, section \"Configuration\".",
+               "and meaning: docs/configuration.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", metavar="DIR",
                         help=f"where the SQLite database, the report files and the JWT key live (default: "

@@ -186,7 +186,7 @@ def test_help_names_every_flag_with_its_default_and_variable_and_every_command(c
                                   ("--data-dir", "MEDITRACK_DATA_DIR", default.data_dir),
                                   ("--workers", "MEDITRACK_WORKERS", default.workers)]:
         assert flag in shown and f"env {variable}" in shown and f"default: {value}" in shown
-    assert "verify-audit" in shown and 'README.md, section "Configuration"' in shown
+    assert "verify-audit" in shown and "docs/configuration.md" in shown
 
 
 def test_verify_audit_takes_only_the_data_directory(capsys):

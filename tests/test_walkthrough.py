@@ -1,8 +1,9 @@
-"""The README's curl walkthrough, run for real against a live server.
+"""The curl walkthroughs, run for real against a live server: the README's short tour
+(its section "## A short tour") and the whole API (docs/walkthrough.md).
 
-Every ```sh block under "## Walkthrough" is run in one bash session, in order; the
-block after it (```json or ```text), if any, is what it must print. Ids, timestamps
-and tokens differ from run to run, so both sides have those masked before comparing;
+Every ```sh block of a walkthrough is run in one bash session, in order; the block
+after it (```json or ```text), if any, is what it must print. Ids, timestamps and
+tokens differ from run to run, so both sides have those masked before comparing;
 everything else must match exactly.
 """
 
@@ -10,7 +11,9 @@ import re
 import subprocess
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:8000"
 STEP_MARK = "@@walkthrough-step@@"
 MASKS = [
@@ -25,10 +28,20 @@ MASKS = [
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def walkthrough_steps() -> list[tuple[str, str]]:
-    """(commands, expected output) for each sh block of the Walkthrough section."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n## Walkthrough\n", 1)[1].split("\n## ", 1)[0]
+def readme_tour() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## A short tour\n", 1)[1].split("\n## ", 1)[0]
+
+
+def whole_walkthrough() -> str:
+    return (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
+
+
+WALKTHROUGHS = {"readme-tour": readme_tour, "docs-walkthrough": whole_walkthrough}
+
+
+def walkthrough_steps(section: str) -> list[tuple[str, str]]:
+    """(commands, expected output) for each sh block of a walkthrough."""
     steps = []
     for match in BLOCK.finditer(section):
         language, content = match[1], match[2]
@@ -46,15 +59,17 @@ def mask(text: str) -> str:
     return text.strip()
 
 
-def test_the_walkthrough_has_steps_with_outputs():
-    steps = walkthrough_steps()
-    assert len(steps) >= 8
-    assert sum(1 for _, expected in steps if expected) >= 7
+@pytest.mark.parametrize("walkthrough, least", [("readme-tour", 5), ("docs-walkthrough", 8)])
+def test_the_walkthrough_has_steps_with_outputs(walkthrough, least):
+    steps = walkthrough_steps(WALKTHROUGHS[walkthrough]())
+    assert len(steps) >= least
+    assert sum(1 for _, expected in steps if expected) >= least - 1
 
 
-def test_readme_walkthrough_prints_what_the_readme_shows(start_server, tmp_path):
+@pytest.mark.parametrize("walkthrough", sorted(WALKTHROUGHS))
+def test_the_walkthrough_prints_what_it_shows(start_server, tmp_path, walkthrough):
     server = start_server()
-    steps = walkthrough_steps()
+    steps = walkthrough_steps(WALKTHROUGHS[walkthrough]())
     script = "set -e\n" + "".join(f"{commands}\necho {STEP_MARK}\n" for commands, _ in steps)
     script = script.replace(README_URL, server.url)
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -63,4 +78,4 @@ def test_readme_walkthrough_prints_what_the_readme_shows(start_server, tmp_path)
     assert len(outputs) == len(steps)
     for (commands, expected), actual in zip(steps, outputs):
         actual = actual.replace(server.url, README_URL)  # FHIR's absolute URLs name the server
-        assert mask(actual) == mask(expected), f"the README step\n{commands}\nprinted\n{actual}"
+        assert mask(actual) == mask(expected), f"the {walkthrough} step\n{commands}\nprinted\n{actual}"
