@@ -1,6 +1,6 @@
 """Side by side: the authenticated patient read (or write) on this checkout and another, in one run.
 
-    python bench/compare.py OTHER_CHECKOUT [--rounds 4] [--seconds 4] [--put]
+    python bench/compare.py OTHER_CHECKOUT [--rounds 4] [--seconds 4] [--put] [--connections 32]
 
 `make bench` compares MediTrack with a ceiling; this compares MediTrack with itself, to
 answer "did this change make the hot path slower?". It starts this checkout's server
@@ -52,7 +52,8 @@ def start(root: Path, data_dir: Path, patients: int = 1):
     return process, f"{url}/patients/{ids[0]}", token, ids
 
 
-def side_by_side(checkouts: dict[str, Path], *, rounds: int, seconds: float, put: bool = False) -> dict[str, list[float]]:
+def side_by_side(checkouts: dict[str, Path], *, rounds: int, seconds: float, put: bool = False,
+                 connections: int = 32) -> dict[str, list[float]]:
     """Each checkout's server, read (or written) with wrk in turn, round by round: requests/s per round."""
     with tempfile.TemporaryDirectory(prefix="meditrack-compare-") as data:
         servers = {name: start(root, Path(data) / name, patients=32 if put else 1) for name, root in checkouts.items()}
@@ -64,7 +65,8 @@ def side_by_side(checkouts: dict[str, Path], *, rounds: int, seconds: float, put
                         run = wrk(url, script="conditional_put.lua", threads=32, seconds=seconds,
                                   env={"BENCH_TOKEN": token, "BENCH_PATIENTS": ",".join(ids), "BENCH_CONDITIONAL": "0"})
                     else:
-                        run = wrk(url, script="bearer.lua", seconds=seconds, env={"BENCH_TOKEN": token})
+                        run = wrk(url, script="bearer.lua", seconds=seconds, connections=connections,
+                                  env={"BENCH_TOKEN": token})
                     if run["non2xx"]:
                         raise RuntimeError(f"{name}: {run['non2xx']} requests failed")
                     rates[name].append(run["rps"])
@@ -81,9 +83,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--put", action="store_true", help="PUT /patients/{id} (each connection its own patient)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections for the read (default 32)")
     arguments = parser.parse_args()
     checkouts = {"this": ROOT, "other": arguments.other.resolve()}
-    rates = side_by_side(checkouts, rounds=arguments.rounds, seconds=arguments.seconds, put=arguments.put)
+    rates = side_by_side(checkouts, rounds=arguments.rounds, seconds=arguments.seconds, put=arguments.put,
+                         connections=arguments.connections)
     for name, root in checkouts.items():
         print(f"{name:5} {root}: " + ", ".join(f"{rate:,.0f}" for rate in rates[name])
               + f" requests/s; median {statistics.median(rates[name]):,.0f}")

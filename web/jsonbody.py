@@ -61,6 +61,11 @@ def _check_value(value, depth: int, max_depth: int) -> None:
             _check_value(item, depth + 1, max_depth)
 
 
+# json.loads with hooks would build this decoder anew on every call; its rules never change.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float,
+                            object_pairs_hook=_object_without_duplicates)
+
+
 def parse_json(raw: bytes, *, max_depth: int = 32):
     """Decode a request body; raise `InvalidJSON` for anything RFC 8259 or we refuse."""
     try:
@@ -71,8 +76,7 @@ def parse_json(raw: bytes, *, max_depth: int = 32):
     if text.startswith("\ufeff"):
         raise InvalidJSON("the body starts with a byte order mark")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
-                           object_pairs_hook=_object_without_duplicates)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InvalidJSON(f"JSON nests deeper than {max_depth} levels") from None
     except ValueError:  # JSONDecodeError, and int() refusing a 5000-digit number
