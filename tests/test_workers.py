@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,7 +29,7 @@ from urllib3.util.retry import Retry
 from bench.processes import ROOT
 from tests.support.api import ApiClient
 from tests.support.deployment import PROCESS_EXIT, Deployment, until
-from tests.support.platforms import needs_fork, needs_proc
+from tests.support.platforms import needs_fork, needs_proc, require_proc
 from tests.support.uploads import file_part, multipart
 from tests.support.records import PATIENT
 from tests.support.workers import request_on_worker, worker_of
@@ -186,6 +187,30 @@ def test_sigterm_lets_uploads_in_flight_on_both_workers_finish_and_exits_0(deplo
     again = ApiClient(deployment.start().url)
     again.session.headers.update(client.session.headers)
     assert len(again.get(f"/patients/{patient['id']}").json()["reports"]) == len(uploads)
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie waiting to be reaped has)."""
+    require_proc()
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_workers_drain_and_exit_when_their_supervisor_is_killed(deployment):
+    server = start_workers(deployment)
+    assert until(lambda: len(ready_workers(server)) == 2, timeout=15)
+    workers = ready_workers(server)
+    server.process.kill()  # kill -9: the supervisor stops no one
+    server.process.wait(timeout=PROCESS_EXIT)
+    # Each notices within ORPHAN_CHECK (0.25 s) and, idle, drains at once; the margin
+    # is for a busy machine.
+    assert until(lambda: not any(running(pid) for pid in workers), timeout=2.0), \
+        [pid for pid in workers if running(pid)]
+    with pytest.raises(requests.ConnectionError):  # no one serves the port any more
+        requests.get(server.url + "/health", timeout=2)
 
 
 def test_sigterm_stops_idle_workers_at_once(deployment):

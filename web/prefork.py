@@ -17,6 +17,9 @@ processes share, and the one here:
 - **SIGTERM or SIGINT: drain.** Each worker gets SIGTERM, stops accepting and finishes
   the requests it has within the grace period (web/server.py's drain); one still
   running 5 s after that is killed. The parent exits 0 once all are gone.
+- **A supervisor that dies** without stopping its workers (kill -9, the OOM killer)
+  leaves no worker behind: each notices within `ORPHAN_CHECK` seconds that its parent
+  has changed, and drains and exits as on SIGTERM.
 - **SIGHUP: a graceful reload.** Workers are replaced one at a time: a new one is
   started and reports ready (it opened its store) before an old one is told to drain.
   The socket stays open in the parent throughout, so no connection is refused. The new
@@ -35,6 +38,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from typing import Callable
 
@@ -43,6 +47,7 @@ log = logging.getLogger("meditrack.workers")
 YOUNG_DEATH = 5.0       # a worker that dies sooner than this after starting died young
 MAX_RESTART_DELAY = 30.0
 READY_TIMEOUT = 30.0    # seconds a new worker may take to open its store on a reload
+ORPHAN_CHECK = 0.25     # seconds between a worker's checks that its supervisor is alive
 
 
 def supervised_signals() -> set[int]:
@@ -81,6 +86,7 @@ class Supervisor:
     def spawn(self) -> tuple[int, int]:
         """Fork one worker; its pid and the read end of the pipe it reports ready on."""
         ready_read, ready_write = os.pipe()
+        supervisor = os.getpid()
         # NOTE: the supervised signals wait (blocked) while the child is made. Until it
         # has its own handlers, one sent to it would run the parent's and write to the
         # parent's wakeup pipe: a SIGTERM meant for one new worker would stop them all.
@@ -104,6 +110,8 @@ class Supervisor:
                 # is the parent's to act on (a reload), never a worker's death.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
+                threading.Thread(target=_stop_when_orphaned, args=(supervisor,), daemon=True,
+                                 name="supervisor-watch").start()
                 status = self.serve(self.listener, lambda: _report_ready(ready_write))
             except BaseException:  # noqa: BLE001 — whatever happened, the child must not return into the parent's loop
                 log.exception("worker %d failed", os.getpid())
@@ -206,6 +214,19 @@ class Supervisor:
             self.children.pop(pid)
         self.listener.close()
         return 0
+
+
+def _stop_when_orphaned(supervisor: int) -> None:
+    """In a worker: drain and exit, as on SIGTERM, once the supervisor is gone.
+
+    NOTE: a supervisor that dies without stopping its workers (kill -9, the OOM killer,
+    a service manager's final SIGKILL) would leave them serving the socket unsupervised,
+    and a restart on the same port would fail. A child whose parent has died is handed
+    to another process, so its parent's pid changes: asked every ORPHAN_CHECK seconds."""
+    while os.getppid() == supervisor:
+        time.sleep(ORPHAN_CHECK)
+    log.warning("worker %d: the supervisor %d is gone; stopping", os.getpid(), supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _report_ready(fd: int) -> None:
