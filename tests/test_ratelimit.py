@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from tests.support.clock import FakeClock
-from web.ratelimit import RateLimiter, TokenBucket, parse_rate, retry_after_header
+from web.ratelimit import RateLimiter, TokenBucket, parse_rate, refill, retry_after_header, spend
 
 
 
@@ -341,3 +341,14 @@ def test_parse_rate_refuses_anything_else(text):
 )
 def test_retry_after_rounds_up_to_whole_seconds_at_least_one(seconds, header):
     assert retry_after_header(seconds) == header
+
+
+def test_refill_adds_rate_times_elapsed_up_to_the_capacity_and_never_for_a_clock_going_back():
+    assert refill(1.0, 10.0, 12.0, rate=0.5, capacity=5.0) == (2.0, 12.0)
+    assert refill(4.5, 10.0, 20.0, rate=0.5, capacity=5.0) == (5.0, 20.0)
+    assert refill(1.0, 10.0, 7.0, rate=0.5, capacity=5.0) == (1.0, 10.0)  # back in time: nothing, time kept
+
+
+def test_spend_takes_what_is_there_or_says_how_long_until_it_would_be():
+    assert spend(3.0, 1, rate=2.0) == (2.0, 0.0)
+    assert spend(0.5, 1, rate=2.0) == (0.5, 0.25)

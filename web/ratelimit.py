@@ -65,18 +65,38 @@ def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def _require_positive(name: str, value: float) -> None:
+def require_positive(name: str, value: float) -> None:
     # `not value > 0` also refuses NaN, which compares false with everything.
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+
+
+# --- the bucket's arithmetic, shared with web/sharedlimit.py ----------------------------
+
+def refill(tokens: float, last: float, now: float, *, rate: float, capacity: float) -> tuple[float, float]:
+    """A bucket's tokens after the time from `last` to `now`, and its new `last`.
+
+    NOTE: a clock that goes backwards (a faulty or adjusted one) must never mint
+    tokens. A negative elapsed time counts as zero, and the bucket keeps its latest
+    time: moving it back would pay for the same interval twice once the clock recovers."""
+    elapsed = max(0.0, now - last)
+    return min(capacity, tokens + rate * elapsed), max(last, now)
+
+
+def spend(tokens: float, wanted: float, rate: float) -> tuple[float, float]:
+    """(the tokens left, the seconds to wait): `wanted` are taken if they are there; else
+    none are, and the wait is until they would be."""
+    if tokens >= wanted:
+        return tokens - wanted, 0.0
+    return tokens, (wanted - tokens) / rate
 
 
 class TokenBucket:
     """Holds up to `capacity` tokens, refilled at `rate` tokens per second; starts full."""
 
     def __init__(self, rate: float, capacity: float, *, clock: Clock = time.monotonic):
-        _require_positive("rate", rate)
-        _require_positive("capacity", capacity)
+        require_positive("rate", rate)
+        require_positive("capacity", capacity)
         self._rate = rate
         self._capacity = capacity
         self._clock = clock
@@ -88,16 +108,14 @@ class TokenBucket:
 
     def take(self, tokens: float = 1.0) -> float:
         """Take `tokens` and return 0.0, or take nothing and return the seconds until enough are there."""
-        _require_positive("tokens", tokens)
+        require_positive("tokens", tokens)
         # A request larger than the bucket could never succeed; a wait time would be a lie.
         if tokens > self._capacity:
             raise ValueError(f"cannot take {tokens} tokens from a bucket of capacity {self._capacity}")
         with self._lock:
             self._refill()
-            if self._tokens >= tokens:
-                self._tokens -= tokens
-                return 0.0
-            return (tokens - self._tokens) / self._rate
+            self._tokens, wait = spend(self._tokens, tokens, self._rate)
+            return wait
 
     def is_full(self) -> bool:
         """True when the bucket holds `capacity` tokens now: forgetting it would lose nothing."""
@@ -107,13 +125,8 @@ class TokenBucket:
 
     def _refill(self) -> None:
         # Called with self._lock held.
-        now = self._clock()
-        # NOTE: a clock that goes backwards (a faulty or adjusted one) must never mint
-        # tokens. A negative elapsed time counts as zero, and the bucket keeps its latest
-        # time: moving it back would pay for the same interval twice once the clock recovers.
-        elapsed = max(0.0, now - self._last_refill)
-        self._last_refill = max(self._last_refill, now)
-        self._tokens = min(self._capacity, self._tokens + self._rate * elapsed)
+        self._tokens, self._last_refill = refill(self._tokens, self._last_refill, self._clock(),
+                                                 rate=self._rate, capacity=self._capacity)
 
 
 class RateLimiter:
@@ -145,9 +158,9 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         max_clients: int = 10_000,
     ):
-        _require_positive("requests", requests)
-        _require_positive("per_seconds", per_seconds)
-        _require_positive("max_clients", max_clients)
+        require_positive("requests", requests)
+        require_positive("per_seconds", per_seconds)
+        require_positive("max_clients", max_clients)
         self._capacity = requests
         self._rate = requests / per_seconds
         self._clock = clock

@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 
-from web.ratelimit import Clock, _require_positive
+from web.ratelimit import Clock, refill, require_positive, spend
 
 try:
     import fcntl  # POSIX record locks; this module serves only workers, which need os.fork (POSIX)
@@ -62,8 +62,8 @@ class SharedRateLimiter:
     inherits this object (make it before forking); the same `check` as RateLimiter."""
 
     def __init__(self, requests: int, per_seconds: float, *, slots: int = 65_536, clock: Clock = time.monotonic):
-        _require_positive("requests", requests)
-        _require_positive("per_seconds", per_seconds)
+        require_positive("requests", requests)
+        require_positive("per_seconds", per_seconds)
         self._capacity = float(requests)
         self._rate = requests / per_seconds
         self._slots = slots
@@ -83,12 +83,9 @@ class SharedRateLimiter:
             stored_hash, tokens, last = SLOT.unpack_from(self._table, slot * SLOT.size)
             if stored_hash != key_hash:  # a new client (or one forgotten): a full bucket
                 tokens, last = self._capacity, now
-            # The bucket's rule (web/ratelimit.py): a clock going back mints nothing.
-            tokens = min(self._capacity, tokens + self._rate * max(0.0, now - last))
-            last = max(last, now)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / self._rate
-            if wait == 0.0:
-                tokens -= 1
+            # The same arithmetic as one process's buckets (web/ratelimit.py).
+            tokens, last = refill(tokens, last, now, rate=self._rate, capacity=self._capacity)
+            tokens, wait = spend(tokens, 1, self._rate)
             SLOT.pack_into(self._table, slot * SLOT.size, key_hash, tokens, last)
             return wait
 
