@@ -130,11 +130,11 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
 
 def rate_limiter(rate: tuple[int, float] | None, *, shared: bool = False):
     """A limiter for (requests, seconds), or none when the setting is 0; `shared`: one
-    whose buckets every worker forked after it counts in (web/sharedlimit.py)."""
+    whose buckets every worker forked after it counts in (web/workers/sharedlimit.py)."""
     if not rate:
         return None
     if shared:
-        from web.sharedlimit import SharedRateLimiter  # workers only (POSIX): see serve_with_workers
+        from web.workers.sharedlimit import SharedRateLimiter  # workers only (POSIX): see serve_with_workers
         return SharedRateLimiter(*rate)
     return RateLimiter(*rate)
 
@@ -255,11 +255,11 @@ def serve(settings: Settings, server: MediTrackServer, store: Store, audit_write
 
 
 def serve_with_workers(settings: Settings) -> int:
-    """`--workers N`: bind here, then fork N workers that serve the socket (web/prefork.py).
+    """`--workers N`: bind here, then fork N workers that serve the socket (web/workers/prefork.py).
     Each opens its own store: connections to a database are never shared across a fork.
     Only here are fork, POSIX signals and fcntl needed (settings.py refuses `--workers`
     where os.fork is missing), so only here is that machinery imported."""
-    from web.prefork import Supervisor
+    from web.workers.prefork import Supervisor
 
     # Opened once here first, then closed before any fork (no database connection may
     # cross one): a store that cannot open stops start-up as it does for one process,

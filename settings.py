@@ -53,7 +53,7 @@ class Settings:
     require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
     public_url: str | None = None            # the URL clients reach us at; None: http:// and the request's Host
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
-    workers: int = 1                         # processes serving the port (web/prefork.py); 1: no fork at all
+    workers: int = 1                         # processes serving the port (web/workers/prefork.py); 1: no fork at all
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:

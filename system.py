@@ -14,8 +14,8 @@ about here, each in one named check, and only the code that needs one asks it:
     REUSE_ADDRESS_IS_SAFE  SO_REUSEADDR only helps a restart        web/server.py
     STOP_SIGNALS           the signals that ask for a clean stop    meditrack.py
 
-The worker machinery (web/prefork.py, web/sharedlimit.py: fork, POSIX signals, fcntl
-record locks) is imported only when `--workers` asks for more than one process, which
+The worker machinery (the package web/workers/: fork, POSIX signals, fcntl record
+locks) is imported only when `--workers` asks for more than one process, which
 settings.py allows only where CAN_FORK.
 
 What a 201 promises on each system (a report's bytes, and the row that names them):

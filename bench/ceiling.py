@@ -8,7 +8,7 @@ with the same bytes a patient read returns — and does nothing else: no routing
 authentication, no store. Every MediTrack figure in `make bench` is a ratio to this.
 
 With PROCESSES > 1 it binds once and forks that many processes serving the one socket,
-as `--workers` does (web/prefork.py), so a workers row compares like with like.
+as `--workers` does (web/workers/prefork.py), so a workers row compares like with like.
 """
 
 import os

@@ -117,7 +117,7 @@ def test_every_product_module_imports(system):
 
 
 def test_the_single_process_server_never_imports_the_worker_machinery():
-    code = "import sys, meditrack\nprint(sorted(name for name in sys.modules if name in ('web.prefork', 'web.sharedlimit')))"
+    code = "import sys, meditrack\nprint(sorted(name for name in sys.modules if name in ('web.workers.prefork', 'web.workers.sharedlimit')))"
     result = run_python("windows", code)
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
 
@@ -199,7 +199,7 @@ PLATFORM_NAMES = {("os", "fork"), ("os", "register_at_fork"), ("os", "sched_geta
                   ("os", "process_cpu_count"), ("os", "O_DIRECTORY"), ("os", "waitpid"), ("os", "WNOHANG"),
                   ("os", "getuid"), ("signal", "SIGHUP"), ("signal", "SIGCHLD"), ("signal", "SIGKILL"),
                   ("signal", "pthread_sigmask"), ("fcntl", "*")}
-ALLOWED = {ROOT / "system.py", ROOT / "web" / "prefork.py", ROOT / "web" / "sharedlimit.py"}
+ALLOWED = {ROOT / "system.py", ROOT / "web" / "workers" / "prefork.py", ROOT / "web" / "workers" / "sharedlimit.py"}
 
 
 def platform_names_used(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""The supervisor of web/prefork.py on its own: which deaths count as young, and the
+"""The supervisor of web/workers/prefork.py on its own: which deaths count as young, and the
 back-off they earn. Real forks of children that exit at once; the supervisor's clock
 is a fake one, so "young" and "old" are decided by the test, not by waiting."""
 
@@ -10,7 +10,7 @@ import pytest
 from tests.support.clock import FakeClock
 from tests.support.deployment import until
 from tests.support.platforms import needs_fork
-from web.prefork import MAX_RESTART_DELAY, YOUNG_DEATH, Supervisor
+from web.workers.prefork import MAX_RESTART_DELAY, YOUNG_DEATH, Supervisor
 
 pytestmark = needs_fork
 

@@ -1,4 +1,4 @@
-"""The rate limit shared by worker processes (web/sharedlimit.py): a token bucket per client
+"""The rate limit shared by worker processes (web/workers/sharedlimit.py): a token bucket per client
 in shared memory, the same rule as web/ratelimit.py's, counted across forks and threads."""
 
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.platforms import needs_fork
-from web.sharedlimit import ProcessSharedLock, SharedRateLimiter
+from web.workers.sharedlimit import ProcessSharedLock, SharedRateLimiter
 
 pytestmark = needs_fork
 

@@ -1,4 +1,4 @@
-"""`--workers 2` as real processes (web/prefork.py), on each store: both workers serve;
+"""`--workers 2` as real processes (web/workers/prefork.py), on each store: both workers serve;
 a killed one is replaced within 2 s and no acknowledged write is lost; SIGHUP replaces
 them all without a failed request; SIGTERM drains uploads in flight on both and exits
 0, and stops idle workers at once; both write at once with ids and audit chains of
@@ -63,7 +63,7 @@ def started_workers(server) -> list[int]:
 
 
 def ready_workers(server) -> list[int]:
-    """Workers that have opened their store and serve (web/prefork.py logs it)."""
+    """Workers that have opened their store and serve (web/workers/prefork.py logs it)."""
     return [int(found[1]) for line in list(server.log) if (found := re.search(r"worker (\d+) ready", line))]
 
 
@@ -216,7 +216,7 @@ def test_workers_drain_and_exit_when_their_supervisor_is_killed(deployment):
 def test_sigterm_stops_idle_workers_at_once(deployment):
     # A connection wakes every idle worker and one accepts it. Once a worker lost that
     # race while blocked in accept() and never heard the SIGTERM: it was killed when
-    # the grace period ran out (web/prefork.py: the socket is non-blocking now).
+    # the grace period ran out (web/workers/prefork.py: the socket is non-blocking now).
     server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="60")
     two_ready_workers(server)
     for _ in range(10):

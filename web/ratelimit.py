@@ -71,7 +71,7 @@ def require_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
 
 
-# --- the bucket's arithmetic, shared with web/sharedlimit.py ----------------------------
+# --- the bucket's arithmetic, shared with web/workers/sharedlimit.py ---------------------
 
 def refill(tokens: float, last: float, now: float, *, rate: float, capacity: float) -> tuple[float, float]:
     """A bucket's tokens after the time from `last` to `now`, and its new `last`.

@@ -268,7 +268,7 @@ class MediTrackServer(ThreadingHTTPServer):
         if listener is None:
             super().__init__(address, ConnectionHandler)
             return
-        # A worker (web/prefork.py) serves the socket its parent bound and listens on.
+        # A worker (web/workers/prefork.py) serves the socket its parent bound and listens on.
         super().__init__(address, ConnectionHandler, bind_and_activate=False)
         self.socket.close()
         self.socket = listener

@@ -1,6 +1,6 @@
 """The rate limit of web/ratelimit.py, shared by the worker processes of one machine.
 
-With `--workers N` (web/prefork.py) a client's connections land on any worker. Buckets
+With `--workers N` (web/workers/prefork.py) a client's connections land on any worker. Buckets
 kept in each worker's memory would give a client N times its limit (one bucket per
 worker) — or, split evenly, make it wait for tokens another worker holds. So the
 buckets live in memory every worker sees: a table made by the parent before it forks.
