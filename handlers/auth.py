@@ -22,11 +22,11 @@ from datetime import datetime
 import bcrypt
 
 import system
+from handlers.backoff import FailureBackoff
 from handlers.inputs import read_json
 from handlers.tokens import ISSUER, new_refresh_secret, parse_refresh_token, refresh_digest, verify_access_token
 from storage.base import Store, utc_timestamp
 from web import jwt
-from web.backoff import FailureBackoff
 from web.http11 import Headers
 from web.messages import Request, Response, json_response
 from web.problems import Forbidden, TooManyRequests, Unauthorized, bearer_challenge

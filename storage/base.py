@@ -111,7 +111,7 @@ class Store(ABC):
         bytes. The account is unusable (no login, no session) before anything else
         goes, and an erasure a crash interrupts is finished when the store next opens."""
 
-    # -- failed logins (the log of web/backoff.py, shared by every worker) ----------
+    # -- failed logins (the log of handlers/backoff.py, shared by every worker) ----------
     @abstractmethod
     def record_login_failure(self, key: str, at: float, expires_at: float) -> None:
         """Log a failed login for `key` at `at`; the entry may be deleted after `expires_at`

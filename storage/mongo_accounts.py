@@ -21,7 +21,7 @@ have several winners. So nothing here depends on an update's isolation:
   _id, the one atomic step every such server keeps;
 - the only update, lastUsedAt once a minute, is harmless if lost;
 - failed logins are a log, one inserted document per failure, not a counter: two
-  failures at the same moment on two workers are both counted (web/backoff.py).
+  failures at the same moment on two workers are both counted (handlers/backoff.py).
 
 An erasure first makes the account unusable, then deletes what it owned document by
 document; the store finishes an erasure a crash interrupted when it next opens.

@@ -8,7 +8,7 @@ connection pool (`_connection`, for reads), its writer (`_write`) and clock. Thr
 - `refresh_tokens`: the SHA-256 of every refresh token a session handed out. The row
   in `sessions` names the current one; a refresh is a compare-and-set on it.
 - `login_failures`: the time of each failed login, by a hash of the username: the log
-  the login back-off (web/backoff.py) works out its lock from, shared by every worker.
+  the login back-off (handlers/backoff.py) works out its lock from, shared by every worker.
 
 An erasure first makes the account unusable, then deletes what it owned piece by
 piece; the store finishes an erasure a crash interrupted when it next opens.
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_session ON refresh_tokens (session_id);
 
--- One row per failed login (web/backoff.py reads a key's latest few), deleted once
+-- One row per failed login (handlers/backoff.py reads a key's latest few), deleted once
 -- expires_at has passed, or all of a key's at a successful login. Times are seconds
 -- since the epoch.
 CREATE TABLE IF NOT EXISTS login_failures (

@@ -1,4 +1,4 @@
-"""Unit tests of `web/backoff.FailureBackoff`: the per-username lock after failed logins.
+"""Unit tests of `handlers/backoff.FailureBackoff`: the per-username lock after failed logins.
 
 The lock after the n-th failure is `min(max_delay, base_delay * 2 ** (n - free_failures))`,
 so with `free_failures=5` the first five attempts are always answered and only the sixth
@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from tests.support.clock import FakeClock
-from web.backoff import FailureBackoff, MemoryFailureLog
+from handlers.backoff import FailureBackoff, MemoryFailureLog
 
 
 

@@ -31,7 +31,7 @@ from tests.support.problems import assert_problem
 from tests.support.raw_http import RawConnection, assert_still_serving, exchange, http_request
 from tests.support.records import PATIENT
 from tests.support.uploads import MULTIPART, PDF, file_part, multipart, part
-from web.backoff import FailureBackoff
+from handlers.backoff import FailureBackoff
 
 PASSWORD = "correct horse battery"
 JSON = {"Content-Type": "application/json"}

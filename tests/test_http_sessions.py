@@ -19,7 +19,7 @@ from tests.support.problems import assert_problem
 from tests.support.records import PATIENT
 from tests.support.stores import user_row_exists
 from tests.support.uploads import PDF
-from web.backoff import FailureBackoff
+from handlers.backoff import FailureBackoff
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "tr0ub4dor & 3 staples"

@@ -282,7 +282,7 @@ def test_expired_sessions_are_purged_so_the_table_does_not_grow(store, user, clo
     assert stored_session_count(store) == 1
 
 
-# --- the failed-login log (web/backoff.py) ----------------------------------------------
+# --- the failed-login log (handlers/backoff.py) ----------------------------------------------
 
 def test_login_failures_come_back_newest_first_and_at_most_limit(store, clock):
     times = [clock() + offset for offset in (0.0, 1.5, 3.25, 7.0)]

@@ -308,7 +308,7 @@ def test_an_erasure_on_one_worker_is_honoured_by_the_other_at_once(two_workers):
 
 
 def test_the_login_back_off_counts_failures_on_both_workers_together(two_workers):
-    # Five failures are free (web/backoff.py), then the name is locked for 1 s, 2 s ...
+    # Five failures are free (handlers/backoff.py), then the name is locked for 1 s, 2 s ...
     # Counted per worker, alternating would give ten free failures, and the first 429
     # would be the eleventh attempt; counted together, it is the sixth (or a little
     # later, if a slow machine let the 1 s and 2 s locks run out before the next try).

@@ -6,6 +6,6 @@ HTTP/1.1 codec, with `grammar` for header syntax and `connections` for the open
 connections), `dispatch` (the pipeline), `router`, `ratelimit`, `jwt`, `jsonbody`,
 `multipart`, `validation` with `formats`, `conditional`, `mergepatch`, `cors`,
 `messages` (the request and response values) and `problems` (errors as problem+json).
-`backoff` slows down repeated failed logins. The sub-package `workers` is the
-machinery of `--workers`, used only when more than one process serves.
+The sub-package `workers` is the machinery of `--workers`, used only when more than
+one process serves.
 """

@@ -53,7 +53,7 @@ class Account:
                     return response.json()["accessToken"]
                 if response.status_code == 429:
                     # The run's wrong passwords (DELETE /auth/me, PUT /auth/password) lock
-                    # the username for a second or two (web/backoff.py): wait it out.
+                    # the username for a second or two (handlers/backoff.py): wait it out.
                     time.sleep(min(float(response.headers.get("Retry-After", "1")), 10.0))
                     continue
             cls.username = f"conformance-{secrets.token_hex(4)}"  # erased, or its password changed
