@@ -44,14 +44,16 @@ import time
 from functools import partial
 
 import system
-from handlers import ERROR_STATUSES, audit, auth, docs, fhir, patients, reports, service, sessions, versions
-from handlers.audit import AuditTrail
+from handlers import (ERROR_STATUSES, audit_trail, auth, docs, fhir, patients, reports, service, sessions,
+                      versions)
+from handlers.audit_trail import AuditTrail
 from handlers.auth import Accounts
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
-from storage.audit import AuditWriter, ChainBroken, verify_chains
+from storage.audit_writer import AuditWriter
+from storage.hash_chain import ChainBroken, verify_chains
 from storage.base import Store
 from storage.errors import StoreError
 from web.cors import CorsPolicy
@@ -101,7 +103,7 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
                audit=("read", "Patient"))
     router.add("GET", "/patients/{patientId}/versions/{version}", partial(versions.get_version, records),
                auth=True, audit=("read", "Patient"))
-    router.add("GET", "/patients/{patientId}/audit", partial(audit.patient_events, trail, records), auth=True)
+    router.add("GET", "/patients/{patientId}/audit", partial(audit_trail.patient_events, trail, records), auth=True)
     router.add("GET", "/patients/{patientId}/reports", partial(reports.list_reports, records), auth=True,
                audit=("read", "Report"))
     router.add("POST", "/patients/{patientId}/reports",
@@ -120,11 +122,11 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router.add("GET", "/fhir/DocumentReference/{reportId}", partial(fhir.read_document_reference, fhir_view),
                auth=True, audit=("read", "Report"))
     router.add("GET", "/export", partial(fhir.export, fhir_view), auth=True, audit=("export", "Export"))
-    router.add("GET", "/audit", partial(audit.list_events, trail), auth=True)
+    router.add("GET", "/audit", partial(audit_trail.list_events, trail), auth=True)
     router.add("GET", "/health", partial(service.health, store, trail))
     router.add("GET", "/openapi.json", partial(docs.get_openapi, documents))
     router.add("GET", "/docs", partial(docs.get_docs, documents))
-    audit.check_declarations(router.routes)
+    audit_trail.check_declarations(router.routes)
     return router
 
 

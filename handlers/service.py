@@ -1,6 +1,6 @@
 """Service endpoints: `/health`, for load balancers and monitors."""
 
-from handlers.audit import AuditTrail
+from handlers.audit_trail import AuditTrail
 from storage.base import Store
 from web.messages import Request, Response, json_response
 

@@ -24,7 +24,7 @@ A report: {"id", "filename", "contentType", "size", "sha256", "sha1", "descripti
 "uploadedAt"}; "sha1" is the base64 SHA-1 a FHIR Attachment carries, computed as the
 upload streams. A report stored before that gets it when a store first opens the
 database, from its bytes: None only if they could not be read.
-An audit event: the fields of `storage/audit.py`'s STORED_FIELDS; a chain's head:
+An audit event: the fields of STORED_FIELDS below; a chain's head:
 {"chain", "firstSequence", "previousHash", "lastSequence", "lastHash"}.
 
 Report bytes are written through a `ReportWriter`, in two steps so that an upload is
@@ -38,6 +38,13 @@ import hashlib
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
+
+
+# An event as the store keeps it. Every field but `hash` goes into the hash; `ownerId`
+# (whose patient it was) decides who may read the event and is never shown.
+PUBLIC_FIELDS = ("id", "recorded", "action", "outcome", "userId", "clientAddress", "requestId",
+                 "resourceType", "resourceId", "patientId", "hash")
+STORED_FIELDS = PUBLIC_FIELDS + ("ownerId", "chain", "sequence")
 
 
 def base64_sha1(chunks: Iterable[bytes]) -> str:

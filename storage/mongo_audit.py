@@ -19,7 +19,8 @@ import pymongo
 from bson import ObjectId
 from pymongo.errors import BulkWriteError
 
-from storage.audit import GENESIS, PUBLIC_FIELDS, STORED_FIELDS
+from storage.base import PUBLIC_FIELDS, STORED_FIELDS
+from storage.hash_chain import GENESIS
 from storage.errors import Unavailable
 
 DUPLICATE_KEY = 11000

@@ -2,12 +2,14 @@
 
 `SQLiteAudit` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
 connection pool. No statement here updates or deletes an event, except the retention
-purge. The events and the hash chain they form are explained in storage/audit.py.
+purge. The events are described in storage/base.py, the hash chain they form in
+storage/hash_chain.py.
 """
 
 from operator import itemgetter
 
-from storage.audit import GENESIS, PUBLIC_FIELDS, STORED_FIELDS
+from storage.base import PUBLIC_FIELDS, STORED_FIELDS
+from storage.hash_chain import GENESIS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (

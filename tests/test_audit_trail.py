@@ -13,7 +13,9 @@ import threading
 
 import pytest
 
-from storage.audit import GENESIS, PUBLIC_FIELDS, AuditWriter, ChainBroken, canonical_json, chain_hash, verify_chains
+from storage.audit_writer import AuditWriter
+from storage.base import PUBLIC_FIELDS
+from storage.hash_chain import GENESIS, ChainBroken, canonical_json, chain_hash, verify_chains
 from storage.errors import Unavailable
 from storage.ids import new_id
 from tests.support.stores import START, renumber_audit_chain, rewrite_audit_event, tamper_with_audit

@@ -15,7 +15,7 @@ handler's `Request` is built from it once, never changed afterwards (but for its
 
 What the steps learn is kept in an `Exchange`. Once the response is decided — by the
 handler or by a refusal at any step — the observer (the audit trail,
-`handlers/audit.py`) is told, exactly once per request, and the server logs it.
+`handlers/audit_trail.py`) is told, exactly once per request, and the server logs it.
 """
 
 import ipaddress

@@ -40,7 +40,7 @@ class Route:
     credentials: bool = False       # passwords are checked here: the stricter rate limit applies
     max_body: int | None = None     # the largest body accepted; None: the dispatcher's default
     # What the route does to which kind of record, e.g. ("read", "Patient"): the audit
-    # trail records an event for every request to a route that says (handlers/audit.py).
+    # trail records an event for every request to a route that says (handlers/audit_trail.py).
     audit: tuple[str, str] | None = None
 
 

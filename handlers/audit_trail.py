@@ -15,12 +15,13 @@ Who may read an event: the user who acted, and the owner of the patient it conce
 so another user's refused attempt on your patient shows in your audit as well as in
 theirs. A patient's owner never changes, so it is looked up once and remembered.
 
-Batching, the hash chain and what a crash can lose are in storage/audit.py.
+Batching and what a crash can lose are in storage/audit_writer.py, the hash chain in
+storage/hash_chain.py.
 """
 
 from handlers.inputs import page_of, page_request, query_id, query_value
 from handlers.patients import PatientRecords
-from storage.audit import AuditWriter
+from storage.audit_writer import AuditWriter
 from storage.base import Store
 from storage.errors import StoreError
 from storage.ids import is_object_id

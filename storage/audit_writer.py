@@ -1,4 +1,4 @@
-"""The audit trail's writer and its hash chain: events in, batches to the store.
+"""The audit trail's writer: events in, batches to the store.
 
 A request never waits for its audit event to reach the disk. `AuditWriter.record`
 puts the event on a queue and returns; one writer thread takes whatever has queued,
@@ -15,69 +15,30 @@ events of that last moment and nothing older; a graceful stop (`close`) commits 
 queued event first. If the store refuses a batch (it is down, the disk is full), the
 batch is kept and retried with a growing pause, and new events wait behind it, up to
 `MAX_BACKLOG`; while the queue is full the request pipeline refuses audited requests
-with 503 rather than serve patient data it cannot record (`handlers/audit.py`).
+with 503 rather than serve patient data it cannot record (`handlers/audit_trail.py`).
 
-The hash chain makes tampering visible. Every event carries
-`hash = SHA-256(previous event's hash ‖ canonical JSON of this event)`, the first
-event's "previous hash" being `GENESIS`; changing, removing or inserting one event
-breaks the hash of the next one. One chain per writer, i.e. per process: a single
-global chain would need every process, on every machine, to agree on "the previous
-event" before writing one — a lock across the cluster on every request. Instead each
-process starts its own chain (its id is a fresh ObjectId) and the store keeps each
-chain's head (last sequence number and hash), so deleting the newest events of a
-chain is caught too. `verify_chains` walks them all (`python meditrack.py verify-audit`).
-
-What the chain cannot do: someone who can rewrite the database can rewrite a whole
-chain from the altered event onwards, recomputing every hash. Copying the chain heads
-somewhere else (they are printed by verify-audit) is what catches that.
+Each batch is linked into this process's hash chain before it is stored
+(storage/hash_chain.py says how, and what the chain proves).
 """
 
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import deque
 
-from storage.base import Store, utc_timestamp
+from storage.base import PUBLIC_FIELDS, Store, utc_timestamp
 from storage.errors import StoreError
+from storage.hash_chain import GENESIS, chain_hash
 from storage.ids import new_id
 
-GENESIS = "0" * 64                  # the "previous hash" of a chain's first event
 MAX_BACKLOG = 50_000                 # events that may wait for the store before requests are refused
 MAX_BATCH = 1_000                    # events per commit when a backlog drains
 MAX_RETRY_PAUSE = 2.0                # seconds between attempts while the store refuses events
 PURGE_INTERVAL = 3600                # seconds between purges of events older than the retention
 DAY = 86_400
 
-# An event as the store keeps it. Every field but `hash` goes into the hash; `ownerId`
-# (whose patient it was) decides who may read the event and is never shown.
-PUBLIC_FIELDS = ("id", "recorded", "action", "outcome", "userId", "clientAddress", "requestId",
-                 "resourceType", "resourceId", "patientId", "hash")
-STORED_FIELDS = PUBLIC_FIELDS + ("ownerId", "chain", "sequence")
 
 log = logging.getLogger("meditrack.audit")
-
-
-# One encoder, made once: json.dumps with options builds a new one on every call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical_json(event: dict) -> bytes:
-    """The one byte string an event hashes to: keys sorted, no spaces, UTF-8.
-
-    For events (strings, integers and nulls under ASCII keys) this is exactly the JSON
-    Canonicalization Scheme of RFC 8785, so a hash can be recomputed in any language
-    from the stored event (the API shows only some of its fields).
-    """
-    return _CANONICAL.encode(event).encode("utf-8")
-
-
-def chain_hash(previous_hash: str, event: dict) -> str:
-    """SHA-256(previous hash ‖ canonical JSON of every field of the event but `hash`)."""
-    if "hash" in event:
-        event = {name: value for name, value in event.items() if name != "hash"}
-    return hashlib.sha256(previous_hash.encode("ascii") + canonical_json(event)).hexdigest()
 
 
 class AuditWriter:
@@ -224,34 +185,3 @@ class AuditWriter:
             log.warning("the audit purge failed; it is tried again in an hour")
 
 
-class ChainBroken(Exception):
-    """verify_chains found an event that was altered, removed or inserted."""
-
-
-def verify_chains(store: Store, heads: list[dict] | None = None) -> tuple[int, int]:
-    """Walk every chain in the store (against `heads`, as read beforehand, or read now);
-    (chains, events) if all hold, else ChainBroken naming the first event where one breaks."""
-    heads = {head["chain"]: head for head in (store.audit_chains() if heads is None else heads)}
-    total = 0
-    for chain in sorted(store.audit_chain_ids() | set(heads)):
-        head = heads.get(chain)
-        if head is None:
-            raise ChainBroken(f"chain {chain} has events but no head: they were inserted")
-        expected, previous_hash, last = head["firstSequence"], head["previousHash"], None
-        for event in store.audit_events(chain):
-            if event["sequence"] < expected:
-                continue  # older than the retention cut, being purged
-            where = f"event {event['id']} (chain {chain}, sequence {event['sequence']})"
-            if event["sequence"] != expected:
-                raise ChainBroken(f"{where}: the event with sequence {expected} before it was removed")
-            if chain_hash(previous_hash, event) != event["hash"]:
-                raise ChainBroken(f"{where}: altered, or inserted in place of the real one")
-            if event["sequence"] == head["lastSequence"] and event["hash"] != head["lastHash"]:
-                # Every hash chains on, but not to the head: the chain was rewritten up to here.
-                raise ChainBroken(f"{where}: does not match the chain's head; the chain was rewritten")
-            previous_hash, expected, last = event["hash"], expected + 1, event
-            total += 1
-        if expected <= head["lastSequence"]:
-            after = f"after event {last['id']}" if last else "from its start"
-            raise ChainBroken(f"chain {chain}: events {after} up to sequence {head['lastSequence']} were removed")
-    return len(heads), total
