@@ -31,7 +31,7 @@ What a 201 promises on each system (a report's bytes, and the row that names the
   finished upload in place is left to NTFS's journal, which nothing here flushes. If a
   power cut loses the rename but not the row, the next start finds the upload's
   complete bytes under their temporary name and moves them into place
-  (storage/sqlite_reports.py's sweep).
+  (storage/sqlite/reports.py's sweep).
 """
 
 import os

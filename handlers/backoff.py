@@ -20,7 +20,7 @@ The count and the lock are worked out from the log each time (`replay`), so the 
 only ever has entries added (or a key's entries deleted): every worker process, and
 every instance sharing one MongoDB, appends to the same log in the store, and two
 failures at the same moment are both counted without relying on an atomic increment
-(which FerretDB 1.x, for one, does not give; see storage/mongo_accounts.py). Only the
+(which FerretDB 1.x, for one, does not give; see storage/mongo/accounts.py). Only the
 latest `history` failures of a key are ever read: beyond that the lock is `max_delay`
 anyway. `MemoryFailureLog` is the same log kept in this process, for tests and tools.
 

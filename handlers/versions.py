@@ -20,7 +20,7 @@ def list_versions(records: PatientRecords, request: Request) -> Response:
     # (or past MAX_VERSION) simply means "from the newest".
     cursor = query_int(request, "cursor", default=None, minimum=1, maximum=10**10 - 1)
     # Never past the version the patient is at: a version a writer has claimed but not
-    # applied yet (storage/mongo_versions.py) is not history yet.
+    # applied yet (storage/mongo/versions.py) is not history yet.
     below = patient["version"] + 1 if cursor is None else min(cursor, patient["version"] + 1)
     versions = records.store.list_versions(patient["id"], below=below, limit=limit + 1)
     page, next_cursor = page_of(versions, limit, key="version")

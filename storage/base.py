@@ -1,7 +1,7 @@
 """The `Store` interface: everything the handlers may ask of a database.
 
-Two implementations stand behind it — `storage/sqlite.py` (embedded, the default) and
-`storage/mongo.py` (MongoDB) — and one contract test suite runs against both. The rules
+Two implementations stand behind it — `storage/sqlite/store.py` (embedded, the default) and
+`storage/mongo/store.py` (MongoDB) — and one contract test suite runs against both. The rules
 that make them interchangeable:
 
 - plain dicts in and out, never a cursor, row or driver type;

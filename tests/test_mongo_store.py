@@ -13,7 +13,7 @@ from pymongo.errors import AutoReconnect, DuplicateKeyError
 
 from storage.errors import NotFound, Unavailable, VersionMismatch
 from storage.mongo import MongoStore
-from storage.mongo_versions import version_key
+from storage.mongo.versions import version_key
 from tests.support.mongodb import drop_mongodb_database, fresh_mongodb_uri
 from tests.support.records import PATIENT, write_report
 from tests.support.stores import stored_version_count

@@ -7,11 +7,11 @@ import time
 import pytest
 
 import system
-from storage import sqlite as sqlite_store
+from storage.sqlite import store as sqlite_store
 from storage.errors import Conflict, NotFound
 from storage.ids import new_id
 from storage.sqlite import SQLiteStore
-from storage.sqlite_reports import SWEEP_MIN_AGE
+from storage.sqlite.reports import SWEEP_MIN_AGE
 from tests.support.records import PATIENT, write_report
 
 

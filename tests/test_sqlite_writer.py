@@ -1,4 +1,4 @@
-"""storage/sqlite_writer.py: group commit on a real SQLite file.
+"""storage/sqlite/writer.py: group commit on a real SQLite file.
 
 A batch is made deterministic without sleeping: a first unit holds the writer (it waits
 on an Event), the test waits until the units it wants batched are queued behind it
@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from storage.errors import Conflict, Unavailable
-from storage.sqlite import store_error
-from storage.sqlite_writer import GroupCommitWriter
+from storage.sqlite.store import store_error
+from storage.sqlite.writer import GroupCommitWriter
 
 
 @pytest.fixture

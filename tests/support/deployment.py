@@ -75,11 +75,11 @@ class Deployment:
         """The store, opened here on the same data: its start-up sweep runs now."""
         if self.store_kind == "mongodb":
             self._wait_for_commands_of_dead_processes()
-            from storage.mongo import SWEEP_MIN_AGE, MongoStore
+            from storage.mongo.store import SWEEP_MIN_AGE, MongoStore
             later = SWEEP_MIN_AGE.total_seconds() + 60  # so every leftover is old enough to sweep
             return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later)
         from storage.sqlite import SQLiteStore
-        from storage.sqlite_reports import SWEEP_MIN_AGE as SQLITE_SWEEP_MIN_AGE
+        from storage.sqlite.reports import SWEEP_MIN_AGE as SQLITE_SWEEP_MIN_AGE
         later = SQLITE_SWEEP_MIN_AGE + 60
         return SQLiteStore(self.data_dir, clock=lambda: time.time() + later)
 
@@ -99,7 +99,7 @@ class Deployment:
                 chunks = database["reports.chunks"].distinct("files_id")
             return {str(file_id) for file_id in files + chunks}
         reports_dir = self.data_dir / "reports"
-        # A temp file's name starts with its report id (storage/sqlite.py).
+        # A temp file's name starts with its report id (storage/sqlite/store.py).
         return ({path.name[:24] for path in self.temp_dir.iterdir()}
                 | {path.name for path in reports_dir.iterdir() if path.is_file()})
 

@@ -34,7 +34,7 @@ def tamper_with_audit(store: Store, how: str, event: dict) -> None:
     the interface (which offers no way to): "edit" an event's outcome (one more), "delete" it, or
     "insert" `event` as a new one."""
     if store.name == "sqlite":
-        from storage.sqlite_audit import COLUMNS
+        from storage.sqlite.audit_log import COLUMNS
         with store._connection() as db:
             if how == "edit":
                 db.execute("UPDATE audit SET outcome = outcome + 1 WHERE id = ?", (event["id"],))
@@ -56,7 +56,7 @@ def tamper_with_audit(store: Store, how: str, event: dict) -> None:
 def rewrite_audit_event(store: Store, event: dict) -> None:
     """Overwrite a stored event (found by id) with `event`'s fields, hash included."""
     if store.name == "sqlite":
-        from storage.sqlite_audit import COLUMNS
+        from storage.sqlite.audit_log import COLUMNS
         with store._connection() as db:
             db.execute(f"UPDATE audit SET {', '.join(f'{column} = ?' for column in COLUMNS.values())} WHERE id = ?",
                        (*(event[name] for name in COLUMNS), event["id"]))

@@ -1,6 +1,6 @@
 """The SQLite store's account half: sessions, refresh tokens, failed logins, and account erasure.
 
-`SQLiteAccounts` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
+`SQLiteAccounts` is mixed into `SQLiteStore` (storage/sqlite/store.py) and works through its
 connection pool (`_connection`, for reads), its writer (`_write`) and clock. Three tables:
 
 - `sessions`: one row per login, alive until it expires or is ended (deleted). It

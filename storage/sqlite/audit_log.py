@@ -1,6 +1,6 @@
 """The SQLite store's audit trail: an append-only `audit` table and each chain's head.
 
-`SQLiteAudit` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
+`SQLiteAudit` is mixed into `SQLiteStore` (storage/sqlite/store.py) and works through its
 connection pool. No statement here updates or deletes an event, except the retention
 purge. The events are described in storage/base.py, the hash chain they form in
 storage/hash_chain.py.
@@ -75,7 +75,7 @@ class SQLiteAudit:
                        "WHERE excluded.last_sequence > last_sequence",
                        (chain, GENESIS, last["sequence"], last["hash"]))
 
-        # NOTE: a unit in the same group commits as the patient writes (storage/sqlite_writer.py):
+        # NOTE: a unit in the same group commits as the patient writes (storage/sqlite/writer.py):
         # under load the audit's batch shares their sync instead of paying for its own.
         self._write(append)
 

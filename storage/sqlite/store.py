@@ -6,7 +6,7 @@ wait for a writer. Patients keep their PatientInput fields as one JSON document
 the owner, the id, case-folded names for search, and the version.
 
 Reads use a pool of connections and never wait for a write (WAL). Every write is a
-function handed to the one writer thread (`_write`, storage/sqlite_writer.py), which
+function handed to the one writer thread (`_write`, storage/sqlite/writer.py), which
 runs the writes waiting in line in one transaction, each in a savepoint of its own,
 and syncs them to disk with one commit: group commit.
 
@@ -17,9 +17,9 @@ writers naming one version exactly one changes a row; the others change nothing 
 are told so.
 
 The tables, and the changes that bring a database made by an earlier version up to
-date, are in storage/sqlite_schema.py; report files in storage/sqlite_reports.py,
-sessions and account erasure in storage/sqlite_accounts.py, the audit trail in
-storage/sqlite_audit.py.
+date, are in storage/sqlite/schema.py; report files in storage/sqlite/reports.py,
+sessions and account erasure in storage/sqlite/accounts.py, the audit trail in
+storage/sqlite/audit_log.py.
 """
 
 import json
@@ -34,11 +34,11 @@ import system
 from storage.base import Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
-from storage.sqlite_accounts import SQLiteAccounts
-from storage.sqlite_audit import SQLiteAudit
-from storage.sqlite_reports import REPORT_COLUMNS, REPORT_FIELDS, SQLiteReports
-from storage.sqlite_schema import create_schema
-from storage.sqlite_writer import BUSY_TIMEOUT, GroupCommitWriter
+from storage.sqlite.accounts import SQLiteAccounts
+from storage.sqlite.audit_log import SQLiteAudit
+from storage.sqlite.reports import REPORT_COLUMNS, REPORT_FIELDS, SQLiteReports
+from storage.sqlite.schema import create_schema
+from storage.sqlite.writer import BUSY_TIMEOUT, GroupCommitWriter
 
 # NOTE: how many threads may read at once (each with a pooled connection). Reads
 # release Python's lock while SQLite works, so with many more readers than cores they
@@ -128,7 +128,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
                 self._idle.append(db)
 
     def _write(self, work):
-        """Run `work(connection)` in the writer's next group commit (storage/sqlite_writer.py);
+        """Run `work(connection)` in the writer's next group commit (storage/sqlite/writer.py);
         its result once committed, or its error. Every write goes this way: only the
         writer thread ever takes SQLite's write lock."""
         return self._writer.submit(work)

@@ -5,13 +5,13 @@ database gets the tables, an existing one keeps its own), then each change a dat
 made by an earlier version needs. Each change checks first whether it is needed, so
 running them on every start costs a few PRAGMA reads. The tables of the account half
 and of the audit trail are declared beside the code that uses them
-(storage/sqlite_accounts.py, storage/sqlite_audit.py).
+(storage/sqlite/accounts.py, storage/sqlite/audit_log.py).
 """
 
 import sqlite3
 
-from storage.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA
-from storage.sqlite_audit import SCHEMA as AUDIT_SCHEMA
+from storage.sqlite.accounts import SCHEMA as ACCOUNTS_SCHEMA
+from storage.sqlite.audit_log import SCHEMA as AUDIT_SCHEMA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

@@ -8,7 +8,7 @@ temp files and such orphans. A row never names a file that is not there (where a
 directory cannot be synced, a crash may lose the rename but not the row: the sweep
 then finishes the rename).
 
-`SQLiteReports` is mixed into `SQLiteStore` (storage/sqlite.py) and works through its
+`SQLiteReports` is mixed into `SQLiteStore` (storage/sqlite/store.py) and works through its
 reads (`_connection`), its writer (`_write`), its clock and `_new_version`: adding or
 deleting a report is a new version of the patient, since a patient lists its reports.
 """
@@ -50,7 +50,7 @@ class SQLiteReports:
 
     def _insert_report(self, patient_id: str, report: dict) -> None:
         # A patient deleted while the upload ran fails the foreign key: NotFound (see
-        # store_error in storage/sqlite.py). The patient's representation lists its reports, so it moves on
+        # store_error in storage/sqlite/store.py). The patient's representation lists its reports, so it moves on
         # to a new version in the same transaction.
         row = (patient_id, *(report[name] for name in REPORT_FIELDS))
 

@@ -1,6 +1,6 @@
 """The MongoDB store's patient versions: every change is an insert first, then an update.
 
-`MongoVersions` is mixed into `MongoStore` (storage/mongo.py). Documents:
+`MongoVersions` is mixed into `MongoStore` (storage/mongo/store.py). Documents:
 
     patientVersions  {_id: "<patient id>/<version>", patientId, ownerId, version, updatedAt,
                       fields, reports}
@@ -21,7 +21,7 @@ newest of them plus what queries need (the "head"). A change is made in two step
 
 NOTE: why not one `update_one({_id, version: N}, …)`, which MongoDB itself runs
 atomically? Because a MongoDB-compatible server need not: FerretDB 1.x runs a filtered
-update as a read and a later write (see storage/mongo_accounts.py), and sixteen
+update as a read and a later write (see storage/mongo/accounts.py), and sixteen
 writers naming one version could all "win". An insert under a unique _id is the one
 atomic step every such server keeps. On such a server a slow apply of version N + 1
 can even land after version N + 2's; so every writer, once its own version is
@@ -34,7 +34,7 @@ for them ("rolls it forward"): a version's document holds the whole state the he
 should show, so applying it twice is harmless. Until then readers see the version
 before it, as they would while the writer was still at work; `list_versions` and
 `get_version` are only ever asked about versions up to the head's. An upload's
-version found unapplied at start-up is applied by the report sweep (storage/mongo.py).
+version found unapplied at start-up is applied by the report sweep (storage/mongo/store.py).
 
 A delete claims a version too, so a conditional delete and a conditional update can
 never both succeed. It deletes the head, then turns every version into a tombstone:
@@ -49,7 +49,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from storage.base import name_keys, utc_timestamp
 from storage.errors import NotFound, StoreError, Unavailable, VersionMismatch
-from storage.mongo_accounts import as_object_id
+from storage.mongo.accounts import as_object_id
 
 # A writer that loses the race for a version reads the new one and tries again (unless
 # it named a version, when it is told at once). Each retry means another writer

@@ -10,12 +10,12 @@ Documents:
                reports: [Report], version, createdAt, updatedAt}
     reports.files / reports.chunks   GridFS, one file per report, _id = the report's id;
                      its `metadata.sha1` is the bytes' base64 SHA-1 (FHIR's Attachment.hash)
-    patientVersions   every version of every patient: see storage/mongo_versions.py
+    patientVersions   every version of every patient: see storage/mongo/versions.py
 
 A patient's reports are embedded in its document, so reading a patient is one
 look-up. Every change to a patient — its fields replaced, a report added or removed,
 the patient deleted — is a new version, claimed by an insert and then applied
-(storage/mongo_versions.py): that is how two writes never lose one another, on
+(storage/mongo/versions.py): that is how two writes never lose one another, on
 MongoDB and on servers that only resemble it (where a reader can, for a moment, see
 the version before the newest: see the NOTE there). An upload writes its GridFS file first
 and then adds the metadata to the patient; if that fails the file is deleted (unless
@@ -24,8 +24,8 @@ file no patient names, which the start-up sweep removes once it is old enough th
 cannot be an upload still in flight (or, if an unapplied version names it, keeps, and
 applies that version).
 
-Sessions and account erasure are in storage/mongo_accounts.py, the audit trail in
-storage/mongo_audit.py.
+Sessions and account erasure are in storage/mongo/accounts.py, the audit trail in
+storage/mongo/audit_log.py.
 """
 
 import re
@@ -41,9 +41,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from storage.base import ReportChunks, ReportWriter, Store, base64_sha1, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable
 from storage.ids import is_object_id, new_id
-from storage.mongo_accounts import MongoAccounts, as_object_id
-from storage.mongo_audit import MongoAudit
-from storage.mongo_versions import ClaimedNotApplied, MongoVersions
+from storage.mongo.accounts import MongoAccounts, as_object_id
+from storage.mongo.audit_log import MongoAudit
+from storage.mongo.versions import ClaimedNotApplied, MongoVersions
 
 # How long an unreachable server may take before a request gives up with a 503: a few
 # seconds, never a hang (pymongo's default server selection wait is 30 s).

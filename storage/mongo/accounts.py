@@ -1,6 +1,6 @@
 """The MongoDB store's account half: sessions, refresh tokens, failed logins, and account erasure.
 
-`MongoAccounts` is mixed into `MongoStore` (storage/mongo.py) and works through its
+`MongoAccounts` is mixed into `MongoStore` (storage/mongo/store.py) and works through its
 collections, clock and error translation. Documents:
 
     sessions            {_id, userId, username, userCreatedAt, createdAt, lastUsedAt,
@@ -221,7 +221,7 @@ class MongoAccounts:
                     self.delete_patient(str(patient_id))  # the patient, its history, then its GridFS files
                 except NotFound:
                     pass  # deleted meanwhile (a delete left half done is finished on the way)
-        # The deleted patients' tombstones (storage/mongo_versions.py), and any version a
+        # The deleted patients' tombstones (storage/mongo/versions.py), and any version a
         # write that stopped half-way claimed meanwhile.
         self._versions.delete_many({"ownerId": user})
         # Again at the end: a login that began before step 1 may have added a session.

@@ -1,13 +1,13 @@
 """The MongoDB store's audit trail: an append-only `audit` collection and each chain's head.
 
-`MongoAudit` is mixed into `MongoStore` (storage/mongo.py) and works through its
+`MongoAudit` is mixed into `MongoStore` (storage/mongo/store.py) and works through its
 collections and error translation. Documents:
 
     audit        {_id: the event's id, <every other field of STORED_FIELDS>}
     auditChains  {_id: the chain's id, firstSequence, previousHash, lastSequence, lastHash}
 
 Events are only inserted (never updated), so nothing here depends on an update's
-isolation, which a compatible server may not give (see storage/mongo_accounts.py).
+isolation, which a compatible server may not give (see storage/mongo/accounts.py).
 A chain's head is made before its first event; a batch is one `insert_many`, and the
 head moves after it. MongoDB has no transaction across the two here, so a crash
 between them leaves events past the head: verify-audit accepts those when they chain
@@ -34,7 +34,7 @@ class MongoAudit:
         # Who may read an event: the user who acted, and the owner of the patient acted on.
         self._audit.create_index([("userId", 1), ("_id", -1)], name="audit_by_user")
         self._audit.create_index([("ownerId", 1), ("_id", -1)], name="audit_by_owner")
-        # No index on patientId: as in storage/sqlite_audit.py, a patient's events are
+        # No index on patientId: as in storage/sqlite/audit_log.py, a patient's events are
         # found among its owner's, so each event costs two index writes, not three.
 
     def append_audit(self, chain, events):
