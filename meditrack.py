@@ -66,62 +66,72 @@ from web.validation import SchemaValidator
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 
 
+def audited(action: str, resource_type: str) -> dict:
+    """A route's tag for the audit trail: every request to it leaves one event
+    (handlers/audit_trail.py reads it; the router and the dispatcher never do)."""
+    return {"audit": (action, resource_type)}
+
+
 def build_router(settings: Settings, store: Store, accounts: Accounts, records: PatientRecords,
-                 documents: Documents, trail: AuditTrail) -> Router:
+                 documents: Documents, trail: AuditTrail, passwords_limit=None) -> Router:
     """The whole API on one screen: method, path template, handler with its services, options.
-    `audit=(action, resourceType)`: every request to the route leaves an audit event."""
+    `rate_limit=passwords_limit`: where passwords are checked, a stricter bucket as well as
+    the general one: it slows guessing, and keeps a storm of bcrypt work from starving
+    every other request."""
     router = Router()
     fhir_view = fhir.FhirView(records, settings.public_url)
-    router.add("POST", "/auth/register", partial(auth.register, accounts), credentials=True,
-               audit=("create", "Account"))
-    router.add("POST", "/auth/login", partial(auth.login, accounts), credentials=True, audit=("login", "Session"))
+    router.add("POST", "/auth/register", partial(auth.register, accounts), rate_limit=passwords_limit,
+               tags=audited("create", "Account"))
+    router.add("POST", "/auth/login", partial(auth.login, accounts), rate_limit=passwords_limit,
+               tags=audited("login", "Session"))
     router.add("GET", "/auth/me", auth.me, auth=True)
-    router.add("DELETE", "/auth/me", partial(auth.erase_account, accounts), auth=True, credentials=True,
-               audit=("account-delete", "Account"))
-    router.add("PUT", "/auth/password", partial(auth.change_password, accounts), auth=True, credentials=True,
-               audit=("password-change", "Account"))
-    router.add("POST", "/auth/refresh", partial(sessions.refresh, accounts), credentials=True,
-               audit=("refresh", "Session"))
-    router.add("POST", "/auth/logout", partial(sessions.logout, accounts), auth=True, audit=("logout", "Session"))
+    router.add("DELETE", "/auth/me", partial(auth.erase_account, accounts), auth=True, rate_limit=passwords_limit,
+               tags=audited("account-delete", "Account"))
+    router.add("PUT", "/auth/password", partial(auth.change_password, accounts), auth=True,
+               rate_limit=passwords_limit, tags=audited("password-change", "Account"))
+    router.add("POST", "/auth/refresh", partial(sessions.refresh, accounts), rate_limit=passwords_limit,
+               tags=audited("refresh", "Session"))
+    router.add("POST", "/auth/logout", partial(sessions.logout, accounts), auth=True, tags=audited("logout", "Session"))
     router.add("GET", "/auth/sessions", partial(sessions.list_sessions, accounts), auth=True)
     router.add("DELETE", "/auth/sessions", partial(sessions.end_all_sessions, accounts), auth=True,
-               audit=("logout", "Session"))
+               tags=audited("logout", "Session"))
     router.add("DELETE", "/auth/sessions/{sessionId}", partial(sessions.end_session, accounts), auth=True,
-               audit=("logout", "Session"))
-    router.add("GET", "/patients", partial(patients.list_patients, records), auth=True, audit=("search", "Patient"))
+               tags=audited("logout", "Session"))
+    router.add("GET", "/patients", partial(patients.list_patients, records), auth=True,
+               tags=audited("search", "Patient"))
     router.add("POST", "/patients", partial(patients.create_patient, records), auth=True,
-               audit=("create", "Patient"))
+               tags=audited("create", "Patient"))
     router.add("GET", "/patients/{patientId}", partial(patients.get_patient, records), auth=True,
-               audit=("read", "Patient"))
+               tags=audited("read", "Patient"))
     router.add("PUT", "/patients/{patientId}", partial(patients.replace_patient, records), auth=True,
-               audit=("update", "Patient"))
+               tags=audited("update", "Patient"))
     router.add("PATCH", "/patients/{patientId}", partial(patients.patch_patient, records), auth=True,
-               audit=("update", "Patient"))
+               tags=audited("update", "Patient"))
     router.add("DELETE", "/patients/{patientId}", partial(patients.delete_patient, records), auth=True,
-               audit=("delete", "Patient"))
+               tags=audited("delete", "Patient"))
     router.add("GET", "/patients/{patientId}/versions", partial(versions.list_versions, records), auth=True,
-               audit=("read", "Patient"))
+               tags=audited("read", "Patient"))
     router.add("GET", "/patients/{patientId}/versions/{version}", partial(versions.get_version, records),
-               auth=True, audit=("read", "Patient"))
+               auth=True, tags=audited("read", "Patient"))
     router.add("GET", "/patients/{patientId}/audit", partial(audit_trail.patient_events, trail, records), auth=True)
     router.add("GET", "/patients/{patientId}/reports", partial(reports.list_reports, records), auth=True,
-               audit=("read", "Report"))
+               tags=audited("read", "Report"))
     router.add("POST", "/patients/{patientId}/reports",
                partial(reports.upload_report, records, settings.max_upload_bytes), auth=True,
-               max_body=settings.max_upload_bytes + reports.MULTIPART_OVERHEAD, audit=("create", "Report"))
+               max_body=settings.max_upload_bytes + reports.MULTIPART_OVERHEAD, tags=audited("create", "Report"))
     router.add("GET", "/patients/{patientId}/reports/{reportId}", partial(reports.download_report, records),
-               auth=True, audit=("download", "Report"))
+               auth=True, tags=audited("download", "Report"))
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
-               auth=True, audit=("delete", "Report"))
+               auth=True, tags=audited("delete", "Report"))
     router.add("GET", "/fhir/Patient", partial(fhir.search_patients, fhir_view), auth=True,
-               audit=("search", "Patient"))
+               tags=audited("search", "Patient"))
     router.add("GET", "/fhir/Patient/{patientId}", partial(fhir.read_patient, fhir_view), auth=True,
-               audit=("read", "Patient"))
+               tags=audited("read", "Patient"))
     router.add("GET", "/fhir/Patient/{patientId}/$everything", partial(fhir.patient_everything, fhir_view),
-               auth=True, audit=("read", "Patient"))
+               auth=True, tags=audited("read", "Patient"))
     router.add("GET", "/fhir/DocumentReference/{reportId}", partial(fhir.read_document_reference, fhir_view),
-               auth=True, audit=("read", "Report"))
-    router.add("GET", "/export", partial(fhir.export, fhir_view), auth=True, audit=("export", "Export"))
+               auth=True, tags=audited("read", "Report"))
+    router.add("GET", "/export", partial(fhir.export, fhir_view), auth=True, tags=audited("export", "Export"))
     router.add("GET", "/audit", partial(audit_trail.list_events, trail), auth=True)
     router.add("GET", "/health", partial(service.health, store, trail))
     router.add("GET", "/openapi.json", partial(docs.get_openapi, documents))
@@ -158,10 +168,9 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
                         bcrypt_rounds=settings.bcrypt_rounds, clock=clock)
     records = PatientRecords(store, validator, clock=clock, require_if_match=settings.require_if_match)
     trail = AuditTrail(store, audit_writer)
-    return Dispatcher(build_router(settings, store, accounts, records, documents, trail),
+    return Dispatcher(build_router(settings, store, accounts, records, documents, trail, credentials_limit),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,
                       max_body=settings.max_json_bytes, general_limit=general_limit,
-                      credentials_limit=credentials_limit,
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,
                       observer=trail, error_formats=[("/fhir/", fhir.fhir_error_response)],
                       cors=CorsPolicy(settings.cors_origins) if settings.cors_origins else None)

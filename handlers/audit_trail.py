@@ -2,7 +2,7 @@
 
 Events are recorded in one place. The request pipeline (`web/dispatch.py`) tells its
 observer, `AuditTrail`, about every request once its answer is decided, and every
-route that declares `audit=(action, resourceType)` in meditrack.py's route table gets
+route tagged `audited(action, resourceType)` in meditrack.py's route table gets
 exactly one event, whatever the outcome: a 200, another user's 403 on your patient,
 a 404, a 429. A route cannot forget to record: what it does is in its declaration.
 
@@ -51,14 +51,14 @@ class AuditTrail:
     def admit(self, exchange: Exchange) -> None:
         # NOTE: fail closed. While the store cannot take events and the queue is full,
         # serving patient data would leave no trace of who saw it: refuse instead.
-        if exchange.route.audit is not None and self.writer.full:
+        if exchange.route.tags.get("audit") is not None and self.writer.full:
             raise ServiceUnavailable("the audit trail cannot record this request now; retry shortly",
                                      headers=(("Retry-After", "5"),))
 
     def answered(self, exchange: Exchange, status: int) -> None:
-        if exchange.route is None or exchange.route.audit is None:
+        if exchange.route is None or exchange.route.tags.get("audit") is None:
             return
-        action, resource_type = exchange.route.audit
+        action, resource_type = exchange.route.tags["audit"]
         if status >= 400:
             action = FAILED_ACTIONS.get(action, action)
         facts = exchange.facts
@@ -92,8 +92,9 @@ class AuditTrail:
 def check_declarations(routes) -> None:
     """Stop start-up on a route that declares an action or resource type the contract lacks."""
     for route in routes:
-        if route.audit is not None and (route.audit[0] not in ACTIONS or route.audit[1] not in RESOURCE_TYPES):
-            raise ValueError(f"{route.method} {route.template}: unknown audit declaration {route.audit!r}")
+        audit = route.tags.get("audit")
+        if audit is not None and (audit[0] not in ACTIONS or audit[1] not in RESOURCE_TYPES):
+            raise ValueError(f"{route.method} {route.template}: unknown audit declaration {audit!r}")
 
 
 def id_parameter(exchange: Exchange, name: str | None) -> str | None:

@@ -126,14 +126,20 @@ def calls() -> Calls:
 
 
 @pytest.fixture
-def routes(calls) -> Router:
+def login_limit() -> RateLimiter:
+    """The stricter limit of the route where passwords are checked: one request per 4 s."""
+    return RateLimiter(1, 4, clock=FakeClock())
+
+
+@pytest.fixture
+def routes(calls, login_limit) -> Router:
     router = Router()
     router.add("GET", "/things", calls.handler("list_things"))
     router.add("GET", "/things/{thingId}", calls.handler("get_thing"))
     router.add("PUT", "/things/{thingId}", calls.handler("put_thing"), max_body=10)
     router.add("DELETE", "/things/{thingId}", calls.handler("delete_thing"))
     router.add("GET", "/me", calls.handler("me"), auth=True)
-    router.add("POST", "/login", calls.handler("login"), credentials=True)
+    router.add("POST", "/login", calls.handler("login"), rate_limit=login_limit)
     router.add("GET", "/boom", failing_handler)
     return router
 
@@ -308,8 +314,8 @@ def test_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_limit(routes):
     assert handle(make_request(client=PEER, headers={"X-Forwarded-For": "192.0.2.2"})).status == 429
 
 
-def test_credentials_limiter_applies_to_credentials_routes(routes, calls):
-    handle = dispatcher(routes, credentials_limit=RateLimiter(1, 4, clock=FakeClock()))
+def test_a_routes_own_limiter_applies_to_its_requests(routes, calls):
+    handle = dispatcher(routes)
     assert handle(make_request("POST", "/login")).status == 200
     response = handle(make_request("POST", "/login"))
     assert response.status == 429
@@ -317,14 +323,13 @@ def test_credentials_limiter_applies_to_credentials_routes(routes, calls):
     assert calls.names() == ["login"]
 
 
-def test_credentials_limiter_does_not_apply_to_other_routes(routes, calls):
-    limiter = RateLimiter(1, 4, clock=FakeClock())
-    handle = dispatcher(routes, credentials_limit=limiter)
+def test_a_routes_own_limiter_does_not_apply_to_other_routes(routes, calls, login_limit):
+    handle = dispatcher(routes)
     for _ in range(5):
         assert handle(make_request("GET", "/things")).status == 200
-    # The bucket was never touched: the one credentials request it allows is still there.
+    # The bucket was never touched: the one login request it allows is still there.
     assert handle(make_request("POST", "/login")).status == 200
-    assert len(limiter) == 1
+    assert len(login_limit) == 1
 
 
 def test_no_limiters_means_no_limit(routes):

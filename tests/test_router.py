@@ -68,7 +68,7 @@ def test_compile_template_names_each_parameter_group():
 
 def test_route_keeps_its_options(router):
     route, _ = router.match("GET", "/patients/abc")
-    assert (route.auth, route.credentials, route.max_body) == (True, False, None)
+    assert (route.auth, route.max_body, route.rate_limit, dict(route.tags)) == (True, None, None, {})
     assert route.template == "/patients/{patientId}"
 
 
@@ -258,3 +258,10 @@ def test_a_second_route_for_the_same_method_and_path_stops_start_up():
     router.add("PUT", "/patients/{patientId}", replace_patient)  # another method on that path is fine
     assert [route.method for route in router.routes] == ["GET", "PUT"]
     assert router.match("GET", "/patients/1")[0].handler is get_patient
+
+
+def test_a_routes_tags_are_kept_as_given_and_never_read_by_the_router():
+    router = Router()
+    router.add("GET", "/patients/{patientId}", get_patient, tags={"audit": ("read", "Patient"), "anything": 1})
+    route, _ = router.match("GET", "/patients/abc")
+    assert route.tags == {"audit": ("read", "Patient"), "anything": 1}

@@ -107,7 +107,7 @@ class Dispatcher:
 
     def __init__(self, router: Router, *, authenticate: Callable[[Headers], dict] | None = None,
                  max_body: int, exception_statuses: Mapping[type, int] | None = None,
-                 general_limit: RateLimiter | None = None, credentials_limit: RateLimiter | None = None,
+                 general_limit: RateLimiter | None = None,
                  trusted_proxies: frozenset[str] = frozenset(), refusal_delay: float = 1.0,
                  observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep,
                  error_formats: Sequence[tuple[str, ErrorWriter]] = (), cors: CorsPolicy | None = None):
@@ -119,7 +119,6 @@ class Dispatcher:
         # The web layer's table, then the application's: a later entry wins.
         self.statuses = {**STATUS_BY_EXCEPTION, **(exception_statuses or {})}
         self.general_limit = general_limit
-        self.credentials_limit = credentials_limit
         self.trusted_proxies = trusted_proxies
         self.refusal_delay = refusal_delay
         self.observer = observer
@@ -188,10 +187,7 @@ class Dispatcher:
 
     def _handle(self, exchange: Exchange) -> Response:
         incoming, route = exchange.incoming, exchange.route
-        if route.credentials:
-            # A stricter bucket where passwords are checked: it slows guessing and
-            # keeps a storm of bcrypt work from starving every other request.
-            self._check_rate(self.credentials_limit, exchange.client)
+        self._check_rate(route.rate_limit, exchange.client)  # the route's own limit, if it has one
         max_body = self.max_body if route.max_body is None else route.max_body
         if incoming.content_length > max_body:
             # Refused before a byte of the body is read (and before any 100 Continue).

@@ -10,8 +10,10 @@ Allowed (§15.5.6), and the response must list the methods that would work in `A
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 from urllib.parse import unquote
+
+from web.ratelimit import RateLimiter
 
 # A path parameter is one whole segment: it never spans a '/'.
 PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -37,11 +39,13 @@ class Route:
     handler: Callable
     pattern: re.Pattern = field(repr=False)
     auth: bool = False              # the request must carry a valid bearer token
-    credentials: bool = False       # passwords are checked here: the stricter rate limit applies
     max_body: int | None = None     # the largest body accepted; None: the dispatcher's default
-    # What the route does to which kind of record, e.g. ("read", "Patient"): the audit
-    # trail records an event for every request to a route that says (handlers/audit_trail.py).
-    audit: tuple[str, str] | None = None
+    # A rate limiter (anything with RateLimiter's `check`) that this route's requests
+    # count against besides the general one, e.g. a stricter one where passwords are checked.
+    rate_limit: RateLimiter | None = None
+    # The application's own notes about the route, which neither the router nor the
+    # dispatcher reads (the audit trail reads its "audit" tag: handlers/audit_trail.py).
+    tags: Mapping[str, object] = field(default_factory=dict)
 
 
 def compile_template(template: str) -> re.Pattern:
@@ -67,14 +71,14 @@ class Router:
         self._templates: dict[str, dict[str, _Template]] = {}
 
     def add(self, method: str, template: str, handler: Callable, *, auth: bool = False,
-            credentials: bool = False, max_body: int | None = None,
-            audit: tuple[str, str] | None = None) -> None:
+            max_body: int | None = None, rate_limit: RateLimiter | None = None,
+            tags: Mapping[str, object] | None = None) -> None:
         """Add a route. Its options are keyword parameters, so a misspelt one (`auht=True`)
         is a TypeError when the route table is built, never a route silently left open."""
         if not template.startswith("/") or PARAMETER.search(_first_segment(template)):
             raise ValueError(f"a template starts with / and a literal segment: {template!r}")
         route = Route(method, template, handler, compile_template(template),
-                      auth=auth, credentials=credentials, max_body=max_body, audit=audit)
+                      auth=auth, max_body=max_body, rate_limit=rate_limit, tags=dict(tags or {}))
         by_template = self._templates.setdefault(_first_segment(template), {})
         routes = by_template.setdefault(template, _Template(route.pattern, {})).routes
         if method in routes:  # a second handler for one method and path would never run
