@@ -88,19 +88,12 @@ class SQLiteReports:
         self._remove_report_file(report_id)
 
     def _remove_report_file(self, report_id: str) -> None:
-        """Remove the bytes of a report whose row is gone.
-
-        NOTE: Windows refuses to remove a file that is open, and a download in progress
-        holds it open; the delete has committed by now and must not fail for that.
-        The file is left in place: the sweep removes a file that no row names."""
-        try:
-            self._report_path(report_id).unlink(missing_ok=True)
-        except PermissionError:
+        """Remove the bytes of a report whose row is gone (the delete has committed)."""
+        if not _remove_unless_open(self._report_path(report_id)):
             log.warning("report %s: file in use, left for the sweep", report_id)
 
     def stored_report_ids(self):
-        # A temp file's name starts with its report id (see SQLiteReportWriter).
-        temp = {path.name[:24] for path in self.temp_dir.iterdir()}
+        temp = {_report_id_of_temp(path) for path in self.temp_dir.iterdir()}
         return temp | {path.name for path in self.reports_dir.iterdir() if path.is_file()}
 
     def _sweep_report_files(self) -> None:
@@ -116,14 +109,14 @@ class SQLiteReports:
             known = {row[0] for row in db.execute("SELECT id FROM reports")}
         cutoff = self._clock() - SWEEP_MIN_AGE
         for leftover in self.temp_dir.iterdir():
-            report_id = leftover.name[:24]  # a temp file's name starts with its report id
+            report_id = _report_id_of_temp(leftover)
             if report_id in known and not self._report_path(report_id).exists():
                 self._finish_rename(leftover, report_id)
             elif _modified(leftover) < cutoff:
-                _remove_leftover(leftover)
+                _remove_unless_open(leftover)
         for path in self.reports_dir.iterdir():
             if path.is_file() and path.name not in known and _modified(path) < cutoff:
-                _remove_leftover(path)
+                _remove_unless_open(path)
 
     def _finish_rename(self, leftover: Path, report_id: str) -> None:
         """A row names this upload, so its bytes were synced before the rename that a
@@ -186,8 +179,19 @@ class SQLiteReportWriter(ReportWriter):
             self._final_path = None
 
 
-def _remove_leftover(path: Path) -> None:
+def _report_id_of_temp(path: Path) -> str:
+    """A temp file's name starts with its report id (SQLiteReportWriter's prefix)."""
+    return path.name[:24]
+
+
+def _remove_unless_open(path: Path) -> bool:
+    """Remove a file; False if it is left because it is open.
+
+    NOTE: Windows refuses to remove a file that is open (a download in progress, or
+    another process serving this directory), and a delete that has committed must not
+    fail for that. The file stays until a sweep finds that no row names it."""
     try:
         path.unlink(missing_ok=True)
     except PermissionError:
-        pass  # Windows: open in another process that serves this directory; the next sweep
+        return False
+    return True

@@ -99,7 +99,7 @@ class Deployment:
                 chunks = database["reports.chunks"].distinct("files_id")
             return {str(file_id) for file_id in files + chunks}
         reports_dir = self.data_dir / "reports"
-        # A temp file's name starts with its report id (storage/sqlite/store.py).
+        # A temp file's name starts with its report id (storage/sqlite/reports.py).
         return ({path.name[:24] for path in self.temp_dir.iterdir()}
                 | {path.name for path in reports_dir.iterdir() if path.is_file()})
 
