@@ -64,7 +64,7 @@ def base64_digest(digest) -> str:
 def utc_timestamp(seconds: float) -> str:
     """ISO 8601 in UTC with millisecond precision, e.g. 2026-11-24T10:15:30.123Z."""
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)  # rounded to the microsecond
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ReportWriter(ABC):

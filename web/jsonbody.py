@@ -42,23 +42,31 @@ def _object_without_duplicates(pairs: list) -> dict:
     return result
 
 
+def _check_string(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidJSON("a string contains a NUL character")
+    # Only a non-ASCII string can hold a surrogate, so most strings skip the search.
+    if not text.isascii() and LONE_SURROGATE.search(text):
+        # RFC 8259 §8.2 allows "\ud800" escapes that name no character; such a
+        # string has no UTF-8 form, so no store could keep it (RFC 7493 §2.1).
+        raise InvalidJSON("a string contains an unpaired surrogate escape")
+
+
 def _check_value(value, depth: int, max_depth: int) -> None:
-    if depth > max_depth:
-        raise InvalidJSON(f"JSON nests deeper than {max_depth} levels")
+    """`value` sits at level `depth` and its items one deeper: none may sit deeper than
+    `max_depth`, and every string (keys included) must be storable."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidJSON("a string contains a NUL character")
-        if LONE_SURROGATE.search(value):
-            # RFC 8259 §8.2 allows "\ud800" escapes that name no character; such a
-            # string has no UTF-8 form, so no store could keep it (RFC 7493 §2.1).
-            raise InvalidJSON("a string contains an unpaired surrogate escape")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_value(key, depth, max_depth)
-            _check_value(item, depth + 1, max_depth)
-    elif isinstance(value, list):
+        _check_string(value)
+    elif isinstance(value, (dict, list)):
+        if value and depth >= max_depth:  # its items would sit deeper than max_depth
+            raise InvalidJSON(f"JSON nests deeper than {max_depth} levels")
+        if isinstance(value, dict):
+            for key in value:
+                _check_string(key)
+            value = value.values()
         for item in value:
-            _check_value(item, depth + 1, max_depth)
+            if isinstance(item, (str, dict, list)):  # numbers, booleans and null need no check
+                _check_value(item, depth + 1, max_depth)
 
 
 # json.loads with hooks would build this decoder anew on every call; its rules never change.

@@ -15,7 +15,6 @@ This is the only module that touches sockets; everything it hands on is a plain 
 import logging
 import socket
 import time
-from email.utils import formatdate
 from functools import partial
 from http.server import ThreadingHTTPServer
 from socketserver import StreamRequestHandler, TCPServer
@@ -38,14 +37,21 @@ access_log = logging.getLogger("meditrack.access")
 error_log = logging.getLogger("meditrack.errors")
 
 
-def http_date() -> str:
-    """RFC 9110 §6.6.1: the Date header, e.g. "Sun, 06 Dec 2026 20:07:53 GMT"."""
-    return formatdate(time.time(), usegmt=True)
+# RFC 9110 §5.6.7: the names in an HTTP date are English whatever the locale.
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 9110 §6.6.1: the Date header in IMF-fixdate form, e.g. "Sun, 06 Dec 2026 20:07:53 GMT"."""
+    now = time.gmtime(seconds)
+    return (f"{_DAYS[now.tm_wday]}, {now.tm_mday:02d} {_MONTHS[now.tm_mon - 1]} {now.tm_year} "
+            f"{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d} GMT")
 
 
 def encode_head(response: Response, keep_alive: bool, request_id: str, *, chunked: bool = False) -> bytes:
     """The response's head with the headers every response carries."""
-    headers = [("Server", SERVER_NAME), ("Date", http_date()), ("X-Request-Id", request_id), *response.headers]
+    headers = [("Server", SERVER_NAME), ("Date", http_date(time.time())), ("X-Request-Id", request_id), *response.headers]
     present = {name.lower() for name, _ in response.headers}
     headers += [(name, value) for name, value in DEFAULT_HEADERS if name.lower() not in present]
     length = len(response.body) if isinstance(response.body, bytes) else response.content_length
