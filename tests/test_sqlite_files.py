@@ -23,7 +23,7 @@ def test_report_bytes_are_stored_under_the_report_id(tmp_path):
     store = SQLiteStore(tmp_path)
     patient = store.create_patient(store.create_user("u", b"h")["id"], PATIENT)
     report = write_report(store, patient["id"])
-    assert files_in(store.reports_dir) == {report["id"]} and files_in(store.temp_dir) == set()
+    assert files_in(store.reports.directory) == {report["id"]} and files_in(store.reports.temp_dir) == set()
 
 
 def test_start_up_sweeps_temp_files_and_files_no_row_names(tmp_path):
@@ -33,17 +33,17 @@ def test_start_up_sweeps_temp_files_and_files_no_row_names(tmp_path):
     store.close()
     # What a crash can leave: a half-written temp file, and a file renamed into place
     # whose row was never committed.
-    (store.temp_dir / "interrupted.part").write_bytes(b"%PDF-half")
-    (store.reports_dir / "0123456789abcdef01234567").write_bytes(b"%PDF-orphan")
+    (store.reports.temp_dir / "interrupted.part").write_bytes(b"%PDF-half")
+    (store.reports.directory / "0123456789abcdef01234567").write_bytes(b"%PDF-orphan")
     # Younger than SWEEP_MIN_AGE they may be another process's upload in progress: kept.
     young = SQLiteStore(tmp_path)
-    assert files_in(young.reports_dir) == {report["id"], "0123456789abcdef01234567"}
-    assert files_in(young.temp_dir) == {"interrupted.part"}
+    assert files_in(young.reports.directory) == {report["id"], "0123456789abcdef01234567"}
+    assert files_in(young.reports.temp_dir) == {"interrupted.part"}
     young.close()
     later = time.time() + SWEEP_MIN_AGE + 1
     reopened = SQLiteStore(tmp_path, clock=lambda: later)
-    assert files_in(reopened.reports_dir) == {report["id"]}
-    assert files_in(reopened.temp_dir) == set()
+    assert files_in(reopened.reports.directory) == {report["id"]}
+    assert files_in(reopened.reports.temp_dir) == set()
     assert reopened.get_patient(patient["id"])["reports"] == [report]
 
 
@@ -51,7 +51,7 @@ def test_an_aborted_upload_leaves_no_file(tmp_path):
     store = SQLiteStore(tmp_path)
     with store.report_writer() as writer:
         writer.write(b"%PDF-never committed")
-    assert files_in(store.reports_dir) == set() and files_in(store.temp_dir) == set()
+    assert files_in(store.reports.directory) == set() and files_in(store.reports.temp_dir) == set()
 
 
 def test_a_commit_to_a_deleted_patient_removes_the_renamed_file(tmp_path):
@@ -60,7 +60,7 @@ def test_a_commit_to_a_deleted_patient_removes_the_renamed_file(tmp_path):
     store.delete_patient(patient["id"])
     with pytest.raises(NotFound):
         write_report(store, patient["id"])
-    assert files_in(store.reports_dir) == set() and files_in(store.temp_dir) == set()
+    assert files_in(store.reports.directory) == set() and files_in(store.reports.temp_dir) == set()
 
 
 def test_deleting_a_patient_removes_its_files_after_the_commit(tmp_path):
@@ -71,19 +71,19 @@ def test_deleting_a_patient_removes_its_files_after_the_commit(tmp_path):
         write_report(store, patient["id"])
     kept = write_report(store, other["id"])
     store.delete_patient(patient["id"])
-    assert files_in(store.reports_dir) == {kept["id"]}
+    assert files_in(store.reports.directory) == {kept["id"]}
 
 
 def refuse_to_remove_open_report_files(monkeypatch, store):
     """Windows refuses to remove a file another thread holds open (a download)."""
-    real_unlink = type(store.reports_dir).unlink
+    real_unlink = type(store.reports.directory).unlink
 
     def unlink_like_windows(path, missing_ok=False):
-        if path.parent == store.reports_dir:
+        if path.parent == store.reports.directory:
             raise PermissionError(13, "The process cannot access the file because it is being used", str(path))
         return real_unlink(path, missing_ok=missing_ok)
 
-    monkeypatch.setattr(type(store.reports_dir), "unlink", unlink_like_windows)
+    monkeypatch.setattr(type(store.reports.directory), "unlink", unlink_like_windows)
 
 
 @pytest.mark.parametrize("delete", ["report", "patient"])
@@ -100,11 +100,11 @@ def test_a_delete_succeeds_when_the_file_is_in_use_and_the_sweep_removes_it_late
             store.delete_patient(patient["id"])
             with pytest.raises(NotFound):
                 store.get_patient(patient["id"])
-        assert files_in(store.reports_dir) == {report["id"]}  # in use: left where it is
+        assert files_in(store.reports.directory) == {report["id"]}  # in use: left where it is
     store.close()
     later = time.time() + SWEEP_MIN_AGE + 1
     SQLiteStore(tmp_path, clock=lambda: later).close()
-    assert files_in(store.reports_dir) == set()
+    assert files_in(store.reports.directory) == set()
 
 
 def test_an_upload_whose_rename_a_crash_lost_is_moved_into_place_at_start_up(tmp_path):
@@ -115,10 +115,10 @@ def test_an_upload_whose_rename_a_crash_lost_is_moved_into_place_at_start_up(tmp
     patient = store.create_patient(store.create_user("u", b"h")["id"], PATIENT)
     report = write_report(store, patient["id"], b"%PDF-1.7 kept")
     store.close()
-    (store.reports_dir / report["id"]).rename(store.temp_dir / f"{report['id']}abc123.part")
+    (store.reports.directory / report["id"]).rename(store.reports.temp_dir / f"{report['id']}abc123.part")
     later = time.time() + SWEEP_MIN_AGE + 1
     reopened = SQLiteStore(tmp_path, clock=lambda: later)
-    assert files_in(reopened.temp_dir) == set()
+    assert files_in(reopened.reports.temp_dir) == set()
     meta, chunks = reopened.open_report(patient["id"], report["id"])
     assert b"".join(chunks) == b"%PDF-1.7 kept"
     chunks.close()
@@ -128,12 +128,12 @@ def test_an_upload_whose_rename_a_crash_lost_is_moved_into_place_at_start_up(tmp
 def test_on_macos_every_connection_asks_sqlite_for_f_fullfsync(tmp_path, monkeypatch):
     monkeypatch.setattr(system, "FULL_FSYNC", 51)  # as on macOS (system.py)
     store = SQLiteStore(tmp_path)
-    with store._connection() as db:
+    with store.database.read() as db:
         assert db.execute("PRAGMA fullfsync").fetchone()[0] == 1
     store.close()
     monkeypatch.setattr(system, "FULL_FSYNC", None)  # Linux and Windows: SQLite's default
     store = SQLiteStore(tmp_path)
-    with store._connection() as db:
+    with store.database.read() as db:
         assert db.execute("PRAGMA fullfsync").fetchone()[0] == 0
     store.close()
 

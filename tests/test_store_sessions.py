@@ -220,7 +220,7 @@ def test_an_erasure_interrupted_after_its_first_step_is_finished_when_the_store_
         raise SystemExit("the process died here")
 
     # The crash comes after step 1 (account unusable, sessions gone), before the data goes.
-    monkeypatch.setattr(store, "_finish_erasure", crash)
+    monkeypatch.setattr(store.accounts, "_finish_erasure", crash)
     with pytest.raises(SystemExit):
         store.erase_user(user["id"])
     assert store.find_user("alice") is None and user_row_exists(store, user["id"])  # marked, not gone
@@ -269,7 +269,7 @@ def stored_session_count(store) -> int:
     """How many sessions the database holds, live or not: the one place here that looks
     beneath the interface, because a purge is invisible through it by design."""
     if store.name == "sqlite":
-        with store._connection() as db:
+        with store.database.read() as db:
             return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
     return store._sessions.count_documents({})
 

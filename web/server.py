@@ -51,7 +51,8 @@ def http_date(seconds: float) -> str:
 
 def encode_head(response: Response, keep_alive: bool, request_id: str, *, chunked: bool = False) -> bytes:
     """The response's head with the headers every response carries."""
-    headers = [("Server", SERVER_NAME), ("Date", http_date(time.time())), ("X-Request-Id", request_id), *response.headers]
+    headers = [("Server", SERVER_NAME), ("Date", http_date(time.time())), ("X-Request-Id", request_id),
+               *response.headers]
     present = {name.lower() for name, _ in response.headers}
     headers += [(name, value) for name, value in DEFAULT_HEADERS if name.lower() not in present]
     length = len(response.body) if isinstance(response.body, bytes) else response.content_length

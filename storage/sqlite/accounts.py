@@ -1,7 +1,7 @@
 """The SQLite store's account half: sessions, refresh tokens, failed logins, and account erasure.
 
-`SQLiteAccounts` is mixed into `SQLiteStore` (storage/sqlite/store.py) and works through its
-connection pool (`_connection`, for reads), its writer (`_write`) and clock. Three tables:
+`SQLiteAccounts` is a part that `SQLiteStore` (storage/sqlite/store.py) holds; it works
+through the store's `Database` (connections to read with, the writer, the clock). Three tables:
 
 - `sessions`: one row per login, alive until it expires or is ended (deleted). It
   carries the user's public fields, so authenticating a request reads one row.
@@ -58,7 +58,7 @@ CREATE INDEX IF NOT EXISTS login_failures_by_expiry ON login_failures (expires_a
 """
 
 # Expired sessions are deleted, and erasures a failure interrupted are finished, at
-# start-up and then at most this often (seconds): see _housekeeping.
+# start-up and then at most this often (seconds): see SQLiteAccounts.housekeeping.
 HOUSEKEEPING_INTERVAL = 3600
 
 SESSION_COLUMNS = "id, user_id, created_at, last_used_at, expires_at"
@@ -66,9 +66,18 @@ SESSION_FIELDS = ("id", "userId", "createdAt", "lastUsedAt", "expiresAt")
 
 
 class SQLiteAccounts:
+    """Sessions, refresh tokens, failed logins and erasure on `database`. An erasure deletes
+    the account's patients one by one with the store's `delete_patient` (which removes
+    their report files too)."""
+
+    def __init__(self, database, *, delete_patient):
+        self.database = database
+        self._delete_patient = delete_patient
+        self._next_housekeeping = 0.0
+
     # -- sessions ----------------------------------------------------------------
     def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
-        now, session_id = self._now(), new_id(self._clock)
+        now, session_id = self.database.now(), new_id(self.database.clock)
 
         def insert(db) -> bool:
             # NOTE: the user is read in the INSERT itself, so no session starts for a user
@@ -84,9 +93,9 @@ class SQLiteAccounts:
             db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (refresh_hash, session_id))
             return True
 
-        if not self._write(insert):
+        if not self.database.write(insert):
             return None
-        self._housekeeping()
+        self.housekeeping()
         return {"id": session_id, "userId": user_id, "createdAt": now, "lastUsedAt": now,
                 "expiresAt": utc_timestamp(expires_at)}
 
@@ -94,20 +103,21 @@ class SQLiteAccounts:
         # NOTE: one row answers "is the session alive?", and so also "does its user
         # exist?": deleting a user deletes its sessions (a cascade), and an erasure
         # deletes them in its first step. Authentication stays one indexed look-up.
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute("SELECT username, user_created_at, last_used_at FROM sessions "
                              "WHERE id = ? AND user_id = ? AND expires_at > ?",
-                             (session_id, user_id, self._clock())).fetchone()
+                             (session_id, user_id, self.database.clock())).fetchone()
         if row is None:
             return None
         return {"id": user_id, "username": row[0], "createdAt": row[1], "sessionLastUsedAt": row[2]}
 
     def touch_session(self, session_id):
-        now = self._now()
-        self._write(lambda db: db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?", (now, session_id)))
+        now = self.database.now()
+        self.database.write(lambda db: db.execute("UPDATE sessions SET last_used_at = ? WHERE id = ?",
+                                                  (now, session_id)))
 
     def rotate_refresh(self, session_id, old_hash, new_hash):
-        now = self._clock()
+        now = self.database.clock()
 
         def rotate(db):
             # NOTE: the old hash is in the WHERE clause: of refreshes racing with one token,
@@ -120,28 +130,29 @@ class SQLiteAccounts:
             db.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES (?, ?)", (new_hash, session_id))
             return db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
 
-        row = self._write(rotate)
+        row = self.database.write(rotate)
         return None if row is None else _session_from_row(row)
 
     def refresh_token_issued(self, session_id, refresh_hash):
-        with self._connection() as db:
+        with self.database.read() as db:
             return db.execute("SELECT 1 FROM refresh_tokens WHERE hash = ? AND session_id = ?",
                               (refresh_hash, session_id)).fetchone() is not None
 
     def end_session(self, session_id, user_id=None):
-        sql, args = "DELETE FROM sessions WHERE id = ? AND expires_at > ?", [session_id, self._clock()]
+        sql, args = "DELETE FROM sessions WHERE id = ? AND expires_at > ?", [session_id, self.database.clock()]
         if user_id is not None:
             sql += " AND user_id = ?"
             args.append(user_id)
-        return self._write(lambda db: db.execute(sql, args).rowcount == 1)  # its refresh token hashes cascade
+        return self.database.write(lambda db: db.execute(sql, args).rowcount == 1)  # its refresh token hashes cascade
 
     def end_sessions(self, user_id, *, keep=None):
-        self._write(lambda db: db.execute("DELETE FROM sessions WHERE user_id = ? AND id != ?", (user_id, keep or "")))
+        self.database.write(lambda db: db.execute("DELETE FROM sessions WHERE user_id = ? AND id != ?",
+                                                  (user_id, keep or "")))
 
     def list_sessions(self, user_id):
-        with self._connection() as db:
+        with self.database.read() as db:
             rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND expires_at > ? "
-                              "ORDER BY created_at DESC, id DESC", (user_id, self._clock())).fetchall()
+                              "ORDER BY created_at DESC, id DESC", (user_id, self.database.clock())).fetchall()
         return [_session_from_row(row) for row in rows]
 
     # -- failed logins -------------------------------------------------------------
@@ -151,16 +162,16 @@ class SQLiteAccounts:
             # The expired rows of every key go in the same write: the table stays small.
             db.execute("DELETE FROM login_failures WHERE expires_at <= ?", (at,))
 
-        self._write(insert)
+        self.database.write(insert)
 
     def login_failures(self, key, limit):
-        with self._connection() as db:
+        with self.database.read() as db:
             return [row[0] for row in db.execute(
                 "SELECT at FROM login_failures WHERE key = ? AND expires_at > ? ORDER BY at DESC LIMIT ?",
-                (key, self._clock(), limit))]
+                (key, self.database.clock(), limit))]
 
     def forget_login_failures(self, key):
-        self._write(lambda db: db.execute("DELETE FROM login_failures WHERE key = ?", (key,)))
+        self.database.write(lambda db: db.execute("DELETE FROM login_failures WHERE key = ?", (key,)))
 
     # -- erasure -------------------------------------------------------------------
     def erase_user(self, user_id):
@@ -170,7 +181,7 @@ class SQLiteAccounts:
             db.execute("UPDATE users SET erasing = 1 WHERE id = ?", (user_id,))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
 
-        self._write(make_unusable)
+        self.database.write(make_unusable)
         # Step 2: a crash part-way leaves step 1 done, and the next start finishes the rest.
         self._finish_erasure(user_id)
 
@@ -183,26 +194,26 @@ class SQLiteAccounts:
         while patient_ids := self._patient_ids_of(user_id):
             for patient_id in patient_ids:
                 try:
-                    self.delete_patient(patient_id)
+                    self._delete_patient(patient_id)
                 except NotFound:
                     pass  # deleted meanwhile: just as good
-        self._write(lambda db: db.execute("DELETE FROM users WHERE id = ?", (user_id,)))  # its sessions cascade
+        self.database.write(lambda db: db.execute("DELETE FROM users WHERE id = ?", (user_id,)))  # its sessions cascade
 
     def _patient_ids_of(self, owner_id: str) -> list[str]:
-        with self._connection() as db:
+        with self.database.read() as db:
             return [row[0] for row in db.execute("SELECT id FROM patients WHERE owner_id = ?", (owner_id,))]
 
-    def _housekeeping(self) -> None:
+    def housekeeping(self) -> None:
         """At start-up, then at most once per HOUSEKEEPING_INTERVAL (when a session
         starts): delete expired sessions (their refresh token hashes go with them), so
         the table does not grow without bound; and finish any erasure a crash or a
         failure left half done."""
-        if self._clock() < self._next_housekeeping:
+        if self.database.clock() < self._next_housekeeping:
             return
-        now = self._clock()
+        now = self.database.clock()
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
-        self._write(lambda db: db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)))
-        with self._connection() as db:
+        self.database.write(lambda db: db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)))
+        with self.database.read() as db:
             user_ids = [row[0] for row in db.execute("SELECT id FROM users WHERE erasing = 1")]
         for user_id in user_ids:
             self._finish_erasure(user_id)

@@ -1,7 +1,7 @@
 """The SQLite store's audit trail: an append-only `audit` table and each chain's head.
 
-`SQLiteAudit` is mixed into `SQLiteStore` (storage/sqlite/store.py) and works through its
-connection pool. No statement here updates or deletes an event, except the retention
+`SQLiteAuditLog` is a part that `SQLiteStore` (storage/sqlite/store.py) holds; it works
+through the store's `Database`. No statement here updates or deletes an event, except the retention
 purge. The events are described in storage/base.py, the hash chain they form in
 storage/hash_chain.py.
 """
@@ -60,7 +60,10 @@ STORED_COLUMNS = ", ".join(COLUMNS.values())
 STORED_ROW = itemgetter(*STORED_FIELDS)  # an event → the tuple of its column values
 
 
-class SQLiteAudit:
+class SQLiteAuditLog:
+    def __init__(self, database):
+        self.database = database
+
     def append_audit(self, chain, events):
         rows = [STORED_ROW(event) for event in events]
         last = events[-1]
@@ -77,7 +80,7 @@ class SQLiteAudit:
 
         # NOTE: a unit in the same group commits as the patient writes (storage/sqlite/writer.py):
         # under load the audit's batch shares their sync instead of paying for its own.
-        self._write(append)
+        self.database.write(append)
 
     def list_audit(self, viewer_id, *, limit, before=None, patient_id=None, action=None):
         conditions, parameters = [], []
@@ -93,25 +96,25 @@ class SQLiteAudit:
                  f"SELECT id FROM (SELECT id FROM audit WHERE user_id = ?{where} ORDER BY id DESC LIMIT ?) UNION "
                  f"SELECT id FROM (SELECT id FROM audit WHERE owner_id = ?{where} ORDER BY id DESC LIMIT ?)) "
                  "ORDER BY id DESC LIMIT ?")
-        with self._connection() as db:
+        with self.database.read() as db:
             rows = db.execute(query, (viewer_id, *parameters, limit, viewer_id, *parameters, limit, limit))
             return [dict(zip(PUBLIC_FIELDS, row)) for row in rows]
 
     def audit_chains(self):
-        with self._connection() as db:
+        with self.database.read() as db:
             rows = db.execute("SELECT chain, first_sequence, previous_hash, last_sequence, last_hash "
                               "FROM audit_chains").fetchall()
         return [dict(zip(("chain", "firstSequence", "previousHash", "lastSequence", "lastHash"), row))
                 for row in rows]
 
     def audit_chain_ids(self):
-        with self._connection() as db:
+        with self.database.read() as db:
             return {row[0] for row in db.execute("SELECT DISTINCT chain FROM audit")}
 
     def audit_events(self, chain):
         after = 0
         while True:  # a page at a time: a long chain is never all in memory
-            with self._connection() as db:
+            with self.database.read() as db:
                 rows = db.execute(f"SELECT {STORED_COLUMNS} FROM audit WHERE chain = ? AND sequence > ? "
                                   "ORDER BY sequence LIMIT 1000", (chain, after)).fetchall()
             if not rows:
@@ -122,7 +125,7 @@ class SQLiteAudit:
 
     def purge_audit(self, recorded_before):
         for head in self.audit_chains():
-            with self._connection() as db:
+            with self.database.read() as db:
                 oldest = db.execute("SELECT recorded FROM audit WHERE chain = ? ORDER BY sequence LIMIT 1",
                                     (head["chain"],)).fetchone()
             if oldest is None or oldest[0] >= recorded_before:
@@ -142,4 +145,4 @@ class SQLiteAudit:
                            (last_purged[0] + 1, last_purged[1], head["chain"]))
                 db.execute("DELETE FROM audit WHERE chain = ? AND sequence <= ?", (head["chain"], last_purged[0]))
 
-            self._write(purge)
+            self.database.write(purge)

@@ -8,9 +8,10 @@ temp files and such orphans. A row never names a file that is not there (where a
 directory cannot be synced, a crash may lose the rename but not the row: the sweep
 then finishes the rename).
 
-`SQLiteReports` is mixed into `SQLiteStore` (storage/sqlite/store.py) and works through its
-reads (`_connection`), its writer (`_write`), its clock and `_new_version`: adding or
-deleting a report is a new version of the patient, since a patient lists its reports.
+`SQLiteReports` is a part that `SQLiteStore` (storage/sqlite/store.py) holds; it works
+through the store's `Database` (reads, the writer, the clock) and the store's
+`new_version`: adding or deleting a report is a new version of the patient, since a
+patient lists its reports.
 """
 
 import logging
@@ -42,13 +43,24 @@ def _modified(path) -> float:
 
 
 class SQLiteReports:
+    """Report files in `directory` (uploads in progress in its `tmp/`), their rows through
+    `database`; `new_version(db, patient_id, expected_version)` is the store's, run in
+    the same write as the row it versions."""
+
+    def __init__(self, database, directory: Path, *, new_version):
+        self.database = database
+        self.directory = directory
+        self.temp_dir = directory / "tmp"
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self._new_version = new_version
+
     def report_writer(self):
         return SQLiteReportWriter(self)
 
-    def _report_path(self, report_id: str):
-        return self.reports_dir / report_id
+    def path_of(self, report_id: str) -> Path:
+        return self.directory / report_id
 
-    def _insert_report(self, patient_id: str, report: dict) -> None:
+    def insert(self, patient_id: str, report: dict) -> None:
         # A patient deleted while the upload ran fails the foreign key: NotFound (see
         # store_error in storage/sqlite/store.py). The patient's representation lists its reports, so it moves on
         # to a new version in the same transaction.
@@ -58,22 +70,22 @@ class SQLiteReports:
             db.execute(f"INSERT INTO reports (patient_id, {REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             self._new_version(db, patient_id, None)
 
-        self._write(insert)
+        self.database.write(insert)
 
     def open_report(self, patient_id, report_id, *, start=0, length=None):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute(f"SELECT {REPORT_COLUMNS} FROM reports WHERE id = ? AND patient_id = ?",
                              (report_id, patient_id)).fetchone()
         if row is None:
             raise NotFound("this patient has no report with this id")
         try:
-            source = open(self._report_path(report_id), "rb")
+            source = open(self.path_of(report_id), "rb")
         except OSError as exc:
             raise Unavailable("the report's file cannot be read") from exc
         return dict(zip(REPORT_FIELDS, row)), ReportChunks(source, start=start, length=length)
 
     def report_patient(self, report_id):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute("SELECT patient_id FROM reports WHERE id = ?", (report_id,)).fetchone()
         return None if row is None else row[0]
 
@@ -84,19 +96,19 @@ class SQLiteReports:
                 raise NotFound("this patient has no report with this id")
             self._new_version(db, patient_id, None)
 
-        self._write(delete)
-        self._remove_report_file(report_id)
+        self.database.write(delete)
+        self.remove_file(report_id)
 
-    def _remove_report_file(self, report_id: str) -> None:
+    def remove_file(self, report_id: str) -> None:
         """Remove the bytes of a report whose row is gone (the delete has committed)."""
-        if not _remove_unless_open(self._report_path(report_id)):
+        if not _remove_unless_open(self.path_of(report_id)):
             log.warning("report %s: file in use, left for the sweep", report_id)
 
     def stored_report_ids(self):
         temp = {_report_id_of_temp(path) for path in self.temp_dir.iterdir()}
-        return temp | {path.name for path in self.reports_dir.iterdir() if path.is_file()}
+        return temp | {path.name for path in self.directory.iterdir() if path.is_file()}
 
-    def _sweep_report_files(self) -> None:
+    def sweep(self) -> None:
         """Remove what an interrupted upload or delete can leave: temp files, and files
         that no report row names, once they are older than SWEEP_MIN_AGE. Runs at
         start-up.
@@ -105,16 +117,16 @@ class SQLiteReports:
         `--workers` sibling that is being replaced, or a second instance): its upload
         in progress has a temp file, or a file renamed into place whose row is about to
         commit. Young files are left for the next start-up's sweep."""
-        with self._connection() as db:
+        with self.database.read() as db:
             known = {row[0] for row in db.execute("SELECT id FROM reports")}
-        cutoff = self._clock() - SWEEP_MIN_AGE
+        cutoff = self.database.clock() - SWEEP_MIN_AGE
         for leftover in self.temp_dir.iterdir():
             report_id = _report_id_of_temp(leftover)
-            if report_id in known and not self._report_path(report_id).exists():
+            if report_id in known and not self.path_of(report_id).exists():
                 self._finish_rename(leftover, report_id)
             elif _modified(leftover) < cutoff:
                 _remove_unless_open(leftover)
-        for path in self.reports_dir.iterdir():
+        for path in self.directory.iterdir():
             if path.is_file() and path.name not in known and _modified(path) < cutoff:
                 _remove_unless_open(path)
 
@@ -122,33 +134,33 @@ class SQLiteReports:
         """A row names this upload, so its bytes were synced before the rename that a
         crash lost (possible where a directory cannot be synced: Windows, system.py).
         Put them where the row expects them."""
-        os.replace(leftover, self._report_path(report_id))
-        system.sync_directory(self.reports_dir)
+        os.replace(leftover, self.path_of(report_id))
+        system.sync_directory(self.directory)
         log.info("report %s: moved into place after an interrupted upload", report_id)
 
-    def _add_missing_sha1(self) -> None:
+    def add_missing_sha1(self) -> None:
         """Reports stored before the SHA-1 was kept get it now, read from their bytes:
         once, since a row that has it is never asked again. A file that cannot be read
         keeps NULL (its FHIR view has no hash) rather than stop the server."""
-        with self._connection() as db:
+        with self.database.read() as db:
             missing = [row[0] for row in db.execute("SELECT id FROM reports WHERE sha1 IS NULL")]
         for report_id in missing:
             try:
-                with open(self._report_path(report_id), "rb") as source:
+                with open(self.path_of(report_id), "rb") as source:
                     sha1 = base64_sha1(ReportChunks(source))
             except OSError:
                 continue
-            self._write(lambda db, report_id=report_id, sha1=sha1: db.execute(
+            self.database.write(lambda db, report_id=report_id, sha1=sha1: db.execute(
                 "UPDATE reports SET sha1 = ? WHERE id = ? AND sha1 IS NULL", (sha1, report_id)))
 
 
 class SQLiteReportWriter(ReportWriter):
     """Bytes go to a temp file; commit = fsync, rename into place, then insert the row."""
 
-    def __init__(self, store: SQLiteReports):
-        self._store = store
-        self.report_id = new_id(store._clock)
-        self._file = tempfile.NamedTemporaryFile(dir=store.temp_dir, prefix=self.report_id, suffix=".part",
+    def __init__(self, reports: SQLiteReports):
+        self._reports = reports
+        self.report_id = new_id(reports.database.clock)
+        self._file = tempfile.NamedTemporaryFile(dir=reports.temp_dir, prefix=self.report_id, suffix=".part",
                                                  delete=False)
         self._final_path = None
 
@@ -162,12 +174,12 @@ class SQLiteReportWriter(ReportWriter):
         self._file.flush()
         system.sync_file(self._file.fileno())
         self._file.close()
-        final_path = self._store._report_path(self.report_id)
+        final_path = self._reports.path_of(self.report_id)
         os.replace(self._file.name, final_path)
         self._final_path = final_path
-        system.sync_directory(self._store.reports_dir)
-        report = {"id": self.report_id, **metadata, "uploadedAt": self._store._now()}
-        self._store._insert_report(patient_id, report)
+        system.sync_directory(self._reports.directory)
+        report = {"id": self.report_id, **metadata, "uploadedAt": self._reports.database.now()}
+        self._reports.insert(patient_id, report)
         self._final_path = None  # committed: abort() must leave the file alone now
         return report
 

@@ -6,7 +6,7 @@ wait for a writer. Patients keep their PatientInput fields as one JSON document
 the owner, the id, case-folded names for search, and the version.
 
 Reads use a pool of connections and never wait for a write (WAL). Every write is a
-function handed to the one writer thread (`_write`, storage/sqlite/writer.py), which
+function handed to the one writer thread (`Database.write`, storage/sqlite/writer.py), which
 runs the writes waiting in line in one transaction, each in a savepoint of its own,
 and syncs them to disk with one commit: group commit.
 
@@ -35,7 +35,7 @@ from storage.base import Store, name_keys, utc_timestamp
 from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
 from storage.ids import new_id
 from storage.sqlite.accounts import SQLiteAccounts
-from storage.sqlite.audit_log import SQLiteAudit
+from storage.sqlite.audit_log import SQLiteAuditLog
 from storage.sqlite.reports import REPORT_COLUMNS, REPORT_FIELDS, SQLiteReports
 from storage.sqlite.schema import create_schema
 from storage.sqlite.writer import BUSY_TIMEOUT, GroupCommitWriter
@@ -57,15 +57,16 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
 
 
-class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
-    name = "sqlite"
+class Database:
+    """What every part of the embedded store works through, and nothing else: connections
+    to read with (`read`), the one writer every write goes to (`write`), and the clock.
 
-    def __init__(self, data_dir: Path, *, clock=time.time):
-        self._path = data_dir / "meditrack.sqlite3"
-        self.reports_dir = data_dir / "reports"
-        self.temp_dir = self.reports_dir / "tmp"
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        self._clock = clock
+    `SQLiteStore` makes one and hands it to each part it is built from (accounts,
+    reports, the audit log), so no part reaches into another's attributes."""
+
+    def __init__(self, path: Path, clock):
+        self.path = path
+        self.clock = clock
         # NOTE: a pool of connections, each used by one thread at a time. A sqlite3
         # connection must not be shared by two threads at once, and opening one per
         # request would cost more than the query. Borrowed last in, first out: a thread
@@ -75,24 +76,20 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         # (deque's append and pop are atomic: no lock needed.)
         self._idle: deque[sqlite3.Connection] = deque()
         self._readers = threading.BoundedSemaphore(READERS)
-        with self._connection() as db:
+        with self.read() as db:
             create_schema(db)
-        self._writer = GroupCommitWriter(self._connect, store_error)
-        self._next_housekeeping = 0.0
-        self._housekeeping()
-        self._sweep_report_files()
-        self._add_missing_sha1()
+        self._writer = GroupCommitWriter(self.connect, store_error)
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
         # isolation_level=None: no hidden BEGINs; transactions are explicit (the writer's).
         # timeout: SQLite's own wait for a lock (a reader meets one only while another
         # process recovers the WAL); the writer turns it off and waits its own way.
-        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             # Readers that never wait for the writer, and a COMMIT no reader can block,
             # both come from write-ahead logging: without it, refuse to start.
             db.close()
-            raise Unavailable(f"{self._path} cannot use write-ahead logging (is it on a network file system?)")
+            raise Unavailable(f"{self.path} cannot use write-ahead logging (is it on a network file system?)")
         # NOTE: FULL makes every commit durable before we answer 201, even across a
         # power cut; NORMAL would be faster but could lose the last commits.
         db.execute("PRAGMA synchronous = FULL")
@@ -104,7 +101,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         return db
 
     @contextmanager
-    def _connection(self):
+    def read(self):
         """Borrow a connection, waiting while READERS are out; translate sqlite3's
         errors into the store's own. (So never borrow a second while holding one.)"""
         with self._readers:
@@ -112,7 +109,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
                 db = self._idle.pop()
             except IndexError:
                 try:
-                    db = self._connect()
+                    db = self.connect()
                 except sqlite3.Error as exc:
                     raise Unavailable("the database file cannot be opened") from exc
             try:
@@ -127,25 +124,53 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
                     db.rollback()
                 self._idle.append(db)
 
-    def _write(self, work):
+    def write(self, work):
         """Run `work(connection)` in the writer's next group commit (storage/sqlite/writer.py);
         its result once committed, or its error. Every write goes this way: only the
         writer thread ever takes SQLite's write lock."""
         return self._writer.submit(work)
 
-    def _now(self) -> str:
-        return utc_timestamp(self._clock())
+    def now(self) -> str:
+        return utc_timestamp(self.clock())
+
+    def close(self) -> None:
+        self._writer.close()
+        while self._idle:
+            self._idle.pop().close()
+
+
+class SQLiteStore(Store):
+    """The embedded store. The patients and users are its own work; the rest it hands to
+    the parts it holds, each named where it is called:
+
+    - `database`: connections to read with, the writer, the clock (`Database`, above);
+    - `accounts`: sessions, failed logins, erasure (storage/sqlite/accounts.py);
+    - `reports`: report files (storage/sqlite/reports.py);
+    - `audit`: the audit trail's table (storage/sqlite/audit_log.py).
+    """
+
+    name = "sqlite"
+
+    def __init__(self, data_dir: Path, *, clock=time.time):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.database = Database(data_dir / "meditrack.sqlite3", clock)
+        self.reports = SQLiteReports(self.database, data_dir / "reports", new_version=self._new_version)
+        self.accounts = SQLiteAccounts(self.database, delete_patient=self.delete_patient)
+        self.audit = SQLiteAuditLog(self.database)
+        self.accounts.housekeeping()
+        self.reports.sweep()
+        self.reports.add_missing_sha1()
 
     # -- users ---------------------------------------------------------------
     def create_user(self, username, password_hash):
-        user = {"id": new_id(self._clock), "username": username, "createdAt": self._now()}
-        self._write(lambda db: db.execute("INSERT INTO users (id, username, password_hash, created_at) "
-                                          "VALUES (?, ?, ?, ?)", (user["id"], username, password_hash,
-                                                                  user["createdAt"])))
+        user = {"id": new_id(self.database.clock), "username": username, "createdAt": self.database.now()}
+        self.database.write(lambda db: db.execute("INSERT INTO users (id, username, password_hash, created_at) "
+                                                  "VALUES (?, ?, ?, ?)", (user["id"], username, password_hash,
+                                                                          user["createdAt"])))
         return user
 
     def find_user(self, username):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute("SELECT id, username, created_at, password_hash FROM users "
                              "WHERE lower(username) = lower(?) AND erasing = 0", (username,)).fetchone()
         if row is None:
@@ -153,18 +178,18 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         return {"id": row[0], "username": row[1], "createdAt": row[2], "passwordHash": bytes(row[3])}
 
     def get_user(self, user_id):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute("SELECT id, username, created_at FROM users WHERE id = ? AND erasing = 0",
                              (user_id,)).fetchone()
         return None if row is None else {"id": row[0], "username": row[1], "createdAt": row[2]}
 
     def set_password(self, user_id, password_hash):
-        self._write(lambda db: db.execute("UPDATE users SET password_hash = ? WHERE id = ?",
-                                          (password_hash, user_id)))
+        self.database.write(lambda db: db.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                                                  (password_hash, user_id)))
 
     # -- patients --------------------------------------------------------------
     def create_patient(self, owner_id, fields):
-        patient_id, now = new_id(self._clock), self._now()
+        patient_id, now = new_id(self.database.clock), self.database.now()
         row = (patient_id, json.dumps(fields), now, now, *name_keys(fields), owner_id)
 
         def insert(db):
@@ -175,11 +200,11 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
                 raise NotFound("no user with this id")
             self._record_version(db, patient_id)
 
-        self._write(insert)
+        self.database.write(insert)
         return self._patient_document(patient_id, owner_id, fields, [], 1, now, now)
 
     def get_patient(self, patient_id):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
         if row is None:
             raise NotFound("no patient with this id")
@@ -194,7 +219,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
             sql += " AND (instr(first_name_key, ?) > 0 OR instr(last_name_key, ?) > 0)"
             args += [name_contains, name_contains]
         sql += " ORDER BY id LIMIT ?"
-        with self._connection() as db:
+        with self.database.read() as db:
             rows = db.execute(sql, (*args, limit)).fetchall()
             reports = self._reports_of(db, [row[0] for row in rows])
         return [self._patient_document(patient_id, owner, json.loads(fields), reports.get(patient_id, []),
@@ -218,7 +243,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         return found
 
     def count_patients(self, owner_id):
-        with self._connection() as db:
+        with self.database.read() as db:
             return db.execute("SELECT count(*) FROM patients WHERE owner_id = ?", (owner_id,)).fetchone()[0]
 
     def replace_patient(self, patient_id, fields, *, expected_version=None):
@@ -229,7 +254,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
                               "fields = ?, first_name_key = ?, last_name_key = ?,", values)
             return db.execute(f"{SELECT_PATIENTS} WHERE id = ?", (patient_id,)).fetchone()
 
-        return self._patient_from_row(self._write(replace))
+        return self._patient_from_row(self.database.write(replace))
 
     def _new_version(self, db, patient_id: str, expected_version: int | None, assignments: str = "",
                      values: tuple = ()) -> None:
@@ -238,7 +263,7 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         WHERE clause, so it and the write are one step."""
         updated = db.execute(f"UPDATE patients SET {assignments} version = version + 1, updated_at = ? "
                              "WHERE id = ? AND (? IS NULL OR version = ?)",
-                             (*values, self._now(), patient_id, expected_version, expected_version))
+                             (*values, self.database.now(), patient_id, expected_version, expected_version))
         if updated.rowcount == 0:
             self._refuse_write(db, patient_id)
         self._record_version(db, patient_id)
@@ -266,20 +291,20 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
                 self._refuse_write(db, patient_id)
             return report_ids
 
-        report_ids = self._write(delete)
+        report_ids = self.database.write(delete)
         # After the commit: a crash before these unlinks leaves orphans for the sweep,
         # never a row without its file.
         for report_id in report_ids:
-            self._remove_report_file(report_id)
+            self.reports.remove_file(report_id)
 
     def list_versions(self, patient_id, *, below, limit):
-        with self._connection() as db:
+        with self.database.read() as db:
             rows = db.execute("SELECT version, updated_at FROM patient_versions WHERE patient_id = ? "
                               "AND version < ? ORDER BY version DESC LIMIT ?", (patient_id, below, limit)).fetchall()
         return [{"version": version, "updatedAt": updated_at} for version, updated_at in rows]
 
     def get_version(self, patient_id, version):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute("SELECT fields, updated_at FROM patient_versions WHERE patient_id = ? AND version = ?",
                              (patient_id, version)).fetchone()
         if row is None:
@@ -296,20 +321,90 @@ class SQLiteStore(SQLiteAccounts, SQLiteAudit, SQLiteReports, Store):
         return {"id": patient_id, "ownerId": owner_id, **fields, "reports": reports, "version": version,
                 "createdAt": created_at, "updatedAt": updated_at}
 
+    # -- sessions, failed logins, erasure: storage/sqlite/accounts.py ---------------
+    def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
+        return self.accounts.create_session(user_id, refresh_hash, expires_at, password_hash=password_hash)
+
+    def session_user(self, session_id, user_id):
+        return self.accounts.session_user(session_id, user_id)
+
+    def touch_session(self, session_id):
+        self.accounts.touch_session(session_id)
+
+    def rotate_refresh(self, session_id, old_hash, new_hash):
+        return self.accounts.rotate_refresh(session_id, old_hash, new_hash)
+
+    def refresh_token_issued(self, session_id, refresh_hash):
+        return self.accounts.refresh_token_issued(session_id, refresh_hash)
+
+    def end_session(self, session_id, user_id=None):
+        return self.accounts.end_session(session_id, user_id)
+
+    def end_sessions(self, user_id, *, keep=None):
+        self.accounts.end_sessions(user_id, keep=keep)
+
+    def list_sessions(self, user_id):
+        return self.accounts.list_sessions(user_id)
+
+    def record_login_failure(self, key, at, expires_at):
+        self.accounts.record_login_failure(key, at, expires_at)
+
+    def login_failures(self, key, limit):
+        return self.accounts.login_failures(key, limit)
+
+    def forget_login_failures(self, key):
+        self.accounts.forget_login_failures(key)
+
+    def erase_user(self, user_id):
+        self.accounts.erase_user(user_id)
+
+    # -- report files: storage/sqlite/reports.py --------------------------------------
+    def report_writer(self):
+        return self.reports.report_writer()
+
+    def open_report(self, patient_id, report_id, *, start=0, length=None):
+        return self.reports.open_report(patient_id, report_id, start=start, length=length)
+
+    def report_patient(self, report_id):
+        return self.reports.report_patient(report_id)
+
+    def delete_report(self, patient_id, report_id):
+        self.reports.delete_report(patient_id, report_id)
+
+    def stored_report_ids(self):
+        return self.reports.stored_report_ids()
+
+    # -- the audit trail: storage/sqlite/audit_log.py ----------------------------------
+    def append_audit(self, chain, events):
+        self.audit.append_audit(chain, events)
+
+    def list_audit(self, viewer_id, *, limit, before=None, patient_id=None, action=None):
+        return self.audit.list_audit(viewer_id, limit=limit, before=before, patient_id=patient_id, action=action)
+
+    def audit_chains(self):
+        return self.audit.audit_chains()
+
+    def audit_chain_ids(self):
+        return self.audit.audit_chain_ids()
+
+    def audit_events(self, chain):
+        return self.audit.audit_events(chain)
+
+    def purge_audit(self, recorded_before):
+        self.audit.purge_audit(recorded_before)
+
     # -- lifecycle ---------------------------------------------------------------
     def patient_owner(self, patient_id):
-        with self._connection() as db:
+        with self.database.read() as db:
             row = db.execute("SELECT owner_id FROM patients WHERE id = ?", (patient_id,)).fetchone()
         return row and row[0]
 
     def ping(self):
-        with self._connection() as db:
+        with self.database.read() as db:
             db.execute("SELECT 1").fetchone()
 
     def close(self):
-        self._writer.close()
-        while self._idle:
-            self._idle.pop().close()
+        self.database.close()
 
 
 def store_error(exc: sqlite3.Error) -> Exception:

@@ -23,7 +23,7 @@ def user_row_exists(store: Store, user_id: str) -> bool:
     """Whether the user's row is there at all, erasing or not: find_user and get_user
     hide a user being erased, so an erasure stopped after its first step would pass them."""
     if store.name == "sqlite":
-        with store._connection() as db:
+        with store.database.read() as db:
             return db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
     from bson import ObjectId
     return store._users.count_documents({"_id": ObjectId(user_id)}) > 0
@@ -35,7 +35,7 @@ def tamper_with_audit(store: Store, how: str, event: dict) -> None:
     "insert" `event` as a new one."""
     if store.name == "sqlite":
         from storage.sqlite.audit_log import COLUMNS
-        with store._connection() as db:
+        with store.database.read() as db:
             if how == "edit":
                 db.execute("UPDATE audit SET outcome = outcome + 1 WHERE id = ?", (event["id"],))
             elif how == "delete":
@@ -57,7 +57,7 @@ def rewrite_audit_event(store: Store, event: dict) -> None:
     """Overwrite a stored event (found by id) with `event`'s fields, hash included."""
     if store.name == "sqlite":
         from storage.sqlite.audit_log import COLUMNS
-        with store._connection() as db:
+        with store.database.read() as db:
             db.execute(f"UPDATE audit SET {', '.join(f'{column} = ?' for column in COLUMNS.values())} WHERE id = ?",
                        (*(event[name] for name in COLUMNS), event["id"]))
         return
@@ -69,7 +69,7 @@ def rewrite_audit_event(store: Store, event: dict) -> None:
 def renumber_audit_chain(store: Store, chain: str, from_sequence: int) -> None:
     """Shift a chain's events from `from_sequence` on up by one, making room for an insert."""
     if store.name == "sqlite":
-        with store._connection() as db:
+        with store.database.read() as db:
             # Two steps, so the unique (chain, sequence) index never sees two at once.
             db.execute("UPDATE audit SET sequence = -sequence - 1 WHERE chain = ? AND sequence >= ?",
                        (chain, from_sequence))
@@ -83,7 +83,7 @@ def stored_version_count(store: Store, patient_id: str) -> int:
     """How many versions of the patient's data are stored at all: what a delete must bring
     to 0. (A MongoDB delete leaves a tombstone, which holds no patient data: not counted.)"""
     if store.name == "sqlite":
-        with store._connection() as db:
+        with store.database.read() as db:
             return db.execute("SELECT count(*) FROM patient_versions WHERE patient_id = ?", (patient_id,)).fetchone()[0]
     from bson import ObjectId
     return store._versions.count_documents({"patientId": ObjectId(patient_id), "deleted": {"$ne": True}})
@@ -94,7 +94,7 @@ def reopen(store: Store, clock) -> Store:
     store.close()
     if store.name == "sqlite":
         from storage.sqlite import SQLiteStore
-        return SQLiteStore(store.reports_dir.parent, clock=clock)
+        return SQLiteStore(store.reports.directory.parent, clock=clock)
     from storage.mongo import MongoStore
     return MongoStore(store.uri, clock=clock)
 
@@ -102,7 +102,7 @@ def reopen(store: Store, clock) -> Store:
 def forget_report_sha1(store: Store, report_id: str) -> None:
     """Make a report look as it did before reports kept their SHA-1, beneath the interface."""
     if store.name == "sqlite":
-        with store._connection() as db:
+        with store.database.read() as db:
             db.execute("UPDATE reports SET sha1 = NULL WHERE id = ?", (report_id,))
         return
     from bson import ObjectId
