@@ -22,21 +22,19 @@ every instance sharing one MongoDB, appends to the same log in the store, and tw
 failures at the same moment are both counted without relying on an atomic increment
 (which FerretDB 1.x, for one, does not give; see storage/mongo/accounts.py). Only the
 latest `history` failures of a key are ever read: beyond that the lock is `max_delay`
-anyway. `MemoryFailureLog` is the same log kept in this process, for tests and tools.
+anyway.
 
 Time is a parameter (`clock`), so tests move it by hand. It is wall-clock time by
 default, because the log is shared by processes and machines.
 """
 
 import math
-import threading
 import time
-from collections import OrderedDict, deque
 from typing import Protocol
 
 
 class FailureLog(Protocol):
-    """Where failures are kept: the store (storage/base.py) or `MemoryFailureLog`."""
+    """Where failures are kept: the store (storage/base.py)."""
 
     def record_login_failure(self, key: str, at: float, expires_at: float) -> None: ...
     def login_failures(self, key: str, limit: int) -> list[float]: ...   # newest first
@@ -45,8 +43,7 @@ class FailureLog(Protocol):
 
 class FailureBackoff:
     def __init__(self, *, free_failures: int = 5, base_delay: float = 1.0, max_delay: float = 300.0,
-                 forget_after: float = 900.0, log: FailureLog | None = None, max_keys: int = 10_000,
-                 clock=time.time):
+                 forget_after: float = 900.0, log: FailureLog, clock=time.time):
         self.free_failures = free_failures
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -58,7 +55,7 @@ class FailureBackoff:
         # failures are at most this far apart: after that the log may drop it (one gap
         # more, for clocks that differ between the processes sharing the log).
         self.keep_for = (self.history + 1) * max(forget_after, max_delay)
-        self.log = log if log is not None else MemoryFailureLog(max_keys=max_keys, history=self.history)
+        self.log = log
 
     def wait(self, key: str) -> float:
         """Seconds until `key` may try again; 0.0 when it may try now."""
@@ -93,32 +90,3 @@ class FailureBackoff:
             return 0.0
         return min(self.max_delay, self.base_delay * 2 ** min(extra, 32))
 
-
-class MemoryFailureLog:
-    """A `FailureLog` in this process's memory: for one process, tests and tools.
-
-    Memory is bounded: `max_keys` keys (the least recently failed are forgotten first),
-    each with its latest `history` failures."""
-
-    def __init__(self, *, max_keys: int, history: int):
-        self.max_keys = max_keys
-        self.history = history
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        # NOTE: login handlers run on many threads; one lock keeps each key's log exact.
-        self._lock = threading.Lock()
-
-    def record_login_failure(self, key: str, at: float, expires_at: float) -> None:
-        with self._lock:
-            times = self._failures.setdefault(key, deque(maxlen=self.history))
-            times.append(at)
-            self._failures.move_to_end(key)
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
-
-    def login_failures(self, key: str, limit: int) -> list[float]:
-        with self._lock:
-            return list(self._failures.get(key, ()))[::-1][:limit]
-
-    def forget_login_failures(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)

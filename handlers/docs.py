@@ -78,6 +78,7 @@ pre, output { display: block; background: #f6f8fa; padding: 0.5rem; border-radiu
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: 0.3rem 0.5rem; border-bottom: 1px solid #d0d7de; }
+td.status { white-space: nowrap; overflow-wrap: normal; }
 .muted { color: #57606a; }
 form label { display: block; margin: 0.3rem 0; }
 form input, form textarea { width: 100%; max-width: 40rem; font: 0.9rem monospace; padding: 0.2rem; }
@@ -229,7 +230,7 @@ def responses_html(spec: dict, responses: dict) -> str:
         examples = "".join(example_html(example_of(spec, media)) for media in content.values())
         headers = "".join(f"<li><code>{text(name)}</code> {prose(resolve(spec, header).get('description', ''))}</li>"
                           for name, header in response.get("headers", {}).items())
-        rows.append(f"<tr><td><strong>{text(status)}</strong></td><td>{prose(response.get('description', ''))}"
+        rows.append(f"<tr><td class=\"status\"><strong>{text(status)}</strong></td><td>{prose(response.get('description', ''))}"
                     f"{examples}</td><td>{bodies}</td><td>{'<ul>' + headers + '</ul>' if headers else ''}</td></tr>")
     return ('<h4>Responses</h4><div class="scroll"><table><tr><th>status</th><th>meaning</th><th>body</th>'
             "<th>headers</th></tr>" + "".join(rows) + "</table></div>")
@@ -257,6 +258,80 @@ def endpoints_by_tag(spec: dict) -> dict[str, list[Endpoint]]:
                 tag = operation.get("tags", ["other"])[0]
                 groups.setdefault(tag, []).append(Endpoint(path, method, operation, parameters))
     return groups
+
+
+def shell_quoted(value: str) -> str:
+    """`value` as one word for a POSIX shell: in single quotes, each ' written as '\\''."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def path_variable(name: str) -> str | None:
+    """The shell variable the README's tour keeps an id in: patientId → PATIENT."""
+    return name[:-2].upper() if name.endswith("Id") else None
+
+
+def curl_command(spec: dict, endpoint: Endpoint) -> str:
+    """The operation as one curl command in the README's style: `$API` for the server,
+    `$AUTH` for the bearer header, ids from `$PATIENT`, `$REPORT`, `$SESSION`, the
+    spec's example as the body. Optional parameters are left out, as a first call would."""
+    operation = endpoint.operation
+    path = endpoint.path.replace("$", "\\$")  # "$everything" is the path's, not a variable
+    query, headers, body = [], [], []
+    for parameter in (resolve(spec, parameter) for parameter in endpoint.parameters):
+        if not parameter.get("required"):
+            continue
+        example = parameter.get("example", parameter.get("schema", {}).get("example", ""))
+        if parameter["in"] == "path":
+            variable = path_variable(parameter["name"])
+            path = path.replace("{" + parameter["name"] + "}", f"${variable}" if variable else str(example))
+        elif parameter["in"] == "query":
+            query.append(f"{parameter['name']}={example}")
+        elif parameter["in"] == "header":
+            headers.append(shell_quoted(f"{parameter['name']}: {example}"))
+    for media_type, media in resolve(spec, operation.get("requestBody", {})).get("content", {}).items():
+        if media_type == "multipart/form-data":
+            schema = resolve(spec, media.get("schema", {}))
+            for name, field in schema.get("properties", {}).items():
+                if field.get("contentMediaType") == "application/octet-stream":
+                    body.append(f"-F {name}=@scan.pdf")
+                elif name in schema.get("required", ()):
+                    body.append("-F " + shell_quoted(f"{name}={field.get('example', '')}"))
+        else:
+            headers.append(shell_quoted(f"Content-Type: {media_type}"))
+            example = example_of(spec, media)
+            if example is not None:
+                body.append("-d " + shell_quoted(json.dumps(example, ensure_ascii=False)))
+        break  # one body type per operation here
+    words = ["curl", "-s"]
+    successes = [resolve(spec, response) for status, response in operation.get("responses", {}).items()
+                 if status.startswith("2")]
+    media_types = [media_type for response in successes for media_type in response.get("content", {})]
+    if media_types and not any("json" in media_type or media_type.startswith("text/") for media_type in media_types):
+        words += ["-o", "report"]  # bytes, not text: into a file
+    # curl sends a body with POST unasked; any other method is named.
+    if endpoint.method != "get" and not (endpoint.method == "post" and body):
+        words += ["-X", endpoint.method.upper()]
+    url = "$API" + path + ("?" + "&".join(query) if query else "")
+    words.append(f'"{url}"' if "?" in url or "$" in path else url)
+    if operation.get("security"):
+        words += ["-H", '"$AUTH"']
+    words += [word for header in headers for word in ("-H", header)]
+    first = " ".join(words)
+    if not body:
+        return first
+    if len(first) + len(" ".join(body)) < 100:
+        return " ".join([first, *body])
+    return first + " \\\n     " + " ".join(body)
+
+
+def curl_html(spec: dict, endpoint: Endpoint) -> str:
+    return f"<h4>From a shell</h4><pre>{text(curl_command(spec, endpoint))}</pre>"
+
+
+SHELL_HTML = """<p>Every operation shows a <code>curl</code> command in the style of the README's tour.
+First set <code>API=http://127.0.0.1:8000</code>, then log in and keep
+<code>AUTH="Authorization: Bearer &lt;accessToken&gt;"</code>, and keep the ids you are given in
+<code>PATIENT</code>, <code>REPORT</code> and <code>SESSION</code>; the commands use those.</p>"""
 
 
 def try_it_html(spec: dict, endpoint: Endpoint) -> str:
@@ -311,6 +386,7 @@ def endpoint_html(spec: dict, endpoint: Endpoint) -> str:
     if "requestBody" in operation:
         parts.append(request_body_html(spec, operation["requestBody"]))
     parts.append(responses_html(spec, operation.get("responses", {})))
+    parts.append(curl_html(spec, endpoint))
     parts.append(try_it_html(spec, endpoint))
     return "".join(parts) + "</section>"
 
@@ -338,7 +414,7 @@ def render_reference(spec: dict) -> str:
         f"<title>{title} reference</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
         f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>", "<main>",
         f"<h1>{title}</h1>", f"<p>{prose(info.get('description', ''))}</p>",
-        '<p>Machine-readable contract: <a href="/openapi.json">/openapi.json</a>.</p>', AUTHORIZE_HTML,
+        '<p>Machine-readable contract: <a href="/openapi.json">/openapi.json</a>.</p>', SHELL_HTML, AUTHORIZE_HTML,
         *body, "</main>", f"<script>{TRY_IT_SCRIPT}</script>", "</body>", "</html>", ""])
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 
-from storage.base import PUBLIC_FIELDS, Store, utc_timestamp
+from storage.base import Store, utc_timestamp
 from storage.errors import StoreError
 from storage.hash_chain import GENESIS, chain_hash
 from storage.ids import new_id

@@ -105,10 +105,6 @@ class Store(ABC):
         """The user with this username (ignoring case), with its passwordHash."""
 
     @abstractmethod
-    def get_user(self, user_id: str) -> dict | None:
-        """The user with this id, without its password hash."""
-
-    @abstractmethod
     def set_password(self, user_id: str, password_hash: bytes) -> None:
         """Replace the user's password hash."""
 

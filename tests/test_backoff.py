@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
+from handlers.backoff import FailureBackoff
 from tests.support.clock import FakeClock
-from handlers.backoff import FailureBackoff, MemoryFailureLog
-
+from tests.support.failure_log import MemoryFailureLog
 
 
 @pytest.fixture
@@ -21,7 +21,8 @@ def clock() -> FakeClock:
 
 def backoff_with(clock, **options) -> FailureBackoff:
     defaults = {"free_failures": 5, "base_delay": 1.0, "max_delay": 300.0, "forget_after": 900.0}
-    return FailureBackoff(**{**defaults, **options}, clock=clock)
+    log = options.pop("log", None) or MemoryFailureLog()
+    return FailureBackoff(**{**defaults, **options}, log=log, clock=clock)
 
 
 def fail(backoff: FailureBackoff, key: str, times: int) -> None:
@@ -164,28 +165,6 @@ def test_keys_are_independent(clock):
     assert backoff.wait("bob") == 0.0
 
 
-def test_memory_is_bounded_by_max_keys(clock):
-    backoff = backoff_with(clock, free_failures=1, max_keys=10)
-    for number in range(1000):
-        backoff.failed(f"user{number}")
-    # The bound is about memory, so it is checked where the memory is.
-    assert len(backoff.log._failures) == 10
-    assert [backoff.wait(f"user{number}") for number in range(990, 1000)] == [1.0] * 10
-    assert backoff.wait("user0") == 0.0
-
-
-def test_the_least_recently_failed_key_is_forgotten_first(clock):
-    backoff = backoff_with(clock, free_failures=1, max_keys=3)
-    for key in ("alice", "bob", "carol"):
-        backoff.failed(key)
-    backoff.failed("alice")              # alice failed most recently now; bob is the oldest
-    backoff.failed("dave")               # a fourth key: one must go
-    assert backoff.wait("bob") == 0.0
-    assert backoff.wait("alice") == 2.0
-    assert backoff.wait("carol") == 1.0
-    assert backoff.wait("dave") == 1.0
-
-
 # -- threads ------------------------------------------------------------------------
 
 def test_many_threads_failing_one_key_count_exactly(clock):
@@ -216,7 +195,7 @@ def test_many_threads_failing_one_key_count_exactly(clock):
 
 def test_two_backoffs_on_one_log_count_failures_together(clock):
     # Two worker processes, each with its own FailureBackoff, over the one store.
-    log = MemoryFailureLog(max_keys=100, history=100)
+    log = MemoryFailureLog()
     first, second = backoff_with(clock, free_failures=2, log=log), backoff_with(clock, free_failures=2, log=log)
     first.failed("alice")
     second.failed("alice")              # the second failure, wherever it happened: lock 1 s
@@ -235,7 +214,7 @@ def test_only_the_latest_history_failures_are_read(clock):
             asked.append(limit)
             return super().login_failures(key, limit)
 
-    backoff.log = CountingLog(max_keys=10, history=1000)
+    backoff.log = CountingLog()
     fail(backoff, "alice", 40)
     assert backoff.wait("alice") == 300.0 and asked == [backoff.history]
 

@@ -2,7 +2,7 @@
 
 A batch is made deterministic without sleeping: a first unit holds the writer (it waits
 on an Event), the test waits until the units it wants batched are queued behind it
-(`wait_for_pending`, a condition variable), then lets the writer go: they are the next
+(`WatchedWriter.wait_for_pending`, on the writer's condition variable), then lets the writer go: they are the next
 batch, whole.
 """
 
@@ -14,6 +14,15 @@ import pytest
 from storage.errors import Conflict, Unavailable
 from storage.sqlite.store import store_error
 from storage.sqlite.writer import GroupCommitWriter
+
+
+class WatchedWriter(GroupCommitWriter):
+    """The writer, and a way to see its queue: how the tests line units up for one batch."""
+
+    def wait_for_pending(self, count: int, timeout: float) -> bool:
+        """Whether `count` units are waiting for the next batch within `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._pending) >= count, timeout)
 
 
 @pytest.fixture
@@ -57,9 +66,9 @@ def gate():
 
 @pytest.fixture
 def writer(path, gate):
-    writer = GroupCommitWriter(lambda: sqlite3.connect(path, timeout=0, isolation_level=None,
-                                                       check_same_thread=False, factory=gate),
-                               store_error)
+    writer = WatchedWriter(lambda: sqlite3.connect(path, timeout=0, isolation_level=None,
+                                                   check_same_thread=False, factory=gate),
+                           store_error)
     yield writer
     writer.close()
 

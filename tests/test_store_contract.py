@@ -108,17 +108,6 @@ def test_different_usernames_do_not_conflict(store):
     assert first["id"] != second["id"]
 
 
-def test_get_user_returns_the_user_without_its_password_hash(store):
-    created = store.create_user("ada", b"hash")
-    assert store.get_user(created["id"]) == created
-
-
-@pytest.mark.parametrize("user_id", [new_id(), "0" * 24, "not-an-id", ""])
-def test_get_user_of_an_unknown_id_is_none(store, user_id):
-    store.create_user("ada", b"hash")
-    assert store.get_user(user_id) is None
-
-
 # --- patients: one record ---------------------------------------------------------------
 
 

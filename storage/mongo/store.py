@@ -130,14 +130,6 @@ class MongoStore(MongoAccounts, MongoAudit, MongoVersions, Store):
             return None
         return {**self._public_user(document), "passwordHash": bytes(document["passwordHash"])}
 
-    def get_user(self, user_id):
-        if not is_object_id(user_id):
-            return None
-        with self._errors_translated():
-            document = self._users.find_one({"_id": ObjectId(user_id), "erasing": {"$ne": True}},
-                                            {"passwordHash": 0})
-        return None if document is None else self._public_user(document)
-
     def set_password(self, user_id, password_hash):
         with self._errors_translated():
             self._users.update_one({"_id": as_object_id(user_id)}, {"$set": {"passwordHash": password_hash}})

@@ -177,12 +177,6 @@ class SQLiteStore(Store):
             return None
         return {"id": row[0], "username": row[1], "createdAt": row[2], "passwordHash": bytes(row[3])}
 
-    def get_user(self, user_id):
-        with self.database.read() as db:
-            row = db.execute("SELECT id, username, created_at FROM users WHERE id = ? AND erasing = 0",
-                             (user_id,)).fetchone()
-        return None if row is None else {"id": row[0], "username": row[1], "createdAt": row[2]}
-
     def set_password(self, user_id, password_hash):
         self.database.write(lambda db: db.execute("UPDATE users SET password_hash = ? WHERE id = ?",
                                                   (password_hash, user_id)))

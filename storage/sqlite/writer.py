@@ -99,11 +99,6 @@ class GroupCommitWriter:
             raise unit.error
         return unit.result
 
-    def wait_for_pending(self, count: int, timeout: float) -> bool:
-        """Whether `count` units are waiting for the next batch within `timeout` (for tests)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self._pending) >= count, timeout)
-
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread."""
         with self._changed:

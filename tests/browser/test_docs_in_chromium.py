@@ -75,3 +75,18 @@ def test_the_page_is_never_wider_than_the_screen(live_server, width, height):
             top, scrolled = driver.execute_script(
                 "return [arguments[0].getBoundingClientRect().top, window.scrollY]", nav)
             assert scrolled > 0 and top == 0, (top, scrolled)
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 900)])
+def test_a_status_code_is_never_broken_across_lines(live_server, width, height):
+    with chromium(width, height) as driver:
+        driver.get(live_server.url + "/docs")
+        # Each status cell's text on one line: as tall as one line of its own font.
+        broken = driver.execute_script("""
+            return [...document.querySelectorAll('td.status strong')].filter(cell => {
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                return range.getClientRects().length !== 1;
+            }).map(cell => cell.textContent);""")
+        statuses = driver.execute_script("return document.querySelectorAll('td.status').length")
+        assert statuses > 30 and broken == [], broken

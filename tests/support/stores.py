@@ -20,8 +20,8 @@ def open_test_store(kind: str, tmp_path, clock) -> Store:
 
 
 def user_row_exists(store: Store, user_id: str) -> bool:
-    """Whether the user's row is there at all, erasing or not: find_user and get_user
-    hide a user being erased, so an erasure stopped after its first step would pass them."""
+    """Whether the user's row is there at all, erasing or not: find_user
+    hides a user being erased, so an erasure stopped after its first step would pass it."""
     if store.name == "sqlite":
         with store.database.read() as db:
             return db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None

@@ -1,0 +1,64 @@
+"""/docs shows a curl command for every operation (handlers/docs.py `curl_command`). Here
+each one is run for real, in bash, against a live server, with `API`, `AUTH`, `PATIENT`,
+`REPORT` and `SESSION` set as the page tells its reader to set them, each on a fresh
+account with a patient and a report of its own: every command must get one of its
+operation's 2xx answers. (The one exception is said where it is made.)"""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from handlers.docs import curl_command, endpoints_by_tag
+from tests.support.uploads import PDF
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = json.loads((ROOT / "openapi.json").read_text(encoding="utf-8"))
+ENDPOINTS = [endpoint for group in endpoints_by_tag(SPEC).values() for endpoint in group]
+# The password of the spec's examples (login, password change, erasure), so that they are right.
+EXAMPLE_PASSWORD = "correct horse battery"
+
+
+def prepared_account(url: str, number: int) -> dict[str, str]:
+    """A new account with a patient and a report: the shell variables the page asks for."""
+    credentials = {"username": f"reader{number}", "password": EXAMPLE_PASSWORD}
+    requests.post(f"{url}/auth/register", json=credentials, timeout=10).raise_for_status()
+    token = requests.post(f"{url}/auth/login", json=credentials, timeout=10).json()["accessToken"]
+    auth = {"Authorization": f"Bearer {token}"}
+    patient = requests.post(f"{url}/patients", headers=auth, timeout=10,
+                            json={"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10"}).json()
+    report = requests.post(f"{url}/patients/{patient['id']}/reports", headers=auth, timeout=10,
+                           files={"file": ("scan.pdf", PDF, "application/pdf")}).json()
+    session = requests.get(f"{url}/auth/sessions", headers=auth, timeout=10).json()["items"][0]
+    return {"API": url, "AUTH": f"Authorization: Bearer {token}", "PATIENT": patient["id"],
+            "REPORT": report["id"], "SESSION": session["id"]}
+
+
+def test_every_operation_has_a_command_on_the_page():
+    from handlers.docs import render_reference
+    page = render_reference(SPEC)
+    for endpoint in ENDPOINTS:
+        command = curl_command(SPEC, endpoint)
+        assert command.startswith("curl -s ")
+        assert command.replace("&", "&amp;").replace("'", "&#x27;").replace('"', "&quot;") in page
+
+
+def test_every_command_runs_and_is_answered_with_success(start_server, tmp_path):
+    server = start_server()
+    (tmp_path / "scan.pdf").write_bytes(PDF)
+    for number, endpoint in enumerate(ENDPOINTS):
+        variables = prepared_account(server.url, number)
+        command = curl_command(SPEC, endpoint)
+        # The status goes last on stdout, whatever the command does with the body.
+        script = "curl() { command curl -w '\\n@status %{http_code}' \"$@\"; }\n" + command
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **variables})
+        status = result.stdout.rsplit("@status ", 1)[-1].strip()
+        documented = set(endpoint.operation["responses"])
+        if endpoint.operation["operationId"] == "refreshTokens":
+            # Its example is a refresh token of the right shape that no login handed out.
+            assert status == "401", (command, result.stdout)
+        else:
+            assert status.startswith("2") and status in documented, (command, result.stdout, result.stderr)
