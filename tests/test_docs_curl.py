@@ -8,7 +8,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 import requests
 
 from handlers.docs import curl_command, endpoints_by_tag
