@@ -45,7 +45,7 @@ def stop_after_the_claim(store, monkeypatch):
     def stopped(record):
         monkeypatch.undo()
         raise AutoReconnect("the connection dropped")  # what pymongo raises then
-    monkeypatch.setattr(store, "_apply_version", stopped)
+    monkeypatch.setattr(store.versions, "_apply_version", stopped)
 
 
 def test_a_version_claimed_but_not_applied_is_not_shown_yet(store, patient, monkeypatch):
@@ -110,14 +110,14 @@ def test_a_stopped_delete_no_one_meets_is_finished_at_the_next_start(store, uri,
 
 def test_patients_from_before_versions_get_version_1_once(store, uri, clock, patient):
     # The previous release's shape: no version on the patient, no history, no marker.
-    store._patients.update_one({"_id": ObjectId(patient["id"])}, {"$unset": {"version": ""}})
-    store._versions.delete_many({})
-    store._migrations.delete_many({})
+    store.database.patients.update_one({"_id": ObjectId(patient["id"])}, {"$unset": {"version": ""}})
+    store.database.patient_versions.delete_many({})
+    store.database.migrations.delete_many({})
     reopened = MongoStore(uri, clock=clock)
     try:
         assert reopened.get_patient(patient["id"])["version"] == 1
         assert reopened.get_version(patient["id"], 1)["updatedAt"] == patient["updatedAt"]
-        assert reopened._migrations.count_documents({}) == 1
+        assert reopened.database.migrations.count_documents({}) == 1
     finally:
         reopened.close()
 
@@ -126,7 +126,7 @@ def test_a_ranged_read_starts_at_the_chunk_holding_its_first_byte(store, patient
     data = bytes(range(256)) * 2048  # 512 KiB: chunks 0, 1 and 2
     report = write_report(store, patient["id"], data)
     # Take chunk 0 away: a read that needs it fails, a read that starts in chunk 1 must not.
-    store._chunk_documents.delete_one({"files_id": ObjectId(report["id"]), "n": 0})
+    store.database.chunk_documents.delete_one({"files_id": ObjectId(report["id"]), "n": 0})
     chunk = 255 * 1024
     _, chunks = store.open_report(patient["id"], report["id"], start=chunk + 10, length=100)
     try:
@@ -145,19 +145,19 @@ def test_an_erasure_finishes_a_delete_that_stopped_half_way(store, patient, monk
     assert not eraser.is_alive(), "the erasure went round the stopped delete for ever"
     with pytest.raises(NotFound):
         store.get_patient(patient["id"])
-    assert store._versions.count_documents({"ownerId": ObjectId(patient["ownerId"])}) == 0
+    assert store.database.patient_versions.count_documents({"ownerId": ObjectId(patient["ownerId"])}) == 0
 
 
 def test_a_delete_leaves_a_tombstone_so_no_write_that_read_before_it_can_claim_a_version(store, patient):
     store.delete_patient(patient["id"])
-    tombstone = store._versions.find_one({"_id": version_key(ObjectId(patient["id"]), 2)})
+    tombstone = store.database.patient_versions.find_one({"_id": version_key(ObjectId(patient["id"]), 2)})
     assert tombstone["deleted"] is True and "fields" not in tombstone and "pending" not in tombstone
     assert stored_version_count(store, patient["id"]) == 0
     # A writer that read the patient before the delete now claims a version, and fails.
     for version in (1, 2):
-        assert "fields" not in store._versions.find_one({"_id": version_key(ObjectId(patient["id"]), version)})
+        assert "fields" not in store.database.patient_versions.find_one({"_id": version_key(ObjectId(patient["id"]), version)})
         with pytest.raises(DuplicateKeyError):
-            store._versions.insert_one({"_id": version_key(ObjectId(patient["id"]), version), "fields": PATIENT})
+            store.database.patient_versions.insert_one({"_id": version_key(ObjectId(patient["id"]), version), "fields": PATIENT})
 
 
 def test_an_upload_cut_off_after_its_claim_keeps_its_file_and_the_next_start_applies_it(
@@ -183,11 +183,11 @@ def test_a_slow_apply_that_lands_after_a_newer_one_puts_the_newer_back(store, pa
     key = ObjectId(patient["id"])
     store.replace_patient(patient["id"], RENAMED)
     store.replace_patient(patient["id"], {**PATIENT, "notes": "newest"})
-    second = store._versions.find_one({"_id": version_key(key, 2)})
-    store._patients.update_one({"_id": key}, {"$set": {"version": 1}})  # as if version 2's write were still to land
-    # The slow writer's last two steps, as _write_version takes them.
-    store._apply_version(second)
+    second = store.database.patient_versions.find_one({"_id": version_key(key, 2)})
+    store.database.patients.update_one({"_id": key}, {"$set": {"version": 1}})  # as if version 2's write were still to land
+    # The slow writer's last two steps, as MongoVersions.write_version takes them.
+    store.versions._apply_version(second)
     assert store.get_patient(patient["id"])["version"] == 2  # what a reader could see for that moment
-    store._catch_up(key, 2)
+    store.versions._catch_up(key, 2)
     after = store.get_patient(patient["id"])
     assert after["version"] == 3 and after["notes"] == "newest"

@@ -271,7 +271,7 @@ def stored_session_count(store) -> int:
     if store.name == "sqlite":
         with store.database.read() as db:
             return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
-    return store._sessions.count_documents({})
+    return store.database.sessions.count_documents({})
 
 
 def test_expired_sessions_are_purged_so_the_table_does_not_grow(store, user, clock):

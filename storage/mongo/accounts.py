@@ -1,6 +1,6 @@
 """The MongoDB store's account half: sessions, refresh tokens, failed logins, and account erasure.
 
-`MongoAccounts` is mixed into `MongoStore` (storage/mongo/store.py) and works through its
+`MongoAccounts` is a part that `MongoStore` (storage/mongo/store.py) holds; it works through its
 collections, clock and error translation. Documents:
 
     sessions            {_id, userId, username, userCreatedAt, createdAt, lastUsedAt,
@@ -38,7 +38,7 @@ from storage.errors import NotFound
 from storage.ids import is_object_id, new_id
 
 # Expired sessions are also deleted by us, and erasures a failure interrupted are
-# finished, at start-up and then at most this often (seconds): see _housekeeping.
+# finished, at start-up and then at most this often (seconds): see MongoAccounts.housekeeping.
 HOUSEKEEPING_INTERVAL = 3600
 NOT_IMPLEMENTED = 238  # the server error code for a feature it lacks
 
@@ -51,11 +51,20 @@ def as_object_id(text: str) -> ObjectId:
 
 
 class MongoAccounts:
-    def _create_account_indexes(self) -> None:
+    """Sessions, refresh tokens, failed logins and erasure on `database`. An erasure deletes
+    the account's patients one by one with the store's `delete_patient` (their history
+    and report files go with them)."""
+
+    def __init__(self, database, *, delete_patient):
+        self.database = database
+        self._delete_patient = delete_patient
+        self._next_housekeeping = 0.0
+
+    def create_indexes(self) -> None:
         # A user's sessions, to list or end them all.
-        self._sessions.create_index([("userId", 1), ("createdAt", -1)], name="sessions_by_user")
+        self.database.sessions.create_index([("userId", 1), ("createdAt", -1)], name="sessions_by_user")
         # A username's latest failures, newest first.
-        self._login_failures.create_index([("key", 1), ("at", -1)], name="loginFailures_by_key")
+        self.database.login_failures.create_index([("key", 1), ("at", -1)], name="loginFailures_by_key")
         # The server deletes a session, the hashes of its refresh tokens, and a failed
         # login, once it has expired (a TTL index); every query also checks the expiry,
         # so nothing depends on when that happens.
@@ -64,29 +73,30 @@ class MongoAccounts:
                 collection.create_index("expiresAt", expireAfterSeconds=0, name=f"{collection.name}_expire")
             except OperationFailure as exc:
                 # A MongoDB-compatible server without TTL indexes (FerretDB 1.x answers
-                # NotImplemented): then only our own purge (_housekeeping) deletes them.
+                # NotImplemented): then only our own purge (housekeeping) deletes them.
                 if exc.code != NOT_IMPLEMENTED:
                     raise
                 collection.create_index("expiresAt", name=f"{collection.name}_by_expiry")
 
     def _expiring_collections(self) -> tuple:
-        return self._sessions, self._refresh_tokens, self._spent_tokens, self._login_failures
+        database = self.database
+        return database.sessions, database.refresh_tokens, database.spent_tokens, database.login_failures
 
     # -- sessions ----------------------------------------------------------------
     def _moment(self, seconds: float | None = None) -> datetime:
         """A BSON date (what a TTL index reads): now, or `seconds` since the epoch."""
-        return datetime.fromtimestamp(self._clock() if seconds is None else seconds, timezone.utc)
+        return datetime.fromtimestamp(self.database.clock() if seconds is None else seconds, timezone.utc)
 
     def _live(self, **criteria) -> dict:
         """The filter for live sessions (ended ones are deleted), plus `criteria`."""
         return {**criteria, "expiresAt": {"$gt": self._moment()}}
 
     def create_session(self, user_id, refresh_hash, expires_at, *, password_hash):
-        user, now = as_object_id(user_id), self._now()
-        session_id = new_id(self._clock)
+        user, now = as_object_id(user_id), self.database.now()
+        session_id = new_id(self.database.clock)
         current = {"_id": user, "erasing": {"$ne": True}, "passwordHash": password_hash}
-        with self._errors_translated():
-            owner = self._users.find_one(current, {"username": 1, "createdAt": 1})
+        with self.database.errors_translated():
+            owner = self.database.users.find_one(current, {"username": 1, "createdAt": 1})
             if owner is None:
                 return None
             # NOTE: the user's public fields are copied into the session (a username
@@ -94,69 +104,70 @@ class MongoAccounts:
             session = {"_id": ObjectId(session_id), "userId": user, "username": owner["username"],
                        "userCreatedAt": owner["createdAt"], "createdAt": now, "lastUsedAt": now,
                        "expiresAt": self._moment(expires_at)}
-            self._sessions.insert_one(session)
-            self._refresh_tokens.insert_one({"_id": refresh_hash, "sessionId": session["_id"], "userId": user,
-                                             "expiresAt": session["expiresAt"]})
+            self.database.sessions.insert_one(session)
+            self.database.refresh_tokens.insert_one({"_id": refresh_hash, "sessionId": session["_id"], "userId": user,
+                                                     "expiresAt": session["expiresAt"]})
             # Checked again after the insert: an erasure or a password change that began
             # meanwhile has ended the user's sessions already, and would miss this one.
-            if self._users.find_one(current, {"_id": 1}) is None:
-                self._sessions.delete_one({"_id": session["_id"]})
+            if self.database.users.find_one(current, {"_id": 1}) is None:
+                self.database.sessions.delete_one({"_id": session["_id"]})
                 return None
-            self._housekeeping()
+            self.housekeeping()
         return self._session_from_document(session)
 
-    def _housekeeping(self) -> None:
+    def housekeeping(self) -> None:
         """At start-up, then at most once per HOUSEKEEPING_INTERVAL (when a session
         starts): delete expired sessions and token hashes (the whole job on a server
         without TTL indexes, a sweep behind the TTL monitor on one with them), and finish
         any erasure a failure left half done."""
-        if self._clock() < self._next_housekeeping:
+        if self.database.clock() < self._next_housekeeping:
             return
-        self._next_housekeeping = self._clock() + HOUSEKEEPING_INTERVAL
+        self._next_housekeeping = self.database.clock() + HOUSEKEEPING_INTERVAL
         for collection in self._expiring_collections():
             collection.delete_many({"expiresAt": {"$lte": self._moment()}})
-        for user in self._users.find({"erasing": True}, {"_id": 1}):
+        for user in self.database.users.find({"erasing": True}, {"_id": 1}):
             self._finish_erasure(user["_id"])
 
     def session_user(self, session_id, user_id):
         if not (is_object_id(session_id) and is_object_id(user_id)):
             return None
-        with self._errors_translated():
-            document = self._sessions.find_one(self._live(_id=ObjectId(session_id), userId=ObjectId(user_id)))
+        with self.database.errors_translated():
+            document = self.database.sessions.find_one(self._live(_id=ObjectId(session_id), userId=ObjectId(user_id)))
         if document is None:
             return None
         return {"id": user_id, "username": document["username"], "createdAt": document["userCreatedAt"],
                 "sessionLastUsedAt": document["lastUsedAt"]}
 
     def touch_session(self, session_id):
-        with self._errors_translated():
-            self._sessions.update_one({"_id": as_object_id(session_id)}, {"$set": {"lastUsedAt": self._now()}})
+        with self.database.errors_translated():
+            self.database.sessions.update_one({"_id": as_object_id(session_id)},
+                                              {"$set": {"lastUsedAt": self.database.now()}})
 
     def rotate_refresh(self, session_id, old_hash, new_hash):
         if not is_object_id(session_id):
             return None
         session_key = ObjectId(session_id)
-        with self._errors_translated():
-            session = self._sessions.find_one(self._live(_id=session_key))
-            issued = self._refresh_tokens.find_one({"_id": old_hash, "sessionId": session_key})
+        with self.database.errors_translated():
+            session = self.database.sessions.find_one(self._live(_id=session_key))
+            issued = self.database.refresh_tokens.find_one({"_id": old_hash, "sessionId": session_key})
             if session is None or issued is None:
                 return None  # ended, expired or unknown session; a token it never had
             try:
                 # The compare-and-set: of any number of refreshes racing with this token,
                 # exactly one inserts its hash here; the others, and any later use, fail.
-                self._spent_tokens.insert_one({"_id": old_hash, "expiresAt": session["expiresAt"]})
+                self.database.spent_tokens.insert_one({"_id": old_hash, "expiresAt": session["expiresAt"]})
             except DuplicateKeyError:
                 return None
-            self._refresh_tokens.insert_one({"_id": new_hash, "sessionId": session_key, "userId": session["userId"],
-                                             "expiresAt": session["expiresAt"]})
+            self.database.refresh_tokens.insert_one({"_id": new_hash, "sessionId": session_key,
+                                                     "userId": session["userId"], "expiresAt": session["expiresAt"]})
         return self._session_from_document(session)
 
     def refresh_token_issued(self, session_id, refresh_hash):
         if not is_object_id(session_id):
             return False
-        with self._errors_translated():
-            return self._refresh_tokens.find_one({"_id": refresh_hash, "sessionId": ObjectId(session_id)},
-                                                 {"_id": 1}) is not None
+        with self.database.errors_translated():
+            return self.database.refresh_tokens.find_one({"_id": refresh_hash, "sessionId": ObjectId(session_id)},
+                                                         {"_id": 1}) is not None
 
     def end_session(self, session_id, user_id=None):
         if not is_object_id(session_id) or (user_id is not None and not is_object_id(user_id)):
@@ -164,19 +175,19 @@ class MongoAccounts:
         criteria = {"_id": ObjectId(session_id)}
         if user_id is not None:
             criteria["userId"] = ObjectId(user_id)
-        with self._errors_translated():
-            return self._sessions.delete_one(self._live(**criteria)).deleted_count == 1
+        with self.database.errors_translated():
+            return self.database.sessions.delete_one(self._live(**criteria)).deleted_count == 1
 
     def end_sessions(self, user_id, *, keep=None):
         criteria = {"userId": as_object_id(user_id)}
         if keep is not None and is_object_id(keep):
             criteria["_id"] = {"$ne": ObjectId(keep)}
-        with self._errors_translated():
-            self._sessions.delete_many(criteria)
+        with self.database.errors_translated():
+            self.database.sessions.delete_many(criteria)
 
     def list_sessions(self, user_id):
-        with self._errors_translated():
-            documents = self._sessions.find(self._live(userId=as_object_id(user_id))).sort(
+        with self.database.errors_translated():
+            documents = self.database.sessions.find(self._live(userId=as_object_id(user_id))).sort(
                 [("createdAt", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
             return [self._session_from_document(document) for document in documents]
 
@@ -187,26 +198,27 @@ class MongoAccounts:
 
     # -- failed logins -------------------------------------------------------------
     def record_login_failure(self, key, at, expires_at):
-        with self._errors_translated():
-            self._login_failures.insert_one({"key": key, "at": at, "expiresAt": self._moment(expires_at)})
+        with self.database.errors_translated():
+            self.database.login_failures.insert_one({"key": key, "at": at, "expiresAt": self._moment(expires_at)})
 
     def login_failures(self, key, limit):
-        with self._errors_translated():
-            found = self._login_failures.find({"key": key, "expiresAt": {"$gt": self._moment()}}, {"at": 1, "_id": 0})
+        with self.database.errors_translated():
+            found = self.database.login_failures.find({"key": key, "expiresAt": {"$gt": self._moment()}},
+                                                      {"at": 1, "_id": 0})
             return [document["at"] for document in found.sort("at", -1).limit(limit)]
 
     def forget_login_failures(self, key):
-        with self._errors_translated():
-            self._login_failures.delete_many({"key": key})
+        with self.database.errors_translated():
+            self.database.login_failures.delete_many({"key": key})
 
     # -- erasure -------------------------------------------------------------------
     def erase_user(self, user_id):
         user = as_object_id(user_id)
-        with self._errors_translated():
+        with self.database.errors_translated():
             # Step 1: no login (find_user skips an erasing user), then no session.
-            self._users.update_one({"_id": user}, {"$set": {"erasing": True}})
-            self._sessions.delete_many({"userId": user})
-            self._refresh_tokens.delete_many({"userId": user})
+            self.database.users.update_one({"_id": user}, {"$set": {"erasing": True}})
+            self.database.sessions.delete_many({"userId": user})
+            self.database.refresh_tokens.delete_many({"userId": user})
             # Step 2, document by document (MongoDB has no transaction across them here):
             # a crash part-way leaves step 1 done, and the next start finishes the rest.
             self._finish_erasure(user)
@@ -215,16 +227,16 @@ class MongoAccounts:
         # A request authenticated just before step 1 may still add a patient (its own
         # check in create_patient comes after the insert), so this goes round until none
         # is left.
-        while patient_ids := self._patients.distinct("_id", {"ownerId": user}):
+        while patient_ids := self.database.patients.distinct("_id", {"ownerId": user}):
             for patient_id in patient_ids:
                 try:
-                    self.delete_patient(str(patient_id))  # the patient, its history, then its GridFS files
+                    self._delete_patient(str(patient_id))  # the patient, its history, then its GridFS files
                 except NotFound:
                     pass  # deleted meanwhile (a delete left half done is finished on the way)
         # The deleted patients' tombstones (storage/mongo/versions.py), and any version a
         # write that stopped half-way claimed meanwhile.
-        self._versions.delete_many({"ownerId": user})
+        self.database.patient_versions.delete_many({"ownerId": user})
         # Again at the end: a login that began before step 1 may have added a session.
-        self._sessions.delete_many({"userId": user})
-        self._refresh_tokens.delete_many({"userId": user})
-        self._users.delete_one({"_id": user})
+        self.database.sessions.delete_many({"userId": user})
+        self.database.refresh_tokens.delete_many({"userId": user})
+        self.database.users.delete_one({"_id": user})

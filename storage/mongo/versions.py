@@ -1,6 +1,7 @@
 """The MongoDB store's patient versions: every change is an insert first, then an update.
 
-`MongoVersions` is mixed into `MongoStore` (storage/mongo/store.py). Documents:
+`MongoVersions` is a part that `MongoStore` (storage/mongo/store.py) holds; it works through
+the store's `Database`. Documents:
 
     patientVersions  {_id: "<patient id>/<version>", patientId, ownerId, version, updatedAt,
                       fields, reports}
@@ -69,27 +70,35 @@ def version_key(patient_key, version: int) -> str:
 
 
 class MongoVersions:
-    def _create_version_indexes(self) -> None:
-        self._versions.create_index([("patientId", 1), ("version", 1)], name="versions_by_patient")
-        self._versions.create_index("ownerId", name="versions_by_owner")  # an erasure removes the tombstones
-        self._versions.create_index("pending", name="versions_pending")   # deletes to finish at start-up
+    """The versions protocol on `database`; `delete_file(report_id)` is the store's, for
+    the files of a deleted patient."""
 
-    def _write_version(self, patient_id: str, expected_version: int | None, change) -> tuple[dict, dict]:
+    def __init__(self, database, *, delete_file):
+        self.database = database
+        self._delete_file = delete_file
+
+    def create_indexes(self) -> None:
+        versions = self.database.patient_versions
+        versions.create_index([("patientId", 1), ("version", 1)], name="versions_by_patient")
+        versions.create_index("ownerId", name="versions_by_owner")  # an erasure removes the tombstones
+        versions.create_index("pending", name="versions_pending")   # deletes to finish at start-up
+
+    def write_version(self, patient_id: str, expected_version: int | None, change) -> tuple[dict, dict]:
         """Claim and apply the patient's next version; `change(head)` says what it holds:
         {"fields", "reports"}, or {"deleted": True, "pending": True}. Returns (the
         version, the head it was made from)."""
         key = as_object_id(patient_id)
         for _ in range(WRITE_ATTEMPTS):
-            head = self._patients.find_one({"_id": key})
+            head = self.database.patients.find_one({"_id": key})
             if head is None:
                 raise NotFound("no patient with this id")
             if expected_version is not None and head["version"] != expected_version:
                 raise VersionMismatch("the patient has changed since the version the write named")
             version = head["version"] + 1
             record = {"_id": version_key(key, version), "patientId": key, "ownerId": head["ownerId"],
-                      "version": version, "updatedAt": self._now(), **change(head)}
+                      "version": version, "updatedAt": self.database.now(), **change(head)}
             try:
-                self._versions.insert_one(record)  # step 1, the claim
+                self.database.patient_versions.insert_one(record)  # step 1, the claim
             except DuplicateKeyError:
                 self._roll_forward(key, version)  # taken: make sure the head shows it, then look again
                 continue
@@ -109,11 +118,11 @@ class MongoVersions:
             self._finish_delete(record)
             return
         first_key, last_key = name_keys(record["fields"])
-        updated = self._patients.update_one({"_id": key, "version": {"$lt": record["version"]}}, {"$set": {
+        updated = self.database.patients.update_one({"_id": key, "version": {"$lt": record["version"]}}, {"$set": {
             "fields": record["fields"], "firstNameKey": first_key, "lastNameKey": last_key,
             "reports": record["reports"], "version": record["version"], "updatedAt": record["updatedAt"]}})
-        if updated.matched_count == 0 and self._patients.find_one({"_id": key}, {"_id": 1}) is None:
-            self._versions.delete_one({"_id": record["_id"], "deleted": {"$ne": True}})
+        if updated.matched_count == 0 and self.database.patients.find_one({"_id": key}, {"_id": 1}) is None:
+            self.database.patient_versions.delete_one({"_id": record["_id"], "deleted": {"$ne": True}})
             raise NotFound("no patient with this id")
 
     def _catch_up(self, key, version: int) -> None:
@@ -121,7 +130,7 @@ class MongoVersions:
         (see the NOTE above). Best effort — the writer's change is made either way."""
         try:
             for newer in range(version + 1, version + 1 + WRITE_ATTEMPTS):
-                record = self._versions.find_one({"_id": version_key(key, newer)})
+                record = self.database.patient_versions.find_one({"_id": version_key(key, newer)})
                 if record is None or record.get("deleted"):
                     return
                 self._apply_version(record)
@@ -132,48 +141,50 @@ class MongoVersions:
         """The head, then the patient's data in every version, then the files; safe to
         repeat, by the deleter or by anyone who meets its claim."""
         key = record["patientId"]
-        head = self._patients.find_one_and_delete({"_id": key, "version": {"$lt": record["version"]}})
+        head = self.database.patients.find_one_and_delete({"_id": key, "version": {"$lt": record["version"]}})
         # After the head: a crash between the two leaves versions with data, and a
         # `pending` delete that the next start finishes.
-        self._versions.update_many({"patientId": key, "deleted": {"$ne": True}},
-                                   {"$set": {"deleted": True}, "$unset": {"fields": "", "reports": ""}})
+        self.database.patient_versions.update_many({"patientId": key, "deleted": {"$ne": True}},
+                                                   {"$set": {"deleted": True}, "$unset": {"fields": "", "reports": ""}})
         for report in head["reports"] if head else ():
             self._delete_file(report["id"])
-        self._versions.update_one({"_id": record["_id"]}, {"$unset": {"pending": ""}})
+        self.database.patient_versions.update_one({"_id": record["_id"]}, {"$unset": {"pending": ""}})
 
     def _roll_forward(self, key, version: int) -> None:
         """Apply a version someone else claimed; NotFound if it is a delete (finished here)."""
-        record = self._versions.find_one({"_id": version_key(key, version)})
+        record = self.database.patient_versions.find_one({"_id": version_key(key, version)})
         if record is None:
             return  # its claimant took it back: the patient was gone
         self._apply_version(record)  # NotFound: the patient is gone; the caller is told so
         if record.get("deleted"):
             raise NotFound("no patient with this id")
 
-    def _record_first_version(self, document: dict) -> None:
-        self._versions.insert_one({"_id": version_key(document["_id"], 1), "patientId": document["_id"],
-                                   "ownerId": document["ownerId"], "version": 1, "updatedAt": document["updatedAt"],
-                                   "fields": document["fields"], "reports": document["reports"]})
+    def record_first_version(self, document: dict) -> None:
+        self.database.patient_versions.insert_one({
+            "_id": version_key(document["_id"], 1), "patientId": document["_id"], "ownerId": document["ownerId"],
+            "version": 1, "updatedAt": document["updatedAt"], "fields": document["fields"],
+            "reports": document["reports"]})
 
     def list_versions(self, patient_id, *, below, limit):
-        with self._errors_translated():
-            documents = self._versions.find({"patientId": as_object_id(patient_id), "version": {"$lt": below}},
-                                            {"version": 1, "updatedAt": 1}).sort("version", -1).limit(limit)
+        with self.database.errors_translated():
+            older = {"patientId": as_object_id(patient_id), "version": {"$lt": below}}
+            found = self.database.patient_versions.find(older, {"version": 1, "updatedAt": 1})
+            documents = found.sort("version", -1).limit(limit)
             return [{"version": document["version"], "updatedAt": document["updatedAt"]} for document in documents]
 
     def get_version(self, patient_id, version):
-        with self._errors_translated():
-            document = self._versions.find_one({"_id": version_key(as_object_id(patient_id), version)})
+        with self.database.errors_translated():
+            document = self.database.patient_versions.find_one({"_id": version_key(as_object_id(patient_id), version)})
         if document is None or document.get("deleted"):
             raise NotFound("this patient has no such version")
         return {"version": version, **document["fields"], "updatedAt": document["updatedAt"]}
 
-    def _apply_claimed_version_listing(self, report_id: str) -> bool:
+    def apply_claimed_version_listing(self, report_id: str) -> bool:
         """For the start-up sweep, about a file no patient names: if a version claimed but
         never applied lists it (an upload cut off between its two steps), apply that
         version now, as the next write to the patient would, and say so: the file stays."""
-        for record in self._versions.find({"reports.id": report_id, "deleted": {"$ne": True}}):
-            head = self._patients.find_one({"_id": record["patientId"]}, {"version": 1})
+        for record in self.database.patient_versions.find({"reports.id": report_id, "deleted": {"$ne": True}}):
+            head = self.database.patients.find_one({"_id": record["patientId"]}, {"version": 1})
             if head is not None and head["version"] < record["version"]:
                 try:
                     self._apply_version(record)
@@ -182,23 +193,23 @@ class MongoVersions:
                 return True
         return False
 
-    def _finish_versions(self) -> None:
+    def finish_versions(self) -> None:
         """At start-up: give patients stored before versions existed their version 1
         (once per database), and finish deletes a crash cut off half-way."""
-        if self._migrations.find_one({"_id": MIGRATION}) is None:
-            for document in self._patients.find({"version": {"$exists": False}}):
+        if self.database.migrations.find_one({"_id": MIGRATION}) is None:
+            for document in self.database.patients.find({"version": {"$exists": False}}):
                 try:
-                    self._record_first_version(document)
+                    self.record_first_version(document)
                 except DuplicateKeyError:
                     pass  # another process starting at the same time got here first
-                self._patients.update_one({"_id": document["_id"], "version": {"$exists": False}},
-                                          {"$set": {"version": 1}})
+                self.database.patients.update_one({"_id": document["_id"], "version": {"$exists": False}},
+                                                  {"$set": {"version": 1}})
             try:
-                self._migrations.insert_one({"_id": MIGRATION})
+                self.database.migrations.insert_one({"_id": MIGRATION})
             except DuplicateKeyError:
                 pass
         # NOTE: only deletes older than a minute, so one another process is making right
         # now is left to it (finishing it too would be harmless, only wasted).
-        stale = {"pending": True, "updatedAt": {"$lt": utc_timestamp(self._clock() - 60)}}
-        for record in list(self._versions.find(stale)):
+        stale = {"pending": True, "updatedAt": {"$lt": utc_timestamp(self.database.clock() - 60)}}
+        for record in list(self.database.patient_versions.find(stale)):
             self._finish_delete(record)

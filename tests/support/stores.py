@@ -26,7 +26,7 @@ def user_row_exists(store: Store, user_id: str) -> bool:
         with store.database.read() as db:
             return db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
     from bson import ObjectId
-    return store._users.count_documents({"_id": ObjectId(user_id)}) > 0
+    return store.database.users.count_documents({"_id": ObjectId(user_id)}) > 0
 
 
 def tamper_with_audit(store: Store, how: str, event: dict) -> None:
@@ -46,11 +46,11 @@ def tamper_with_audit(store: Store, how: str, event: dict) -> None:
         return
     from bson import ObjectId
     if how == "edit":
-        store._audit.update_one({"_id": ObjectId(event["id"])}, {"$inc": {"outcome": 1}})
+        store.database.audit.update_one({"_id": ObjectId(event["id"])}, {"$inc": {"outcome": 1}})
     elif how == "delete":
-        store._audit.delete_one({"_id": ObjectId(event["id"])})
+        store.database.audit.delete_one({"_id": ObjectId(event["id"])})
     else:
-        store._audit.insert_one({"_id": ObjectId(event["id"]), **{k: v for k, v in event.items() if k != "id"}})
+        store.database.audit.insert_one({"_id": ObjectId(event["id"]), **{k: v for k, v in event.items() if k != "id"}})
 
 
 def rewrite_audit_event(store: Store, event: dict) -> None:
@@ -62,7 +62,7 @@ def rewrite_audit_event(store: Store, event: dict) -> None:
                        (*(event[name] for name in COLUMNS), event["id"]))
         return
     from bson import ObjectId
-    store._audit.update_one({"_id": ObjectId(event["id"])},
+    store.database.audit.update_one({"_id": ObjectId(event["id"])},
                             {"$set": {name: value for name, value in event.items() if name != "id"}})
 
 
@@ -75,8 +75,8 @@ def renumber_audit_chain(store: Store, chain: str, from_sequence: int) -> None:
                        (chain, from_sequence))
             db.execute("UPDATE audit SET sequence = -sequence WHERE chain = ? AND sequence < 0", (chain,))
         return
-    for document in store._audit.find({"chain": chain, "sequence": {"$gte": from_sequence}}).sort("sequence", -1):
-        store._audit.update_one({"_id": document["_id"]}, {"$set": {"sequence": document["sequence"] + 1}})
+    for document in store.database.audit.find({"chain": chain, "sequence": {"$gte": from_sequence}}).sort("sequence", -1):
+        store.database.audit.update_one({"_id": document["_id"]}, {"$set": {"sequence": document["sequence"] + 1}})
 
 
 def stored_version_count(store: Store, patient_id: str) -> int:
@@ -86,7 +86,7 @@ def stored_version_count(store: Store, patient_id: str) -> int:
         with store.database.read() as db:
             return db.execute("SELECT count(*) FROM patient_versions WHERE patient_id = ?", (patient_id,)).fetchone()[0]
     from bson import ObjectId
-    return store._versions.count_documents({"patientId": ObjectId(patient_id), "deleted": {"$ne": True}})
+    return store.database.patient_versions.count_documents({"patientId": ObjectId(patient_id), "deleted": {"$ne": True}})
 
 
 def reopen(store: Store, clock) -> Store:
@@ -106,9 +106,9 @@ def forget_report_sha1(store: Store, report_id: str) -> None:
             db.execute("UPDATE reports SET sha1 = NULL WHERE id = ?", (report_id,))
         return
     from bson import ObjectId
-    for collection in (store._patients, store._versions):
+    for collection in (store.database.patients, store.database.patient_versions):
         for document in list(collection.find({"reports.id": report_id})):
             reports = [{name: value for name, value in report.items() if name != "sha1" or report["id"] != report_id}
                        for report in document["reports"]]
             collection.update_one({"_id": document["_id"]}, {"$set": {"reports": reports}})
-    store._file_documents.update_one({"_id": ObjectId(report_id)}, {"$unset": {"metadata": ""}})
+    store.database.file_documents.update_one({"_id": ObjectId(report_id)}, {"$unset": {"metadata": ""}})
