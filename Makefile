@@ -3,7 +3,7 @@
 # `make test PYTHON=python3.13` (or any interpreter) does the same with that Python, in a
 # virtual environment of its own (.venv-python3.13), so several versions live side by side.
 # `make test-mongo` runs the whole suite again with a MongoDB-compatible server
-# (FerretDB, built with Go into ~/.cache/meditrack on first use). `make test-fhir` checks
+# (FerretDB over PostgreSQL, built with Go into ~/.cache/meditrack on first use). `make test-fhir` checks
 # the FHIR view with HL7's rules (HAPI FHIR's validator, fetched from Maven Central into
 # the same cache; Java 17 and Maven come from Debian's packages if missing).
 
@@ -19,7 +19,7 @@ endif
 VENV := $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-simulated test-mongo test-fhir conformance test-browser soak bench profile clean
+.PHONY: run test test-simulated test-mongo test-fhir conformance test-browser soak bench profile clean postgresql
 
 DURATION ?= 60
 
@@ -38,8 +38,22 @@ test-simulated: $(VENV)/.dev
 		$(PY) -m pytest -rs
 	MEDITRACK_SIMULATE=macos PYTHONPATH=tests/platforms $(PY) -m pytest
 
-test-mongo: $(VENV)/.dev
+test-mongo: $(VENV)/.dev postgresql
 	$(PY) tests/ferretdb.py -- $(PY) -m pytest
+
+# FerretDB runs over PostgreSQL, its production backend (tests/ferretdb.py makes a
+# throw-away cluster per run). PostgreSQL comes from Debian's packages when missing; the
+# cluster the package makes and starts is stopped, since the runs make their own.
+# FERRETDB_BACKEND=sqlite needs none of it.
+FERRETDB_BACKEND ?= postgresql
+export FERRETDB_BACKEND
+postgresql:
+	@[ "$(FERRETDB_BACKEND)" = sqlite ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		[ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql || \
+		{ $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }; \
+		pg_lsclusters --no-header 2>/dev/null | while read version cluster rest; do \
+			$$SUDO pg_ctlcluster "$$version" "$$cluster" stop 2>/dev/null || true; done; }
 
 test-fhir: $(VENV)/.dev
 	@command -v javac >/dev/null && command -v mvn >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
@@ -50,7 +64,7 @@ test-fhir: $(VENV)/.dev
 # Schemathesis against openapi.json on both stores (tests/conformance/run.py), from a
 # virtual environment of its own in the cache: it is no requirement of the product.
 CONFORMANCE_VENV := $(HOME)/.cache/meditrack/conformance-venv
-conformance: $(VENV)/.dev $(CONFORMANCE_VENV)/.installed
+conformance: $(VENV)/.dev $(CONFORMANCE_VENV)/.installed postgresql
 	$(PY) tests/ferretdb.py -- $(PY) tests/conformance/run.py --schemathesis $(CONFORMANCE_VENV)/bin/schemathesis
 
 $(CONFORMANCE_VENV)/.installed: tests/conformance/requirements.txt
@@ -76,7 +90,7 @@ $(BROWSER_VENV)/.installed: requirements.txt requirements-dev.txt tests/browser/
 
 # Sustained mixed load, DURATION seconds on each store, one process and then two workers,
 # then a check that nothing was lost.
-soak: $(VENV)/.dev
+soak: $(VENV)/.dev postgresql
 	$(PY) bench/soak.py --duration $(DURATION)
 	$(PY) bench/soak.py --duration $(DURATION) --workers 2
 	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION)
@@ -93,7 +107,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 # Speed and memory, as ratios to a bare ThreadingHTTPServer measured in the same run
 # (a few minutes; wrk comes from Debian's packages). Results: bench/results.json.
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev postgresql
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
 	$(PY) tests/ferretdb.py -- $(PY) bench/run.py

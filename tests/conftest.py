@@ -28,7 +28,8 @@ from tests.support.stores import START, open_test_store
 
 # The outage test needs a FerretDB binary it can stop and start; only `make test-mongo`
 # provides one, so only then is that file collected (the SQLite suite has no MongoDB).
-collect_ignore = [] if os.environ.get("MEDITRACK_FERRETDB_BIN") else ["test_mongo_outage.py"]
+collect_ignore = [] if os.environ.get("MEDITRACK_FERRETDB_BIN") else ["test_mongo_outage.py",
+                                                                "test_ferretdb_harness.py"]
 if not MONGODB_URI:
     collect_ignore.append("test_mongo_store.py")  # the MongoDB store's own internals
 if not os.environ.get("MEDITRACK_CHROMEDRIVER"):

@@ -1,18 +1,17 @@
 """MongoDB goes away and comes back: clients get 503s meanwhile, and service resumes by
 itself, without restarting MediTrack.
 
-Runs under `make test-mongo`, which builds FerretDB and names it in
-MEDITRACK_FERRETDB_BIN; this test starts a FerretDB of its own so it can stop it.
+Runs under `make test-mongo`, which builds FerretDB and says how to start one like its
+own (tests/ferretdb.py `own_ferretdb`): this test starts a FerretDB of its own so it can
+stop it.
 """
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import LiveServer
-from tests.ferretdb import FerretDB
+from tests.ferretdb import own_ferretdb
 from tests.support.api import ApiClient
 from tests.support.problems import assert_problem
 from tests.support.records import PATIENT
@@ -25,7 +24,7 @@ RECOVERY = 60.0      # seconds the driver may take to find the server again
 def outage(tmp_path):
     """A FerretDB of this test's own (so it can stop it) and a server on it, with one user
     and one patient: (ferretdb, server, client, patient)."""
-    ferretdb = FerretDB(Path(os.environ["MEDITRACK_FERRETDB_BIN"]), tmp_path / "ferretdb").start()
+    ferretdb = own_ferretdb(tmp_path / "ferretdb").start()
     server = LiveServer(tmp_path / "data", "mongodb", mongodb_uri=ferretdb.uri + "outage")
     try:
         client = ApiClient(server.url).register_and_login()
