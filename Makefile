@@ -110,7 +110,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 bench: $(VENV)/.dev postgresql
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
-	$(PY) tests/ferretdb.py -- $(PY) bench/run.py
+	$(PY) tests/ferretdb.py --durable -- $(PY) bench/run.py
 
 # Where a request's time goes: py-spy samples the server while wrk drives it (not in CI).
 PROFILE_VENV := $(HOME)/.cache/meditrack/profile-venv

@@ -237,7 +237,7 @@ def read_p99_during_storm(data_dir: Path, environ: dict, read_path: str, seconds
 
 
 def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict:
-    """The core rows on MongoDB (on FerretDB here: its SQLite backend, not MongoDB's speed)."""
+    """The core rows on MongoDB (on FerretDB 1.24 over PostgreSQL here, not MongoDB's speed)."""
     environ = {"MONGODB_URI": uri.rstrip("/") + f"/bench_{os.getpid()}", "MEDITRACK_RATE_LIMIT": "0",
                "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_BCRYPT_ROUNDS": "4"}
     with tempfile.TemporaryDirectory() as data_dir:

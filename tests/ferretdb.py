@@ -4,7 +4,7 @@ No MongoDB server can be installed on the machines this project is built on, so 
 MongoDB store is tested over the real wire protocol against FerretDB, built from its
 Go module source and cached. Run as a script, this is what `make test-mongo` does:
 
-    python tests/ferretdb.py -- python -m pytest
+    python tests/ferretdb.py [--durable] -- python -m pytest
 
 builds FerretDB if the cache does not have it yet, starts a throw-away PostgreSQL
 cluster (below) and FerretDB over it on free 127.0.0.1 ports, runs the command with
@@ -25,7 +25,9 @@ off `PATH`. The cluster lives in a temp directory, listens on a free loopback po
 (its socket in that directory too), lets local connections in without a password
 (`trust`: it holds nothing but test data, and only this machine can reach it), and is
 owned by, and started as, the `postgres` user when we are root: PostgreSQL refuses to
-run as root, and CI runs as root.
+run as root, and CI runs as root. Its commits are not synced to disk (the data is
+thrown away, and each test makes and drops databases), except with `--durable`, which
+the bench uses so that its writes cost what they would in production.
 
 Why not `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2`: the module
 proxy here refuses the version list that `go install` asks for, and a binary built
@@ -143,8 +145,9 @@ class PostgreSQL:
     """A throw-away PostgreSQL cluster in `directory` (which it fills and leaves for the
     caller to remove), on a free loopback port, with one database per `create_database`."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, durable: bool = False):
         self.bin = postgresql_bin()
+        self.durable = durable  # commits synced to disk, as in production (for the bench)
         self.directory = directory
         self.data = directory / "data"
         self.port = free_port()
@@ -160,6 +163,10 @@ class PostgreSQL:
                   "--no-sync")
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.directory} "
                    "-c logging_collector=off")
+        if not self.durable:
+            # Test data is thrown away: a commit need not reach the disk (each test makes
+            # and drops databases, and every such DDL commit would otherwise wait for fsync).
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self.started = True  # from here on, stop() has something to stop
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "postgresql.log"), "-w",
                   "-t", str(int(START_TIMEOUT)), "-o", options, "start")
@@ -215,7 +222,7 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupted)
 
 
-def main(command: list[str]) -> int:
+def main(command: list[str], *, durable: bool = False) -> int:
     chosen = backend()
     binary = ensure_built()
     stop_on_sigterm()
@@ -226,7 +233,7 @@ def main(command: list[str]) -> int:
             environment = {**os.environ, "MEDITRACK_FERRETDB_BIN": str(binary), "MEDITRACK_FERRETDB_BACKEND": chosen}
             postgresql_url = None
             if chosen == "postgresql":
-                cluster = PostgreSQL(Path(cluster_dir)).start()
+                cluster = PostgreSQL(Path(cluster_dir), durable=durable).start()
                 postgresql_url = cluster.create_database("ferretdb")
                 environment["MEDITRACK_POSTGRESQL_URL"] = cluster.url
             server = FerretDB(binary, Path(state_dir), postgresql_url=postgresql_url).start()
@@ -245,6 +252,8 @@ def main(command: list[str]) -> int:
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
+    durable = arguments[:1] == ["--durable"]  # the bench: commits synced, as in production
+    arguments = arguments[1:] if durable else arguments
     if arguments[:1] == ["--"]:
         arguments = arguments[1:]
-    sys.exit(main(arguments or [sys.executable, "-m", "pytest"]))
+    sys.exit(main(arguments or [sys.executable, "-m", "pytest"], durable=durable))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.platforms import require_proc
+
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "ferretdb.py"
 # The command the harness runs: says where FerretDB and PostgreSQL are, then waits for a
@@ -25,6 +27,7 @@ DEADLINE = 60.0
 
 def processes_mentioning(text: str) -> list[str]:
     """The command lines of running processes that contain `text` (from /proc)."""
+    require_proc()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
