@@ -236,6 +236,13 @@ def read_p99_during_storm(data_dir: Path, environ: dict, read_path: str, seconds
         process.wait(timeout=30)
 
 
+def mongodb_server_name() -> str:
+    """The server behind MEDITRACK_TEST_MONGODB_URI, as the table names it: FerretDB and its
+    backend when tests/ferretdb.py started it, else "mongodb"."""
+    backend = os.environ.get("MEDITRACK_FERRETDB_BACKEND")
+    return {"postgresql": "FerretDB/PostgreSQL", "sqlite": "FerretDB/SQLite"}.get(backend, "mongodb")
+
+
 def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict:
     """The core rows on MongoDB (on FerretDB 1.24 over PostgreSQL here, not MongoDB's speed)."""
     environ = {"MONGODB_URI": uri.rstrip("/") + f"/bench_{os.getpid()}", "MEDITRACK_RATE_LIMIT": "0",
@@ -254,7 +261,8 @@ def run_mongodb(ceiling_url: str, uri: str, rounds: int, seconds: float) -> dict
             return {"get_patient": alternate(f"{url}/patients/{patient['id']}", ceiling_url, rounds=rounds,
                                              seconds=seconds, script="bearer.lua", env=env),
                     "list_patients": lists,
-                    "conditional_put": conditional_puts(url, headers, env, rounds, seconds)}
+                    "conditional_put": conditional_puts(url, headers, env, rounds, seconds),
+                    "server": mongodb_server_name()}
         finally:
             process.terminate()
             process.wait(timeout=30)

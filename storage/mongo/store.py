@@ -26,6 +26,20 @@ applies that version).
 
 Sessions and account erasure are in storage/mongo/accounts.py, the audit trail in
 storage/mongo/audit_log.py.
+
+What a MongoDB-compatible server may lack, and what the store does instead (checked on
+FerretDB 1.24 over PostgreSQL and over SQLite: bench/isolation.py, docs/testing.md):
+
+- **Multi-document transactions**: none are used. Every change that spans documents is
+  ordered so that a crash between its steps leaves something the next writer or the
+  next start-up finishes (the versions protocol, an upload's file before its metadata,
+  an erasure's account made unusable first), which is just as correct on MongoDB.
+- **Isolated updates**: nothing depends on one (see storage/mongo/accounts.py).
+- **TTL indexes**: where refused, the store's own hourly purge deletes what they would.
+- **Index use**: the indexes made in `_create_indexes` are the ones MongoDB needs for
+  every query the store runs. FerretDB 1.24 over PostgreSQL creates each as a B-tree
+  but filters with JSON containment (`@>`), which a B-tree cannot answer, so there every
+  find scans its collection; MongoDB uses the indexes.
 """
 
 import re
