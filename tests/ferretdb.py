@@ -187,8 +187,11 @@ class PostgreSQL:
             self.started = False
 
     def _run(self, program: str, *arguments: str, check: bool = True) -> None:
-        subprocess.run([*self.as_owner, str(self.bin / program), *arguments], check=check,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.directory)
+        done = subprocess.run([*self.as_owner, str(self.bin / program), *arguments],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=self.directory)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"PostgreSQL's {program} failed ({done.returncode}): {done.stderr.strip()[-500:]} "
+                               f"(log: {self.directory / 'postgresql.log'})")
 
 
 def create_database(cluster_url: str, name: str) -> str:
