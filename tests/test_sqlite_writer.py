@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from storage.errors import Conflict, Unavailable
-from storage.sqlite.store import store_error
+from storage.sqlite.database import store_error
 from storage.sqlite.writer import GroupCommitWriter
 
 

@@ -62,7 +62,7 @@ class SQLiteReports:
 
     def insert(self, patient_id: str, report: dict) -> None:
         # A patient deleted while the upload ran fails the foreign key: NotFound (see
-        # store_error in storage/sqlite/store.py). The patient's representation lists its reports, so it moves on
+        # store_error in storage/sqlite/database.py). The patient's representation lists its reports, so it moves on
         # to a new version in the same transaction.
         row = (patient_id, *(report[name] for name in REPORT_FIELDS))
 

@@ -6,9 +6,10 @@ wait for a writer. Patients keep their PatientInput fields as one JSON document
 the owner, the id, case-folded names for search, and the version.
 
 Reads use a pool of connections and never wait for a write (WAL). Every write is a
-function handed to the one writer thread (`Database.write`, storage/sqlite/writer.py), which
-runs the writes waiting in line in one transaction, each in a savepoint of its own,
-and syncs them to disk with one commit: group commit.
+function handed to the one writer thread (`Database.write`, storage/sqlite/database.py
+and storage/sqlite/writer.py), which runs the writes waiting in line in one
+transaction, each in a savepoint of its own, and syncs them to disk with one commit:
+group commit.
 
 `patient_versions` is the patient's history: one row per version, the current one
 included, written in the same unit as the change that made it. A conditional write is
@@ -23,28 +24,16 @@ storage/sqlite/audit_log.py.
 """
 
 import json
-import sqlite3
-import threading
 import time
-from collections import deque
-from contextlib import contextmanager
 from pathlib import Path
 
-import system
-from storage.base import Store, name_keys, utc_timestamp
-from storage.errors import Conflict, NotFound, Unavailable, VersionMismatch
+from storage.base import Store, name_keys
+from storage.errors import NotFound, VersionMismatch
 from storage.ids import new_id
 from storage.sqlite.accounts import SQLiteAccounts
 from storage.sqlite.audit_log import SQLiteAuditLog
+from storage.sqlite.database import Database
 from storage.sqlite.reports import REPORT_COLUMNS, REPORT_FIELDS, SQLiteReports
-from storage.sqlite.schema import create_schema
-from storage.sqlite.writer import BUSY_TIMEOUT, GroupCommitWriter
-
-# NOTE: how many threads may read at once (each with a pooled connection). Reads
-# release Python's lock while SQLite works, so with many more readers than cores they
-# contend for SQLite's internal locks in the kernel instead of doing work. Twice the
-# cores keeps every core busy; more only adds contention.
-READERS = 2 * system.cpu_count()
 
 PATIENT_COLUMNS = "id, owner_id, fields, version, created_at, updated_at"
 # A patient with its reports in one query: the correlated subquery folds the patient's
@@ -57,93 +46,11 @@ REPORTS_AS_JSON = ("(SELECT json_group_array(json_object(" +
 SELECT_PATIENTS = f"SELECT {PATIENT_COLUMNS}, {REPORTS_AS_JSON} FROM patients"
 
 
-class Database:
-    """What every part of the embedded store works through, and nothing else: connections
-    to read with (`read`), the one writer every write goes to (`write`), and the clock.
-
-    `SQLiteStore` makes one and hands it to each part it is built from (accounts,
-    reports, the audit log), so no part reaches into another's attributes."""
-
-    def __init__(self, path: Path, clock):
-        self.path = path
-        self.clock = clock
-        # NOTE: a pool of connections, each used by one thread at a time. A sqlite3
-        # connection must not be shared by two threads at once, and opening one per
-        # request would cost more than the query. Borrowed last in, first out: a thread
-        # gets the connection used last, whose page cache is warm, and the others stay
-        # idle and small. First in, first out, a long export would fill the page cache
-        # (up to 2 MB) of every connection a busy moment had opened, one after another.
-        # (deque's append and pop are atomic: no lock needed.)
-        self._idle: deque[sqlite3.Connection] = deque()
-        self._readers = threading.BoundedSemaphore(READERS)
-        with self.read() as db:
-            create_schema(db)
-        self._writer = GroupCommitWriter(self.connect, store_error)
-
-    def connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no hidden BEGINs; transactions are explicit (the writer's).
-        # timeout: SQLite's own wait for a lock (a reader meets one only while another
-        # process recovers the WAL); the writer turns it off and waits its own way.
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
-            # Readers that never wait for the writer, and a COMMIT no reader can block,
-            # both come from write-ahead logging: without it, refuse to start.
-            db.close()
-            raise Unavailable(f"{self.path} cannot use write-ahead logging (is it on a network file system?)")
-        # NOTE: FULL makes every commit durable before we answer 201, even across a
-        # power cut; NORMAL would be faster but could lose the last commits.
-        db.execute("PRAGMA synchronous = FULL")
-        if system.FULL_FSYNC is not None:
-            # macOS: SQLite's syncs are plain fsync() unless told otherwise, which leaves
-            # a commit in the drive's cache (system.py); F_FULLFSYNC writes it through.
-            db.execute("PRAGMA fullfsync = ON")
-        db.execute("PRAGMA foreign_keys = ON")
-        return db
-
-    @contextmanager
-    def read(self):
-        """Borrow a connection, waiting while READERS are out; translate sqlite3's
-        errors into the store's own. (So never borrow a second while holding one.)"""
-        with self._readers:
-            try:
-                db = self._idle.pop()
-            except IndexError:
-                try:
-                    db = self.connect()
-                except sqlite3.Error as exc:
-                    raise Unavailable("the database file cannot be opened") from exc
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                error = store_error(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            finally:
-                if db.in_transaction:
-                    db.rollback()
-                self._idle.append(db)
-
-    def write(self, work):
-        """Run `work(connection)` in the writer's next group commit (storage/sqlite/writer.py);
-        its result once committed, or its error. Every write goes this way: only the
-        writer thread ever takes SQLite's write lock."""
-        return self._writer.submit(work)
-
-    def now(self) -> str:
-        return utc_timestamp(self.clock())
-
-    def close(self) -> None:
-        self._writer.close()
-        while self._idle:
-            self._idle.pop().close()
-
-
 class SQLiteStore(Store):
     """The embedded store. The patients and users are its own work; the rest it hands to
     the parts it holds, each named where it is called:
 
-    - `database`: connections to read with, the writer, the clock (`Database`, above);
+    - `database`: connections to read with, the writer, the clock (storage/sqlite/database.py);
     - `accounts`: sessions, failed logins, erasure (storage/sqlite/accounts.py);
     - `reports`: report files (storage/sqlite/reports.py);
     - `audit`: the audit trail's table (storage/sqlite/audit_log.py).
@@ -399,32 +306,3 @@ class SQLiteStore(Store):
 
     def close(self):
         self.database.close()
-
-
-def store_error(exc: sqlite3.Error) -> Exception:
-    """The store's own error for a sqlite3 error (an error of any other kind is kept)."""
-    if not isinstance(exc, sqlite3.Error):
-        return exc
-    error = _translated(exc)
-    if error is not exc:
-        error.__cause__ = exc
-    return error
-
-
-def _translated(exc: sqlite3.Error) -> Exception:
-    if isinstance(exc, sqlite3.IntegrityError):
-        # Which constraint failed is told by SQLite's extended result code, not by
-        # its message text, which is meant for people and may change.
-        if exc.sqlite_errorname in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
-            return Conflict("a record with this key already exists")
-        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
-            # The parent row (a report's patient, a patient's owner) is gone, e.g.
-            # deleted while an upload ran; MongoDB's store answers that case alike.
-            return NotFound("the patient or user this record belongs to does not exist")
-        # NOTE: any other constraint (NOT NULL, CHECK) fails only on a bug, in this
-        # module's SQL or in a caller passing None where the contract wants a value.
-        # Unavailable would tell the client to retry and Conflict to change its
-        # request; neither would help. Kept, it becomes a 500 whose logged traceback
-        # names the constraint (SQLite's message names columns, not values).
-        return exc
-    return Unavailable("the database cannot complete the request")
