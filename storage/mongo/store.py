@@ -24,8 +24,9 @@ file no patient names, which the start-up sweep removes once it is old enough th
 cannot be an upload still in flight (or, if an unapplied version names it, keeps, and
 applies that version).
 
-Sessions and account erasure are in storage/mongo/accounts.py, the audit trail in
-storage/mongo/audit_log.py.
+The collections and error translation are in storage/mongo/database.py, report files
+in storage/mongo/reports.py, sessions and account erasure in storage/mongo/accounts.py,
+the audit trail in storage/mongo/audit_log.py.
 
 What a MongoDB-compatible server may lack, and what the store does instead (checked on
 FerretDB 1.24 over PostgreSQL and over SQLite: bench/isolation.py, docs/testing.md):
@@ -44,74 +45,32 @@ FerretDB 1.24 over PostgreSQL and over SQLite: bench/isolation.py, docs/testing.
 
 import re
 import time
-from contextlib import closing, contextmanager
-from datetime import datetime, timedelta, timezone
 
-import gridfs
 import pymongo
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from storage.base import ReportChunks, ReportWriter, Store, base64_sha1, name_keys, utc_timestamp
-from storage.errors import Conflict, NotFound, Unavailable
+from storage.base import Store, name_keys
+from storage.errors import NotFound
 from storage.ids import is_object_id, new_id
 from storage.mongo.accounts import MongoAccounts, as_object_id
 from storage.mongo.audit_log import MongoAuditLog
-from storage.mongo.versions import ClaimedNotApplied, MongoVersions
+from storage.mongo.database import Database
+from storage.mongo.reports import MongoReports
+from storage.mongo.versions import MongoVersions
 
 # How long an unreachable server may take before a request gives up with a 503: a few
 # seconds, never a hang (pymongo's default server selection wait is 30 s).
 TIMEOUT_MS = 3000
-# GridFS files that no patient names are swept at start-up only when at least this old,
-# so an upload that another MediTrack process is writing right now is left alone.
-SWEEP_MIN_AGE = timedelta(minutes=10)
-
-
-class Database:
-    """What every part of the MongoDB store works through, and nothing else: the
-    database's collections, the GridFS bucket, the clock, and `errors_translated()`.
-
-    `MongoStore` makes one and hands it to each part it is built from (accounts, the
-    versions protocol, the audit log), so no part reaches into another's attributes."""
-
-    def __init__(self, client, clock):
-        database = client.get_default_database(default="meditrack")
-        self.users = database["users"]
-        self.sessions = database["sessions"]
-        self.refresh_tokens = database["refreshTokens"]
-        self.spent_tokens = database["spentRefreshTokens"]
-        self.login_failures = database["loginFailures"]
-        self.patients = database["patients"]
-        self.patient_versions = database["patientVersions"]
-        self.migrations = database["schemaMigrations"]
-        self.audit = database["audit"]
-        self.audit_chains = database["auditChains"]
-        self.files = gridfs.GridFSBucket(database, bucket_name="reports")
-        self.file_documents = database["reports.files"]
-        self.chunk_documents = database["reports.chunks"]
-        self.clock = clock
-
-    @contextmanager
-    def errors_translated(self):
-        """pymongo's exceptions become the store's own: handlers never see a driver."""
-        try:
-            yield
-        except DuplicateKeyError as exc:
-            raise Conflict("a record with this key already exists") from exc
-        except PyMongoError as exc:  # unreachable, timed out, not primary, ...
-            raise Unavailable("the database cannot complete the request") from exc
-
-    def now(self) -> str:
-        return utc_timestamp(self.clock())
 
 
 class MongoStore(Store):
-    """The MongoDB store. The users, patients and report files are its own work; the rest
-    it hands to the parts it holds, each named where it is called:
+    """The MongoDB store. The users and patients are its own work; the rest it hands to
+    the parts it holds, each named where it is called:
 
-    - `database`: the collections, the clock, error translation (`Database`, above);
+    - `database`: the collections, the clock, error translation (storage/mongo/database.py);
     - `accounts`: sessions, failed logins, erasure (storage/mongo/accounts.py);
     - `versions`: every change to a patient, claimed then applied (storage/mongo/versions.py);
+    - `reports`: report files in GridFS (storage/mongo/reports.py);
     - `audit`: the audit trail's collections (storage/mongo/audit_log.py).
     """
 
@@ -127,14 +86,15 @@ class MongoStore(Store):
                                            tz_aware=True)
         self.database = Database(self._client, clock)
         self.accounts = MongoAccounts(self.database, delete_patient=self.delete_patient)
-        self.versions = MongoVersions(self.database, delete_file=self._delete_file)
+        self.versions = MongoVersions(self.database)
+        self.reports = MongoReports(self.database, self.versions)
         self.audit = MongoAuditLog(self.database)
         with self.database.errors_translated():
             self._create_indexes()
             self.versions.finish_versions()  # first: the housekeeping's erasures need every patient's version
             self.accounts.housekeeping()
-            self._sweep_report_files()
-            self._add_missing_sha1()
+            self.reports.sweep()
+            self.reports.add_missing_sha1()
 
     def _create_indexes(self) -> None:
         # Usernames are unique ignoring case: the lower-cased copy carries the index.
@@ -238,7 +198,7 @@ class MongoStore(Store):
 
     def _patients_from_documents(self, documents: list[dict]) -> list[dict]:
         # A report uploaded before reports kept their SHA-1 has it in its GridFS file
-        # document only (_add_missing_sha1): one look-up for all such reports of a page.
+        # document only (MongoReports.add_missing_sha1): one look-up for all such reports of a page.
         older = [ObjectId(report["id"]) for document in documents for report in document["reports"]
                  if "sha1" not in report]
         hashes = {}
@@ -253,98 +213,28 @@ class MongoStore(Store):
                  "updatedAt": document["updatedAt"]}
                 for document in documents]
 
-    # -- reports -----------------------------------------------------------------
-    def report_writer(self):
-        return MongoReportWriter(self.database, attach=self._attach_report)
-
-    def _attach_report(self, patient_id: str, report: dict) -> None:
-        # NotFound if the patient was deleted while the upload ran.
-        with self.database.errors_translated():
-            self.versions.write_version(patient_id, None,
-                                        lambda head: {"fields": head["fields"], "reports": [*head["reports"], report]})
-
-    def open_report(self, patient_id, report_id, *, start=0, length=None):
-        report_object_id = as_object_id(report_id)
-        with self.database.errors_translated():
-            document = self.database.patients.find_one({"_id": as_object_id(patient_id), "reports.id": report_id},
-                                                       {"reports": 1})
-            if document is None:
-                raise NotFound("this patient has no report with this id")
-            report = next(report for report in document["reports"] if report["id"] == report_id)
-            try:
-                source = self.database.files.open_download_stream(report_object_id)
-            except gridfs.errors.NoFile as exc:
-                raise Unavailable("the report's file cannot be read") from exc
-        # GridOut.seek only moves its position: the next read asks for the chunks from
-        # the one holding `start` on (files_id, n ≥ start // chunkSize).
-        return report, ReportChunks(source, start=start, length=length)
-
-    def report_patient(self, report_id):
-        with self.database.errors_translated():
-            document = self.database.patients.find_one({"reports.id": report_id}, {"_id": 1})  # patients_by_report
-        return None if document is None else str(document["_id"])
-
-    def delete_report(self, patient_id, report_id):
-        def without_report(head):
-            reports = [report for report in head["reports"] if report["id"] != report_id]
-            if len(reports) == len(head["reports"]):
-                raise NotFound("this patient has no report with this id")
-            return {"fields": head["fields"], "reports": reports}
-
-        with self.database.errors_translated():
-            self.versions.write_version(patient_id, None, without_report)
-            self._delete_file(report_id)
-
-    def _delete_file(self, report_id: str) -> None:
-        try:
-            self.database.files.delete(ObjectId(report_id))
-        except gridfs.errors.NoFile:
-            pass  # already gone: deleting is idempotent
-
-    def stored_report_ids(self) -> set[str]:
-        with self.database.errors_translated():
-            files = {str(file_id) for file_id in self.database.file_documents.distinct("_id")}
-            chunks = {str(file_id) for file_id in self.database.chunk_documents.distinct("files_id")}
-        return files | chunks
-
-    def _sweep_report_files(self) -> None:
-        """Remove GridFS files and chunks that no patient names, once they are older
-        than SWEEP_MIN_AGE (a report id starts with its creation time, like any ObjectId),
-        but for an upload whose version was claimed and not applied: that one is applied."""
-        cutoff = ObjectId.from_datetime(datetime.fromtimestamp(self.database.clock(), timezone.utc) - SWEEP_MIN_AGE)
-        for file_id in self.database.file_documents.distinct("_id", {"_id": {"$lt": cutoff}}):
-            if (self.database.patients.find_one({"reports.id": str(file_id)}, {"_id": 1}) is None
-                    and not self.versions.apply_claimed_version_listing(str(file_id))):
-                self._delete_file(str(file_id))
-        # Chunks with no files document: an upload cut off before it was closed.
-        known = set(self.database.file_documents.distinct("_id"))
-        old_chunks = self.database.chunk_documents.distinct("files_id", {"files_id": {"$lt": cutoff}})
-        stray = [file_id for file_id in old_chunks if file_id not in known]
-        if stray:
-            self.database.chunk_documents.delete_many({"files_id": {"$in": stray}})
-
-    def _add_missing_sha1(self) -> None:
-        """Reports uploaded before the SHA-1 was kept get it now, read from their bytes,
-        and written to their GridFS file document (where each upload also writes it).
-        Nothing else ever changes that document, so this races no writer, and the
-        patients' own documents, where the versions protocol rules, are left alone: a
-        report without its hash there is given the file's when read. A file that cannot
-        be read is left without one (its FHIR view then has no hash)."""
-        lacking = {"metadata.sha1": {"$exists": False}}
-        for file in list(self.database.file_documents.find(lacking, {"_id": 1})):
-            try:
-                with closing(self.database.files.open_download_stream(file["_id"])) as source:
-                    sha1 = base64_sha1(ReportChunks(source))
-            except gridfs.errors.GridFSError:
-                continue  # no chunks, a chunk missing or the wrong size: the file is damaged
-            self.database.file_documents.update_one({"_id": file["_id"], **lacking}, {"$set": {"metadata.sha1": sha1}})
-
     def patient_owner(self, patient_id):
         if not is_object_id(patient_id):
             return None
         with self.database.errors_translated():
             document = self.database.patients.find_one({"_id": ObjectId(patient_id)}, {"ownerId": 1})
         return None if document is None else str(document["ownerId"])
+
+    # -- report files: storage/mongo/reports.py -----------------------------------
+    def report_writer(self):
+        return self.reports.report_writer()
+
+    def open_report(self, patient_id, report_id, *, start=0, length=None):
+        return self.reports.open_report(patient_id, report_id, start=start, length=length)
+
+    def report_patient(self, report_id):
+        return self.reports.report_patient(report_id)
+
+    def delete_report(self, patient_id, report_id):
+        self.reports.delete_report(patient_id, report_id)
+
+    def stored_report_ids(self):
+        return self.reports.stored_report_ids()
 
     # -- a patient's history: storage/mongo/versions.py ----------------------------
     def list_versions(self, patient_id, *, below, limit):
@@ -416,73 +306,3 @@ class MongoStore(Store):
 
     def close(self):
         self._client.close()
-
-
-class MongoReportWriter(ReportWriter):
-    """Writes one GridFS file chunk by chunk, as the GridFS specification lays it out.
-
-    A file is documents in two collections: `reports.chunks` holds {files_id, n, data}
-    pieces of CHUNK_SIZE bytes, numbered from 0, and `reports.files` one document with
-    the total length, written last. Until that document exists no reader sees the file.
-
-    NOTE: we write the chunks ourselves rather than through pymongo's GridIn because
-    GridIn batches up to 32 MB of chunks in memory before inserting them; an upload
-    must hold no more than one chunk however large the file is.
-    """
-
-    CHUNK_SIZE = 255 * 1024  # the GridFS default: a chunk document stays well under 16 MB
-
-    def __init__(self, database: Database, *, attach):
-        self._database = database
-        self._attach = attach  # the store's: adds the report to its patient (a new version)
-        self.report_id = new_id(database.clock)
-        self._file_id = ObjectId(self.report_id)
-        self._pending = bytearray()
-        self._chunk_number = 0
-        self._length = 0
-        self._file_written = False
-        self._committed = False
-
-    def write(self, chunk):
-        self._pending += chunk
-        self._length += len(chunk)
-        while len(self._pending) >= self.CHUNK_SIZE:
-            self._insert_chunk(bytes(self._pending[:self.CHUNK_SIZE]))
-            del self._pending[:self.CHUNK_SIZE]
-
-    def _insert_chunk(self, data: bytes) -> None:
-        with self._database.errors_translated():
-            self._database.chunk_documents.insert_one({"files_id": self._file_id, "n": self._chunk_number,
-                                                       "data": data})
-        self._chunk_number += 1
-
-    def commit(self, patient_id, metadata):
-        if self._pending:
-            self._insert_chunk(bytes(self._pending))
-            self._pending.clear()
-        with self._database.errors_translated():
-            self._database.file_documents.insert_one({
-                "_id": self._file_id, "length": self._length, "chunkSize": self.CHUNK_SIZE,
-                "uploadDate": datetime.now(timezone.utc), "filename": self.report_id,
-                # GridFS's place for an application's own data: the spec's `metadata` field.
-                "metadata": {"sha1": metadata["sha1"]}})
-        self._file_written = True
-        report = {"id": self.report_id, **metadata, "uploadedAt": self._database.now()}
-        try:
-            self._attach(patient_id, report)  # if this fails, abort() deletes the file...
-        except ClaimedNotApplied:
-            self._committed = True  # ...unless a version naming it is claimed: the next write applies it
-            raise
-        self._committed = True
-        return report
-
-    def abort(self):
-        if self._committed:
-            return
-        try:
-            with self._database.errors_translated():
-                if self._file_written:
-                    self._database.file_documents.delete_one({"_id": self._file_id})
-                self._database.chunk_documents.delete_many({"files_id": self._file_id})
-        except Unavailable:
-            pass  # the database is gone too: the start-up sweep will remove the chunks

@@ -70,12 +70,11 @@ def version_key(patient_key, version: int) -> str:
 
 
 class MongoVersions:
-    """The versions protocol on `database`; `delete_file(report_id)` is the store's, for
-    the files of a deleted patient."""
+    """The versions protocol on `database` (whose `delete_file` removes a deleted
+    patient's report files)."""
 
-    def __init__(self, database, *, delete_file):
+    def __init__(self, database):
         self.database = database
-        self._delete_file = delete_file
 
     def create_indexes(self) -> None:
         versions = self.database.patient_versions
@@ -147,7 +146,7 @@ class MongoVersions:
         self.database.patient_versions.update_many({"patientId": key, "deleted": {"$ne": True}},
                                                    {"$set": {"deleted": True}, "$unset": {"fields": "", "reports": ""}})
         for report in head["reports"] if head else ():
-            self._delete_file(report["id"])
+            self.database.delete_file(report["id"])
         self.database.patient_versions.update_one({"_id": record["_id"]}, {"$unset": {"pending": ""}})
 
     def _roll_forward(self, key, version: int) -> None:

@@ -75,7 +75,8 @@ class Deployment:
         """The store, opened here on the same data: its start-up sweep runs now."""
         if self.store_kind == "mongodb":
             self._wait_for_commands_of_dead_processes()
-            from storage.mongo.store import SWEEP_MIN_AGE, MongoStore
+            from storage.mongo import MongoStore
+            from storage.mongo.reports import SWEEP_MIN_AGE
             later = SWEEP_MIN_AGE.total_seconds() + 60  # so every leftover is old enough to sweep
             return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later)
         from storage.sqlite import SQLiteStore
