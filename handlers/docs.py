@@ -5,7 +5,8 @@
 reader sees can never drift from the rules the server enforces. The page has an inline
 stylesheet, a table of contents (a side column on a wide screen, on top on a phone)
 and, for every operation, its parameters, request body, responses, response headers
-and examples, and a "Try it" form. One small script of ours
+and examples, the `curl` command for it, and a "Try it" form (the operations and their
+commands are read from the contract by handlers/operations.py). One small script of ours
 (handlers/docs_assets/try_it.js) sends those forms with `fetch` and shows the answer;
 the page loads nothing else.
 
@@ -21,8 +22,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from handlers.operations import Endpoint, curl_command, endpoints_by_tag, example_of, resolve
 from web.messages import JSON_TYPE, Request, Response
-from web.validation import follow_pointer
 
 HTML_TYPE = "text/html; charset=utf-8"
 
@@ -43,10 +44,6 @@ def content_security_policy(script: str) -> str:
 
 
 DOCS_CONTENT_SECURITY_POLICY = content_security_policy(TRY_IT_SCRIPT)
-
-# OpenAPI 3.1 §4.8.9: the keys of a Path Item that name operations (the rest, such as
-# "parameters", apply to all of them).
-OPERATION_KEYS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 # (lower bound, upper bound, unit) for the JSON-Schema keywords that limit a size or value.
 RANGE_KEYWORDS = (("minLength", "maxLength", "characters"), ("minItems", "maxItems", "items"),
@@ -95,13 +92,6 @@ def text(value) -> str:
 def prose(value) -> str:
     """Escape a description, then show its `backticked` spans as code (safe: already escaped)."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", text(value))
-
-
-def resolve(spec: dict, node: dict) -> dict:
-    """Follow local "$ref" pointers such as "#/components/schemas/Patient" (RFC 6901)."""
-    while "$ref" in node:
-        node = follow_pointer(spec, node["$ref"])
-    return node
 
 
 def type_html(schema: dict, spec: dict | None = None) -> str:
@@ -190,15 +180,6 @@ def parameters_html(spec: dict, parameters: list[dict]) -> str:
             f"{rows}</table></div>")
 
 
-def example_of(spec: dict, media: dict):
-    """A media type's example: its own, the first of its named ones, or its schema's."""
-    if "example" in media:
-        return media["example"]
-    if media.get("examples"):
-        return resolve(spec, next(iter(media["examples"].values()))).get("value")
-    return resolve(spec, media.get("schema", {})).get("example")
-
-
 def example_html(value) -> str:
     if value is None:
         return ""
@@ -234,94 +215,6 @@ def responses_html(spec: dict, responses: dict) -> str:
                     f"{examples}</td><td>{bodies}</td><td>{'<ul>' + headers + '</ul>' if headers else ''}</td></tr>")
     return ('<h4>Responses</h4><div class="scroll"><table><tr><th>status</th><th>meaning</th><th>body</th>'
             "<th>headers</th></tr>" + "".join(rows) + "</table></div>")
-
-
-class Endpoint(NamedTuple):
-    path: str
-    method: str
-    operation: dict
-    parameters: list[dict]
-
-    @property
-    def anchor(self) -> str:
-        return "op-" + self.operation.get("operationId", f"{self.method}-{self.path}")
-
-
-def endpoints_by_tag(spec: dict) -> dict[str, list[Endpoint]]:
-    """Every operation in document order, grouped by its first tag (listed tags first)."""
-    groups = {tag["name"]: [] for tag in spec.get("tags", [])}
-    for path, path_item in spec.get("paths", {}).items():
-        for method, operation in path_item.items():
-            if method in OPERATION_KEYS:
-                # OpenAPI 3.1 §4.8.9: parameters on the Path Item apply to every operation under it.
-                parameters = path_item.get("parameters", []) + operation.get("parameters", [])
-                tag = operation.get("tags", ["other"])[0]
-                groups.setdefault(tag, []).append(Endpoint(path, method, operation, parameters))
-    return groups
-
-
-def shell_quoted(value: str) -> str:
-    """`value` as one word for a POSIX shell: in single quotes, each ' written as '\\''."""
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
-def path_variable(name: str) -> str | None:
-    """The shell variable the README's tour keeps an id in: patientId → PATIENT."""
-    return name[:-2].upper() if name.endswith("Id") else None
-
-
-def curl_command(spec: dict, endpoint: Endpoint) -> str:
-    """The operation as one curl command in the README's style: `$API` for the server,
-    `$AUTH` for the bearer header, ids from `$PATIENT`, `$REPORT`, `$SESSION`, the
-    spec's example as the body. Optional parameters are left out, as a first call would."""
-    operation = endpoint.operation
-    path = endpoint.path.replace("$", "\\$")  # "$everything" is the path's, not a variable
-    query, headers, body = [], [], []
-    for parameter in (resolve(spec, parameter) for parameter in endpoint.parameters):
-        if not parameter.get("required"):
-            continue
-        example = parameter.get("example", parameter.get("schema", {}).get("example", ""))
-        if parameter["in"] == "path":
-            variable = path_variable(parameter["name"])
-            path = path.replace("{" + parameter["name"] + "}", f"${variable}" if variable else str(example))
-        elif parameter["in"] == "query":
-            query.append(f"{parameter['name']}={example}")
-        elif parameter["in"] == "header":
-            headers.append(shell_quoted(f"{parameter['name']}: {example}"))
-    for media_type, media in resolve(spec, operation.get("requestBody", {})).get("content", {}).items():
-        if media_type == "multipart/form-data":
-            schema = resolve(spec, media.get("schema", {}))
-            for name, field in schema.get("properties", {}).items():
-                if field.get("contentMediaType") == "application/octet-stream":
-                    body.append(f"-F {name}=@scan.pdf")
-                elif name in schema.get("required", ()):
-                    body.append("-F " + shell_quoted(f"{name}={field.get('example', '')}"))
-        else:
-            headers.append(shell_quoted(f"Content-Type: {media_type}"))
-            example = example_of(spec, media)
-            if example is not None:
-                body.append("-d " + shell_quoted(json.dumps(example, ensure_ascii=False)))
-        break  # one body type per operation here
-    words = ["curl", "-s"]
-    successes = [resolve(spec, response) for status, response in operation.get("responses", {}).items()
-                 if status.startswith("2")]
-    media_types = [media_type for response in successes for media_type in response.get("content", {})]
-    if media_types and not any("json" in media_type or media_type.startswith("text/") for media_type in media_types):
-        words += ["-o", "report"]  # bytes, not text: into a file
-    # curl sends a body with POST unasked; any other method is named.
-    if endpoint.method != "get" and not (endpoint.method == "post" and body):
-        words += ["-X", endpoint.method.upper()]
-    url = "$API" + path + ("?" + "&".join(query) if query else "")
-    words.append(f'"{url}"' if "?" in url or "$" in path else url)
-    if operation.get("security"):
-        words += ["-H", '"$AUTH"']
-    words += [word for header in headers for word in ("-H", header)]
-    first = " ".join(words)
-    if not body:
-        return first
-    if len(first) + len(" ".join(body)) < 100:
-        return " ".join([first, *body])
-    return first + " \\\n     " + " ".join(body)
 
 
 def curl_html(spec: dict, endpoint: Endpoint) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from handlers.docs import curl_command, endpoints_by_tag
+from handlers.operations import curl_command, endpoints_by_tag
 from tests.support.uploads import PDF
 
 ROOT = Path(__file__).resolve().parent.parent
