@@ -17,10 +17,12 @@ from storage.errors import Conflict, Unavailable
 
 class Database:
     """What every part of the MongoDB store works through, and nothing else: the
-    database's collections, the GridFS bucket, the clock, and `errors_translated()`.
+    database's collections, the GridFS bucket (and `delete_file`), the clock, and
+    `errors_translated()`.
 
     `MongoStore` makes one and hands it to each part it is built from (accounts, the
-    versions protocol, the audit log), so no part reaches into another's attributes."""
+    versions protocol, the reports, the audit log), so no part reaches into another's
+    attributes."""
 
     def __init__(self, client, clock):
         database = client.get_default_database(default="meditrack")

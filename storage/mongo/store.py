@@ -17,12 +17,8 @@ look-up. Every change to a patient — its fields replaced, a report added or re
 the patient deleted — is a new version, claimed by an insert and then applied
 (storage/mongo/versions.py): that is how two writes never lose one another, on
 MongoDB and on servers that only resemble it (where a reader can, for a moment, see
-the version before the newest: see the NOTE there). An upload writes its GridFS file first
-and then adds the metadata to the patient; if that fails the file is deleted (unless
-the version naming it was claimed: it will be applied). A crash in between leaves a
-file no patient names, which the start-up sweep removes once it is old enough that it
-cannot be an upload still in flight (or, if an unapplied version names it, keeps, and
-applies that version).
+the version before the newest: see the NOTE there). How an upload and a delete keep a
+patient's reports and their GridFS files in step is told in storage/mongo/reports.py.
 
 The collections and error translation are in storage/mongo/database.py, report files
 in storage/mongo/reports.py, sessions and account erasure in storage/mongo/accounts.py,
