@@ -79,7 +79,8 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     the general one: it slows guessing, and keeps a storm of bcrypt work from starving
     every other request."""
     router = Router()
-    fhir_view = fhir.FhirView(records, settings.public_url)
+    fhir_view = fhir.FhirView(records, settings.public_url,
+                              identifier_system=settings.fhir_identifier_system)
     router.add("POST", "/auth/register", partial(auth.register, accounts), rate_limit=passwords_limit,
                tags=audited("create", "Account"))
     router.add("POST", "/auth/login", partial(auth.login, accounts), rate_limit=passwords_limit,
@@ -123,12 +124,19 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
                auth=True, tags=audited("download", "Report"))
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
                auth=True, tags=audited("delete", "Report"))
+    router.add("GET", "/fhir/metadata", partial(fhir.capabilities, fhir_view))
     router.add("GET", "/fhir/Patient", partial(fhir.search_patients, fhir_view), auth=True,
                tags=audited("search", "Patient"))
     router.add("GET", "/fhir/Patient/{patientId}", partial(fhir.read_patient, fhir_view), auth=True,
                tags=audited("read", "Patient"))
+    router.add("GET", "/fhir/Patient/{patientId}/_history", partial(fhir.patient_history, fhir_view), auth=True,
+               tags=audited("read", "Patient"))
+    router.add("GET", "/fhir/Patient/{patientId}/_history/{vid}",
+               partial(fhir.read_patient_version, fhir_view), auth=True, tags=audited("read", "Patient"))
     router.add("GET", "/fhir/Patient/{patientId}/$everything", partial(fhir.patient_everything, fhir_view),
                auth=True, tags=audited("read", "Patient"))
+    router.add("GET", "/fhir/DocumentReference", partial(fhir.search_document_references, fhir_view), auth=True,
+               tags=audited("search", "Report"))
     router.add("GET", "/fhir/DocumentReference/{reportId}", partial(fhir.read_document_reference, fhir_view),
                auth=True, tags=audited("read", "Report"))
     router.add("GET", "/export", partial(fhir.export, fhir_view), auth=True, tags=audited("export", "Export"))

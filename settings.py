@@ -52,6 +52,7 @@ class Settings:
     audit_retention_days: int = 2190         # six years, HIPAA's retention for documentation
     require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
     public_url: str | None = None            # the URL clients reach us at; None: http:// and the request's Host
+    fhir_identifier_system: str = "urn:meditrack:patient-id"  # the system of each FHIR Patient's identifier
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
     workers: int = 1                         # processes serving the port (web/workers/prefork.py); 1: no fork at all
 
@@ -78,6 +79,17 @@ def _public_url(name: str, text: str) -> str | None:
         raise SettingError(f"{name} must be an http:// or https:// URL without a trailing slash, query or "
                            f"fragment, not {text!r}")
     return text or None
+
+
+# An absolute URI (RFC 3986 §4.3): a scheme, ":", then no space or control character.
+ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[!-~]+")
+
+
+def _uri(name: str, text: str) -> str:
+    if not ABSOLUTE_URI.fullmatch(text) or "#" in text:
+        raise SettingError(f"{name} must be an absolute URI without a fragment (such as "
+                           f"https://records.example.org/patient-id or urn:oid:1.2.3), not {text!r}")
+    return text
 
 
 def _workers(name: str, text: str) -> int:
@@ -146,6 +158,7 @@ ENVIRONMENT = {
     "MEDITRACK_AUDIT_RETENTION_DAYS": ("audit_retention_days", lambda name, text: _integer(name, text, 1, 36500)),
     "MEDITRACK_REQUIRE_IF_MATCH": ("require_if_match", _flag),
     "MEDITRACK_PUBLIC_URL": ("public_url", _public_url),
+    "MEDITRACK_FHIR_IDENTIFIER_SYSTEM": ("fhir_identifier_system", _uri),
     "MEDITRACK_CORS_ORIGINS": ("cors_origins", _origins),
     "MEDITRACK_WORKERS": ("workers", _workers),
 }

@@ -1,4 +1,4 @@
-"""The FHIR R4 view of a user's records: read, search, $everything, and a streamed export.
+"""The FHIR R4 view of a user's records: read, history, search, $everything, and a streamed export.
 
 The same records as /patients, with the same rules (a user sees only their own:
 another user's patient is 403, a missing one 404), shaped as FHIR resources by
@@ -10,7 +10,9 @@ asks for a few things the plain API does differently:
 - the version is the resource's `meta.versionId`, and its ETag is weak: `W/"3"`
   (http.html#versioning), so If-None-Match answers 304 as on /patients;
 - a search answers a Bundle that counts every match (`total`) and links to the next
-  page; `_count` is the page size, `cursor` the same opaque cursor as /patients;
+  page; `_count` is the page size, `cursor` says where the previous page ended. What a
+  search may ask, and how it is refused, is handlers/fhir_search.py's;
+- a patient's versions are its history (`_history`), each readable (`_history/{vid}`);
 - references are absolute URLs: every Bundle entry's `fullUrl` can be read back.
 
 `GET /export` writes every Patient and DocumentReference the user owns as NDJSON,
@@ -19,18 +21,22 @@ response is sent in chunks as it is made, so the server's memory does not grow w
 the number of patients and the first line leaves at once. It is not a snapshot: a
 patient created while an export runs may or may not be in it.
 
-Each handler takes `FhirView` first: the records, and the server's public URL.
+Each handler takes `FhirView` first: the records, the server's public URL, the
+identifier system and the clock.
 """
 
+import heapq
 import re
+from datetime import datetime, timezone
 from typing import Iterator
-from urllib.parse import urlencode
 
-from handlers import fhir_mapping
-from handlers.inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_of, path_id, query_id, query_int
+from handlers import fhir_capability, fhir_mapping, fhir_search
+from handlers.inputs import (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_VERSION, page_of, path_id, query_id, query_int,
+                             whole_number)
 from handlers.patients import PatientRecords, etag_of
 from handlers.reports import report_of
 from storage.errors import NotFound
+from storage.ids import is_object_id
 from web.conditional import NOT_MODIFIED, evaluate_preconditions
 from web.messages import Request, Response, encode_json
 from web.problems import Forbidden, headers_for, public_detail, status_for
@@ -41,12 +47,22 @@ HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5}
 
 
 class FhirView:
-    """What the FHIR handlers depend on: the patient records, and the URL clients reach
-    the server at (MEDITRACK_PUBLIC_URL), which absolute references are made from."""
+    """What the FHIR handlers depend on: the patient records, the URL clients reach the
+    server at (MEDITRACK_PUBLIC_URL), which absolute references are made from, the
+    system of each Patient's identifier."""
 
-    def __init__(self, records: PatientRecords, public_url: str | None = None):
+    def __init__(self, records: PatientRecords, public_url: str | None = None, *,
+                 identifier_system: str = "urn:meditrack:patient-id"):
         self.records = records
         self.public_url = public_url
+        self.identifier_system = identifier_system
+
+    def patient(self, patient: dict, base: str) -> dict:
+        return fhir_mapping.patient_resource(patient, base, identifier_system=self.identifier_system)
+
+    def now(self) -> datetime:
+        """The records' clock (a search's `ap` is relative to now)."""
+        return datetime.fromtimestamp(self.records.clock(), timezone.utc)
 
     def base_url(self, request: Request) -> str:
         """The public URL if one is set (behind a TLS proxy it is the only way to know
@@ -72,8 +88,46 @@ def read_patient(view: FhirView, request: Request) -> Response:
     patient = view.records.owned_patient(request)
     if evaluate_preconditions(request.headers, request.method, etag_of(patient)) == NOT_MODIFIED:
         return Response(304, headers=[("ETag", weak_etag(patient))])
-    resource = fhir_mapping.patient_resource(patient, view.base_url(request))
-    return fhir_response(resource, headers=[("ETag", weak_etag(patient))])
+    return fhir_response(view.patient(patient, view.base_url(request)), headers=[("ETag", weak_etag(patient))])
+
+
+def capabilities(view: FhirView, request: Request) -> Response:
+    """GET /fhir/metadata: what this server can do (handlers/fhir_capability.py)."""
+    return fhir_response(fhir_capability.capability_statement(view.base_url(request)))
+
+
+def patient_history(view: FhirView, request: Request) -> Response:
+    """GET /fhir/Patient/{patientId}/_history?_count=&cursor=: every version, the newest
+    first, a page at a time; `cursor` is the last version of the page before (as on
+    /patients/{id}/versions). `total` is the number of versions: each one is kept."""
+    patient = view.records.owned_patient(request)
+    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999),
+                MAX_PAGE_SIZE)
+    cursor = query_int(request, "cursor", default=None, minimum=1, maximum=10**10 - 1)
+    below = patient["version"] + 1 if cursor is None else min(cursor, patient["version"] + 1)
+    listed = view.records.store.list_versions(patient["id"], below=below, limit=count + 1)
+    page, next_cursor = page_of(listed, count, key="version")
+    versions = [{"id": patient["id"], **view.records.store.get_version(patient["id"], item["version"])}
+                for item in page]
+    base = view.base_url(request)
+    url = f"{base}/fhir/Patient/{patient['id']}/_history"
+    links = {"self": f"{url}?_count={count}" + (f"&cursor={cursor}" if cursor else "")}
+    if next_cursor is not None:
+        links["next"] = f"{url}?_count={count}&cursor={next_cursor}"
+    return fhir_response(fhir_mapping.history_bundle(versions, base, total=patient["version"], links=links,
+                                                     identifier_system=view.identifier_system))
+
+
+def read_patient_version(view: FhirView, request: Request) -> Response:
+    """GET /fhir/Patient/{patientId}/_history/{vid}: the Patient as it was at
+    that version (FHIR's vread), with that version's weak ETag."""
+    patient = view.records.owned_patient(request)
+    version = whole_number(request.params["vid"], "vid", 1, MAX_VERSION)
+    if version > patient["version"]:
+        raise NotFound("this patient has no such version")
+    fields = view.records.store.get_version(patient["id"], version)
+    resource = view.patient({"id": patient["id"], **fields}, view.base_url(request))
+    return fhir_response(resource, headers=[("ETag", f'W/"{version}"')])
 
 
 def read_document_reference(view: FhirView, request: Request) -> Response:
@@ -98,50 +152,167 @@ def patient_everything(view: FhirView, request: Request) -> Response:
     per report, in one Bundle (FHIR R4 patient-operation-everything.html)."""
     patient = view.records.owned_patient(request)
     base = view.base_url(request)
-    resources = fhir_mapping.patient_with_documents(patient, base)
+    resources = fhir_mapping.patient_with_documents(patient, base, identifier_system=view.identifier_system)
     link = {"self": f"{base}/fhir/Patient/{patient['id']}/$everything"}
     return fhir_response(fhir_mapping.bundle(resources, base, total=len(resources), links=link))
 
 
 def search_patients(view: FhirView, request: Request) -> Response:
-    """GET /fhir/Patient?_count=&cursor=: a page of the user's patients as a searchset Bundle.
+    """GET /fhir/Patient?...: the user's patients that match every parameter, as a
+    searchset Bundle a page at a time (handlers/fhir_search.py reads the query; a
+    parameter it does not support is 400, or left out under Prefer: handling=lenient).
 
     FHIR R4 search.html#count: the server "is not bound to return the number
     requested, but cannot return more", so a _count above the page limit is served
     as the limit rather than refused."""
-    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999), MAX_PAGE_SIZE)
+    search = fhir_search.parse_patient_search(request.query, lenient=prefers(request, "handling=lenient"),
+                                              identifier_system=view.identifier_system, now=view.now())
+    base = view.base_url(request)
+    page, total = matching_patients(view.records.store, request.user["id"], search)
+    url = f"{base}/fhir/Patient"
+    links = {"self": fhir_search.link(url, search.applied() + cursor_pair(request, search))}
+    if search.summary_count:
+        page = []  # _summary=count: the total alone
+    elif len(page) > search.count:
+        page = page[:search.count]
+        links["next"] = fhir_search.link(url, [*search.applied(), ("cursor", search.cursor_after(page[-1]))])
+    resources = [view.patient(patient, base) for patient in page]
+    return fhir_response(fhir_mapping.bundle(resources, base, total=None if search.total == "none" else total,
+                                             links=links))
+
+
+def cursor_pair(request: Request, search: fhir_search.Search) -> list[tuple[str, str]]:
+    return [("cursor", request.query["cursor"][0])] if search.cursor is not None else []
+
+
+def prefers(request: Request, preference: str) -> bool:
+    """Whether the request's Prefer header (RFC 7240: comma-separated, possibly over
+    several fields) holds this preference, e.g. "handling=lenient" or "respond-async"."""
+    fields = request.headers.get_all("Prefer") or []
+    return any(item.strip().lower() == preference for field in fields for item in field.split(","))
+
+
+def matching_patients(store, owner_id: str, search: fhir_search.Search) -> tuple[list[dict], int]:
+    """Up to `count + 1` matches past the cursor, in the search's order (the extra one
+    says a next page exists), and how many match in all.
+
+    With no test and id order, the store pages for us. Otherwise every patient of the
+    user is read, a page at a time, and tested here; only the best `count + 1` are
+    kept (heapq.nsmallest), so memory holds one page whatever the user has. Paging by
+    the last entry's place in the order (not by offset) keeps the next page right
+    while patients are added or removed: nothing seen twice, nothing that was there
+    throughout skipped."""
+    if not search.criteria and not search.sort:
+        after = search.cursor[0] if search.cursor else None
+        return store.list_patients(owner_id, limit=search.count + 1, after=after), store.count_patients(owner_id)
+    total = 0
+
+    def past_the_cursor():
+        nonlocal total
+        for patient in every_patient(store, owner_id):
+            if search.matches(patient):
+                total += 1
+                if search.past_cursor(patient):
+                    yield patient
+    page = heapq.nsmallest(search.count + 1, past_the_cursor(), key=search.key)
+    return page, total
+
+
+def every_patient(store, owner_id: str) -> Iterator[dict]:
+    """Each of the owner's patients in id order, read a page of EXPORT_PAGE at a time."""
+    after = None
+    while True:
+        patients = store.list_patients(owner_id, limit=EXPORT_PAGE, after=after)
+        yield from patients
+        if len(patients) < EXPORT_PAGE:
+            return
+        after = patients[-1]["id"]
+
+
+def search_document_references(view: FhirView, request: Request) -> Response:
+    """GET /fhir/DocumentReference?patient=<id>&_count=&cursor=: the reports of the
+    patients named (`patient` or `subject`, as `<id>`, `Patient/<id>` or the Patient's
+    full URL; commas for several), or of all the caller's patients when none is named,
+    in report id order. A patient the caller does not own, or that does not exist,
+    simply has no reports here: a search never says whose it is."""
+    lenient = prefers(request, "handling=lenient")
+    base = view.base_url(request)
+    named: set[str] | None = None
+    applied: list[tuple[str, str]] = []
+    for name, values in request.query.items():
+        if name in ("patient", "subject"):
+            for value in values:
+                ids = {patient_reference(item, base) for item in fhir_search.split_values(value)} - {None}
+                named = ids if named is None else named & ids  # repeated: AND; commas: OR
+                applied.append((name, value))
+        elif name not in ("_count", "cursor") and not lenient:
+            raise fhir_search.Unsupported(f"the search parameter {name} is not supported on DocumentReference "
+                                      f"(supported: patient, subject, _count)")
+    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999),
+                MAX_PAGE_SIZE)
     cursor = query_id(request, "cursor")
-    owner, base = request.user["id"], view.base_url(request)
-    patients = view.records.store.list_patients(owner, limit=count + 1, after=cursor)
-    page, next_cursor = page_of(patients, count)
-    links = {"self": search_url(base, count, cursor)}
-    if next_cursor is not None:
-        links["next"] = search_url(base, count, next_cursor)
-    resources = [fhir_mapping.patient_resource(patient, base) for patient in page]
-    total = view.records.store.count_patients(owner)
+    total = 0
+
+    def past_the_cursor():
+        nonlocal total
+        for patient in owned_patients(view.records.store, request.user["id"], named):
+            for report in patient["reports"]:
+                total += 1
+                if cursor is None or report["id"] > cursor:
+                    yield report["id"], patient["id"], report
+    after = heapq.nsmallest(count + 1, past_the_cursor(), key=lambda document: document[0])
+    url = f"{base}/fhir/DocumentReference"
+    applied.append(("_count", str(count)))
+    links = {"self": fhir_search.link(url, applied + ([("cursor", cursor)] if cursor else []))}
+    if len(after) > count:
+        after = after[:count]
+        links["next"] = fhir_search.link(url, [*applied, ("cursor", after[-1][0])])
+    resources = [fhir_mapping.document_reference(patient_id, report, base) for _, patient_id, report in after]
     return fhir_response(fhir_mapping.bundle(resources, base, total=total, links=links))
 
 
-def search_url(base: str, count: int, cursor: str | None) -> str:
-    query = {"_count": count, **({"cursor": cursor} if cursor else {})}
-    return f"{base}/fhir/Patient?{urlencode(query)}"
+def owned_patients(store, owner_id: str, named: set[str] | None) -> Iterator[dict]:
+    """The owner's patients among those named (all of them when None)."""
+    if named is None:
+        yield from every_patient(store, owner_id)
+        return
+    for patient_id in sorted(named):
+        try:
+            patient = store.get_patient(patient_id)
+        except NotFound:
+            continue
+        if patient["ownerId"] == owner_id:
+            yield patient
+
+
+def patient_reference(text: str, base: str) -> str | None:
+    """The patient id a reference names: `<id>`, `Patient/<id>`, or `<url>/Patient/<id>`,
+    which is one of ours only when `<url>` is this server's FHIR base (another
+    server's patient is not ours, whatever its id: None). Anything else is 400."""
+    prefix, _, patient_id = text.rpartition("Patient/")
+    if not is_object_id(patient_id if _ else text) or (prefix and not prefix.endswith("/")):
+        raise fhir_search.Refused(f"{text!r} is not a reference to a Patient (<id> or Patient/<id>)")
+    if not _:
+        return text
+    return patient_id if prefix in ("", f"{base}/fhir/") else None
 
 
 def export(view: FhirView, request: Request) -> Response:
     """GET /export: every Patient and DocumentReference the user owns, one per line."""
-    lines = export_lines(view.records, request.user["id"], view.base_url(request))
+    lines = export_lines(view.records, request.user["id"], view.base_url(request), view.identifier_system)
     # content_length=None: sent chunked, as it is made (RFC 9112 §7.1).
     return Response(200, lines, [("Content-Type", fhir_mapping.FHIR_NDJSON)], content_length=None)
 
 
-def export_lines(records: PatientRecords, owner_id: str, base: str) -> Iterator[bytes]:
+def export_lines(records: PatientRecords, owner_id: str, base: str, identifier_system: str) -> Iterator[bytes]:
     """The export's bytes, a page of patients at a time: only one page is ever in
     memory, and the first page leaves before the second is read."""
     after = None
     while True:
         patients = records.store.list_patients(owner_id, limit=EXPORT_PAGE, after=after)
         yield b"".join(encode_json(resource) + b"\n" for patient in patients
-                       for resource in fhir_mapping.patient_with_documents(patient, base))
+                       for resource in fhir_mapping.patient_with_documents(patient, base,
+                                                                           identifier_system=identifier_system))
         if len(patients) < EXPORT_PAGE:
             return
         after = patients[-1]["id"]
@@ -151,5 +322,5 @@ def fhir_error_response(exc: BaseException, statuses) -> Response:
     """Any error under /fhir/ as an OperationOutcome (FHIR R4 http.html: a server
     returns one with an error status), with the headers the status calls for."""
     status = status_for(exc, statuses)
-    outcome = fhir_mapping.operation_outcome(status, public_detail(exc, status))
+    outcome = fhir_mapping.operation_outcome(status, public_detail(exc, status), getattr(exc, "issue", None))
     return fhir_response(outcome, status, headers_for(exc))

@@ -8,6 +8,7 @@ below is named as the specification names it, e.g. `Patient.birthDate`.
     stored report   →  DocumentReference  (document_reference): the file itself stays
                                            at its download URL, the resource points there
     a list of them  →  Bundle             (bundle): type searchset, with total and links
+    its versions    →  Bundle             (history_bundle): type history, the newest first
     an error        →  OperationOutcome   (operation_outcome)
 
 Decisions where MediTrack's record and FHIR's Patient differ:
@@ -24,6 +25,11 @@ Decisions where MediTrack's record and FHIR's Patient differ:
   phone is no telecom entry, an empty address no address.
 - Each resource carries a generated narrative (`text`), which FHIR asks every resource
   to have (`dom-6`) so that a person can read it without knowing the resource.
+
+Each Patient carries one `identifier`: its MediTrack id as `value`, under the
+deployment's `identifier_system` (MEDITRACK_FHIR_IDENTIFIER_SYSTEM), a URI that stays
+the same whatever name a client used for the server, as an identifier must (US Core
+asks every Patient for one).
 
 Every function takes `base`, the server's URL as clients reach it (e.g.
 "https://records.example.org", MEDITRACK_PUBLIC_URL; unset, the request's Host):
@@ -56,7 +62,7 @@ def narrative(text: str) -> dict:
     return {"status": "generated", "div": f'<div xmlns="{XHTML}"><p>{escape(text)}</p></div>'}
 
 
-def patient_resource(patient: dict, base: str) -> dict:
+def patient_resource(patient: dict, base: str, *, identifier_system: str) -> dict:
     resource = {
         "resourceType": "Patient",
         "id": patient["id"],                                     # Resource.id
@@ -68,6 +74,8 @@ def patient_resource(patient: dict, base: str) -> dict:
                   *notes_extensions(patient, base)]
     if extensions:
         resource["extension"] = extensions                       # DomainResource.extension
+    resource["identifier"] = [{"system": identifier_system,      # Patient.identifier.system
+                               "value": patient["id"]}]          # Patient.identifier.value
     resource["name"] = [{"use": "official",                      # Patient.name.use
                          "family": patient["lastName"],          # Patient.name.family
                          "given": [patient["firstName"]]}]       # Patient.name.given
@@ -133,9 +141,9 @@ def document_reference(patient_id: str, report: dict, base: str) -> dict:
     return resource
 
 
-def patient_with_documents(patient: dict, base: str) -> list[dict]:
+def patient_with_documents(patient: dict, base: str, *, identifier_system: str) -> list[dict]:
     """The patient's resources: its Patient, then a DocumentReference per report."""
-    return [patient_resource(patient, base), *(document_reference(patient["id"], report, base)
+    return [patient_resource(patient, base, identifier_system=identifier_system), *(document_reference(patient["id"], report, base)
                                                for report in patient["reports"])]
 
 
@@ -143,15 +151,14 @@ def full_url(resource: dict, base: str) -> str:
     return f"{base}/fhir/{resource['resourceType']}/{resource['id']}"
 
 
-def bundle(resources: list[dict], base: str, *, total: int, links: dict[str, str]) -> dict:
+def bundle(resources: list[dict], base: str, *, total: int | None, links: dict[str, str]) -> dict:
     """A searchset Bundle (FHIR R4 bundle.html): `total` counts every match, not only
-    this page's; `link` holds `self` and, when there is one, `next`."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",                                     # Bundle.type
-        "total": total,                                          # Bundle.total
-        "link": [{"relation": relation, "url": url} for relation, url in links.items()],  # Bundle.link
-    }
+    this page's (None, when the client asked for no total: left out); `link` holds
+    `self` and, when there is one, `next`."""
+    bundle = {"resourceType": "Bundle", "type": "searchset"}     # Bundle.type
+    if total is not None:
+        bundle["total"] = total                                  # Bundle.total
+    bundle["link"] = [{"relation": relation, "url": url} for relation, url in links.items()]  # Bundle.link
     if resources:  # FHIR R4 json.html: an array is never empty, it is left out
         bundle["entry"] = [{"fullUrl": full_url(resource, base),  # Bundle.entry.fullUrl: where to read it
                             "resource": resource,
@@ -160,9 +167,37 @@ def bundle(resources: list[dict], base: str, *, total: int, links: dict[str, str
     return bundle
 
 
-def operation_outcome(status: int, detail: str) -> dict:
+def history_bundle(versions: list[dict], base: str, *, total: int, links: dict[str, str],
+                   identifier_system: str) -> dict:
+    """A patient's history (FHIR R4 http.html#history): a Bundle of type `history`, one
+    entry per version, the newest first. Each entry says how that version was made: the
+    first by a create (POST, 201), every later one by an update (PUT, 200), with the
+    version's weak ETag and when it was written (bdl-3 and bdl-4: a history entry has
+    `request` and `response`)."""
+    entries = []
+    for version in versions:
+        resource = patient_resource(version, base, identifier_system=identifier_system)
+        created = version["version"] == 1
+        entries.append({
+            "fullUrl": full_url(resource, base),                 # Bundle.entry.fullUrl
+            "resource": resource,
+            "request": {"method": "POST" if created else "PUT",  # Bundle.entry.request
+                        "url": "Patient" if created else f"Patient/{version['id']}"},
+            "response": {"status": "201" if created else "200",  # Bundle.entry.response
+                         "etag": f'W/"{version["version"]}"', "lastModified": version["updatedAt"]},
+        })
+    bundle = {"resourceType": "Bundle", "type": "history", "total": total,
+              "link": [{"relation": relation, "url": url} for relation, url in links.items()]}
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def operation_outcome(status: int, detail: str, code: str | None = None) -> dict:
     """An error as FHIR says a server reports one (FHIR R4 http.html#2.21.0.18): an
-    OperationOutcome with one issue, its `code` the kind of error the status is."""
+    OperationOutcome with one issue, its `code` the kind of error the status is, unless
+    the error names its own (a search parameter that is not supported)."""
     return {"resourceType": "OperationOutcome",
             "text": narrative(f"{status} {HTTPStatus(status).phrase}: {detail}"),
-            "issue": [{"severity": "error", "code": ISSUE_TYPES.get(status, "exception"), "diagnostics": detail}]}
+            "issue": [{"severity": "error", "code": code or ISSUE_TYPES.get(status, "exception"),
+                       "diagnostics": detail}]}

@@ -6,6 +6,7 @@ from handlers import fhir_mapping
 from handlers.fhir import export_lines
 
 BASE = "http://meditrack.test"
+SYSTEM = "urn:meditrack:patient-id"
 STORED = {"id": "65f1c2a9b4d3e8f7a6b5c4d3", "ownerId": "65f1c2a9b4d3e8f7a6b5c4d0", "firstName": "Ada",
           "lastName": "Lovelace", "dateOfBirth": "1815-12-10", "gender": "female", "email": "ada@example.org",
           "phone": "+44 20 7946 0018", "address": {"line": "12 St James's Square", "city": "London",
@@ -20,7 +21,7 @@ REPORT = {"id": "65f1c3b0e2a1d4c5b6a7f8e9", "filename": "panel <1>.pdf", "conten
 
 
 def patient(stored=STORED) -> dict:
-    return fhir_mapping.patient_resource(stored, BASE)
+    return fhir_mapping.patient_resource(stored, BASE, identifier_system=SYSTEM)
 
 
 def test_id_and_meta_carry_the_id_the_version_and_the_last_update():
@@ -88,7 +89,7 @@ def test_a_report_without_description_or_sha1_leaves_them_out():
 
 
 def test_a_bundle_counts_total_links_pages_and_gives_absolute_full_urls():
-    resources = fhir_mapping.patient_with_documents({**STORED, "reports": [REPORT]}, BASE)
+    resources = fhir_mapping.patient_with_documents({**STORED, "reports": [REPORT]}, BASE, identifier_system=SYSTEM)
     bundle = fhir_mapping.bundle(resources, BASE, total=7, links={"self": f"{BASE}/fhir/Patient", "next": "n"})
     assert (bundle["type"], bundle["total"]) == ("searchset", 7)
     assert bundle["link"] == [{"relation": "self", "url": f"{BASE}/fhir/Patient"}, {"relation": "next", "url": "n"}]
@@ -123,7 +124,7 @@ class Records:
 
 def test_the_export_sends_its_first_page_before_reading_the_next():
     store = PagedStore(250)
-    lines = export_lines(Records(store), "owner", BASE)
+    lines = export_lines(Records(store), "owner", BASE, SYSTEM)
     first = next(lines)
     assert store.pages_read == 1 and first.count(b"\n") == 100
     assert sum(chunk.count(b"\n") for chunk in lines) == 150 and store.pages_read == 3

@@ -29,12 +29,14 @@ CONTRACT_ROUTES = {
     ("get", "/patients/{patientId}/reports"), ("post", "/patients/{patientId}/reports"),
     ("get", "/patients/{patientId}/reports/{reportId}"), ("delete", "/patients/{patientId}/reports/{reportId}"),
     ("get", "/audit"), ("get", "/patients/{patientId}/audit"),
-    ("get", "/fhir/Patient"), ("get", "/fhir/Patient/{patientId}"), ("get", "/fhir/Patient/{patientId}/$everything"),
-    ("get", "/fhir/DocumentReference/{reportId}"), ("get", "/export"),
+    ("get", "/fhir/metadata"), ("get", "/fhir/Patient"), ("get", "/fhir/Patient/{patientId}"),
+    ("get", "/fhir/Patient/{patientId}/_history"), ("get", "/fhir/Patient/{patientId}/_history/{vid}"),
+    ("get", "/fhir/Patient/{patientId}/$everything"),
+    ("get", "/fhir/DocumentReference"), ("get", "/fhir/DocumentReference/{reportId}"), ("get", "/export"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
 }
 PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),
-                 ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
+                 ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"), ("get", "/fhir/metadata")}
 ROUTES_WITHOUT_4XX = {("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
 
 # The keywords web/validation.py understands, plus the annotations it ignores.
