@@ -7,6 +7,7 @@ parameters from handlers/fhir_search.py, so the statement cannot promise one the
 search would refuse. It needs no token: it holds nothing of anyone's.
 """
 
+from handlers.fhir_mapping import narrative
 from handlers.fhir_search import PATIENT_PARAMETERS, SORT_KEYS
 
 STATEMENT_DATE = "2026-12-07"  # when what this statement lists last changed
@@ -14,7 +15,7 @@ SOFTWARE_VERSION = "1.0.0"     # openapi.json's info.version
 
 SECURITY = ("Every resource is read with a bearer token: POST /auth/login answers an access token (a JWT "
             "that lives 15 minutes by default) and a refresh token; send the access token as "
-            "'Authorization: Bearer <token>'. A user sees only the patients they created: another "
+            "'Authorization: Bearer' and the token. A user sees only the patients they created: another "
             "user's patient is 403, one that does not exist 404. Only this statement needs no token.")
 DELETED = ("A deleted patient is gone with its whole history: its read, vread and history answer 404, "
            "as FHIR allows a server that keeps no deleted records.")
@@ -24,6 +25,8 @@ def capability_statement(base: str) -> dict:
     fhir = f"{base}/fhir"
     return {
         "resourceType": "CapabilityStatement",
+        "text": narrative("MediTrack serves Patient (read, vread, search, history, $everything) and "
+                          "DocumentReference (read, search) as FHIR R4 JSON, with bearer tokens."),
         "status": "active",                                      # CapabilityStatement.status
         "date": STATEMENT_DATE,                                  # .date
         "publisher": "MediTrack",
@@ -65,7 +68,7 @@ def document_reference_capability() -> dict:
         "interaction": [{"code": "read"}, {"code": "search-type"}],
         "searchParam": [
             {"name": "patient", "type": "reference", "documentation": "the patient the report belongs to"},
-            {"name": "subject", "type": "reference", "documentation": "the same, as Patient/<id>"},
+            {"name": "subject", "type": "reference", "documentation": "the same, as Patient/ and the id"},
         ],
         "documentation": "A search names its patient (patient or subject); _count pages it.",
     }

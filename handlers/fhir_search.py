@@ -298,8 +298,9 @@ def string_test(fields: tuple[str, ...], how: str, value: str) -> Callable[[dict
 # case, and widening a range (`ap`) can never overflow.
 
 PREFIXES = ("eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap")
-DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
-                  r"(Z|[+-]\d{2}:\d{2})?)?)?)?")
+# FHIR's date and dateTime (datatypes.html), ASCII digits only; a zone is at most ±14:00.
+DATE = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?"
+                  r"(Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?")
 EPOCH = datetime(1970, 1, 1)
 MICROSECONDS = {"day": 86_400_000_000, "minute": 60_000_000, "second": 1_000_000}
 

@@ -4,8 +4,10 @@ the validator (tests/hapi_validator.py) and names it in MEDITRACK_FHIR_VALIDATOR
 
 The shapes: a patient with every field set and one with only the required ones, a
 report of each type (PDF, PNG, JPEG; with and without a description), $everything's
-Bundle, a search Bundle with a next link and the last page without one, every line
-of an export, and the OperationOutcomes of a 400, 401, 403 and 404. They are taken
+Bundle, a search Bundle with a next link and the last page without one, a sorted
+search, a `_summary=count` Bundle, a history Bundle and a past version, a
+DocumentReference search, the CapabilityStatement, every line of an export, and the
+OperationOutcomes of a 400 (a value, and a parameter not supported), 401, 403 and 404. They are taken
 from a live server, as a client receives them, and validated in one run of the
 validator (its start-up, loading the R4 definitions, takes most of the time).
 """
@@ -32,6 +34,8 @@ def emitted_resources(client: ApiClient, other_client: ApiClient, anonymous: Api
     full = client.post("/patients", json=FULL).json()
     minimal = client.post("/patients", json=PATIENT).json()
     uploads = [(pdf_of_size(4000), "panel.pdf", "Blood panel"), (PNG, "x-ray.png", None), (JPEG, "photo.jpg", "A photo")]
+    client.request("PATCH", f"/patients/{full['id']}", json={"notes": "Moved to the afternoon."},
+                   headers={"Content-Type": "application/merge-patch+json"})
     for data, filename, description in uploads:
         response = client.post(f"/patients/{full['id']}/reports", files={"file": (filename, data)},
                                data={"description": description} if description else {})
@@ -43,11 +47,18 @@ def emitted_resources(client: ApiClient, other_client: ApiClient, anonymous: Api
         "everything-minimal": client.get(f"/fhir/Patient/{minimal['id']}/$everything"),
         "search-first-page": client.get("/fhir/Patient?_count=1"),
         "search-last-page": client.get(f"/fhir/Patient?_count=1&cursor={min(full['id'], minimal['id'])}"),
+        "search-sorted": client.get("/fhir/Patient?family=lov&birthdate=ge1800&_sort=-birthdate,given"),
+        "search-summary-count": client.get("/fhir/Patient?_summary=count"),
+        "document-reference-search": client.get(f"/fhir/DocumentReference?patient={full['id']}&_count=2"),
+        "capability-statement": anonymous.get("/fhir/metadata"),
         "outcome-400": client.get("/fhir/Patient?_count=0"),
+        "outcome-400-not-supported": client.get("/fhir/Patient?address=London"),
         "outcome-401": anonymous.get(f"/fhir/Patient/{full['id']}"),
         "outcome-403": other_client.get(f"/fhir/Patient/{full['id']}"),
         "outcome-404": client.get("/fhir/Patient/0123456789abcdef01234567"),
     }
+    shapes["history"] = client.get(f"/fhir/Patient/{full['id']}/_history")
+    shapes["version-1"] = client.get(f"/fhir/Patient/{full['id']}/_history/1")
     resources = {name: response.json() for name, response in shapes.items()}
     export = client.get("/export")
     for number, line in enumerate(export.content.splitlines()):

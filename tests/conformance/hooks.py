@@ -12,12 +12,17 @@ What they do, and why each is needed:
   characters). Both rules are in the spec's descriptions; here no generated body breaks
   them, so positive_data_acceptance judges only what the schema can state. (Invalid
   bodies lose nothing by it: breaking these two rules is the project's own tests' job.)
+- **A FHIR search's cursor and dates**: a `cursor` is the server's to write (it comes
+  from a next link, and with `_sort` it encodes the last entry's place), and a date
+  that matches FHIR's pattern may still not exist (2021-02-29). A valid search drops
+  such a cursor or date; an invalid one keeps what it drew.
 - **An upload's file** must be a PDF, PNG or JPEG, which the server decides from its
   first bytes: the drawn bytes are given a PDF's signature, so uploads succeed and
   the stateful phase reaches downloads and deletes.
 """
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -83,11 +88,35 @@ def filter_body(context, body):
                    for name in PASSWORD_FIELDS)
 
 
+def dates_exist(text: str) -> bool:
+    """Whether every YYYY-MM-DD in a date search value is a day of the calendar."""
+    for year, month, day in re.findall(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", text):
+        try:
+            date(int(year), int(month), int(day))
+        except ValueError:
+            return False
+    return True
+
+
+def keep_fhir_search_valid(case) -> None:
+    """Drop from a valid Patient search what only the server can make valid."""
+    if case.operation.path != "/fhir/Patient" or not case.query:
+        return
+    case.query.pop("cursor", None)
+    for name in ("birthdate", "_lastUpdated"):
+        if isinstance(case.query.get(name), str) and not dates_exist(case.query[name]):
+            del case.query[name]
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    """An upload's file gets a PDF's first bytes, so the server takes it. (A request
-    hook, not a generation one: it also reaches the examples and the schema's
-    boundary values, which the coverage phase builds without the generation hooks.)"""
+    """An upload's file gets a PDF's first bytes, so the server takes it; a FHIR search
+    loses a cursor it did not get from the server, and a date that does not exist.
+    (A request hook, not a generation one: it also reaches the examples and the
+    schema's boundary values, which the coverage phase builds without the generation
+    hooks.)"""
+    if case.meta is not None and case.meta.generation.mode == "positive":
+        keep_fhir_search_valid(case)
     body = case.body
     if not (case.operation.path.endswith("/reports") and case.method.upper() == "POST"
             and isinstance(body, dict) and "file" in body and case.meta is not None
