@@ -44,10 +44,11 @@ import time
 from functools import partial
 
 import system
-from handlers import (ERROR_STATUSES, audit_trail, auth, docs, fhir, patients, reports, service, sessions,
-                      versions)
+from handlers import (ERROR_STATUSES, audit_trail, auth, bulk_export, docs, fhir, patients, reports, service,
+                      sessions, versions)
 from handlers.audit_trail import AuditTrail
 from handlers.auth import Accounts
+from handlers.bulk_jobs import BulkJobs
 from handlers.docs import Documents
 from handlers.patients import PatientRecords
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
@@ -73,7 +74,7 @@ def audited(action: str, resource_type: str) -> dict:
 
 
 def build_router(settings: Settings, store: Store, accounts: Accounts, records: PatientRecords,
-                 documents: Documents, trail: AuditTrail, passwords_limit=None) -> Router:
+                 documents: Documents, trail: AuditTrail, passwords_limit=None, *, clock=time.time) -> Router:
     """The whole API on one screen: method, path template, handler with its services, options.
     `rate_limit=passwords_limit`: where passwords are checked, a stricter bucket as well as
     the general one: it slows guessing, and keeps a storm of bcrypt work from starving
@@ -81,6 +82,9 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router = Router()
     fhir_view = fhir.FhirView(records, settings.public_url,
                               identifier_system=settings.fhir_identifier_system)
+    bulk = bulk_export.BulkExport(BulkJobs(settings.data_dir / "bulk", store, clock=clock,
+                                           retention=settings.export_retention_hours * 3600,
+                                           identifier_system=settings.fhir_identifier_system), fhir_view)
     router.add("POST", "/auth/register", partial(auth.register, accounts), rate_limit=passwords_limit,
                tags=audited("create", "Account"))
     router.add("POST", "/auth/login", partial(auth.login, accounts), rate_limit=passwords_limit,
@@ -127,6 +131,14 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router.add("GET", "/fhir/metadata", partial(fhir.capabilities, fhir_view))
     router.add("GET", "/fhir/Patient", partial(fhir.search_patients, fhir_view), auth=True,
                tags=audited("search", "Patient"))
+    router.add("GET", "/fhir/$export", partial(bulk_export.kick_off, bulk), auth=True,
+               tags=audited("export", "Export"))
+    router.add("GET", "/fhir/Patient/$export", partial(bulk_export.kick_off, bulk), auth=True,
+               tags=audited("export", "Export"))
+    router.add("GET", "/fhir/bulk/{jobId}", partial(bulk_export.status, bulk), auth=True)
+    router.add("DELETE", "/fhir/bulk/{jobId}", partial(bulk_export.cancel, bulk), auth=True)
+    router.add("GET", "/fhir/bulk/{jobId}/{fileName}", partial(bulk_export.download, bulk), auth=True,
+               tags=audited("download", "Export"))
     router.add("GET", "/fhir/Patient/{patientId}", partial(fhir.read_patient, fhir_view), auth=True,
                tags=audited("read", "Patient"))
     router.add("GET", "/fhir/Patient/{patientId}/_history", partial(fhir.patient_history, fhir_view), auth=True,
@@ -176,7 +188,8 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
                         bcrypt_rounds=settings.bcrypt_rounds, clock=clock)
     records = PatientRecords(store, validator, clock=clock, require_if_match=settings.require_if_match)
     trail = AuditTrail(store, audit_writer)
-    return Dispatcher(build_router(settings, store, accounts, records, documents, trail, credentials_limit),
+    return Dispatcher(build_router(settings, store, accounts, records, documents, trail, credentials_limit,
+                                   clock=clock),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,
                       max_body=settings.max_json_bytes, general_limit=general_limit,
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,

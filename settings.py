@@ -53,6 +53,7 @@ class Settings:
     require_if_match: bool = False           # True: a patient write without If-Match is refused (428)
     public_url: str | None = None            # the URL clients reach us at; None: http:// and the request's Host
     fhir_identifier_system: str = "urn:meditrack:patient-id"  # the system of each FHIR Patient's identifier
+    export_retention_hours: int = 24         # how long a bulk export's files are kept once it finishes
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
     workers: int = 1                         # processes serving the port (web/workers/prefork.py); 1: no fork at all
 
@@ -159,6 +160,7 @@ ENVIRONMENT = {
     "MEDITRACK_REQUIRE_IF_MATCH": ("require_if_match", _flag),
     "MEDITRACK_PUBLIC_URL": ("public_url", _public_url),
     "MEDITRACK_FHIR_IDENTIFIER_SYSTEM": ("fhir_identifier_system", _uri),
+    "MEDITRACK_EXPORT_RETENTION_HOURS": ("export_retention_hours", lambda name, text: _integer(name, text, 1, 8760)),
     "MEDITRACK_CORS_ORIGINS": ("cors_origins", _origins),
     "MEDITRACK_WORKERS": ("workers", _workers),
 }

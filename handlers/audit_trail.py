@@ -29,14 +29,15 @@ from web.dispatch import Exchange
 from web.messages import Request, Response, json_response
 from web.problems import BadRequest, ServiceUnavailable
 
-# The contract's lists; "export"/"Export" are for GET /export, which comes with FHIR.
+# The contract's lists; "export"/"Export" are for GET /export and the bulk export (a
+# kick-off, and each download of one of its files).
 ACTIONS = ("create", "read", "update", "delete", "search", "download", "login", "login-failed", "refresh",
            "logout", "password-change", "account-delete", "export")
 RESOURCE_TYPES = ("Patient", "Report", "Session", "Account", "Export")
 # An action that did not succeed is recorded under its own name where the contract has one.
 FAILED_ACTIONS = {"login": "login-failed"}
 # The path parameter that names the record a route acts on, by resource type.
-ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId"}
+ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId", "Export": "jobId"}
 KNOWN_OWNERS = 10_000  # patient id → owner id pairs remembered (about 1.5 MB)
 
 

@@ -13,6 +13,9 @@ from handlers.fhir_search import PATIENT_PARAMETERS, SORT_KEYS
 STATEMENT_DATE = "2026-12-07"  # when what this statement lists last changed
 SOFTWARE_VERSION = "1.0.0"     # openapi.json's info.version
 
+# FHIR Bulk Data Access 2.0's operations, asynchronous (handlers/bulk_export.py).
+EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+PATIENT_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
 SECURITY = ("Every resource is read with a bearer token: POST /auth/login answers an access token (a JWT "
             "that lives 15 minutes by default) and a refresh token; send the access token as "
             "'Authorization: Bearer' and the token. A user sees only the patients they created: another "
@@ -26,7 +29,8 @@ def capability_statement(base: str) -> dict:
     return {
         "resourceType": "CapabilityStatement",
         "text": narrative("MediTrack serves Patient (read, vread, search, history, $everything) and "
-                          "DocumentReference (read, search) as FHIR R4 JSON, with bearer tokens."),
+                          "DocumentReference (read, search) as FHIR R4 JSON, with bearer tokens, and "
+                          "exports them in bulk ($export, asynchronous)."),
         "status": "active",                                      # CapabilityStatement.status
         "date": STATEMENT_DATE,                                  # .date
         "publisher": "MediTrack",
@@ -40,6 +44,7 @@ def capability_statement(base: str) -> dict:
             "documentation": DELETED,
             "security": {"description": SECURITY},  # .rest.security
             "resource": [patient_capability(), document_reference_capability()],
+            "operation": [{"name": "export", "definition": EXPORT}],  # .rest.operation: system-wide
         }],
     }
 
@@ -55,6 +60,7 @@ def patient_capability() -> dict:
                         for name, (kind, what) in PATIENT_PARAMETERS.items()],
         "operation": [
             {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+            {"name": "export", "definition": PATIENT_EXPORT},
         ],
         "documentation": f"_sort by {', '.join(SORT_KEYS)} ('-' for descending); _count (at most 100), "
                          "_total, _summary=count. An unsupported parameter is 400 unless the request "

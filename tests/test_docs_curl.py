@@ -1,11 +1,13 @@
 """/docs shows a curl command for every operation (handlers/docs.py `curl_command`). Here
 each one is run for real, in bash, against a live server, with `API`, `AUTH`, `PATIENT`,
-`REPORT` and `SESSION` set as the page tells its reader to set them, each on a fresh
-account with a patient and a report of its own: every command must get one of its
+`REPORT`, `SESSION` and `JOB` set as the page tells its reader to set them, each on a
+fresh account with a patient and a report of its own (and, for the routes of one, a
+finished bulk export): every command must get one of its
 operation's 2xx answers. (The one exception is said where it is made.)"""
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import requests
@@ -20,8 +22,21 @@ ENDPOINTS = [endpoint for group in endpoints_by_tag(SPEC).values() for endpoint 
 EXAMPLE_PASSWORD = "correct horse battery"
 
 
-def prepared_account(url: str, number: int) -> dict[str, str]:
-    """A new account with a patient and a report: the shell variables the page asks for."""
+def finished_export(url: str, auth: dict) -> str:
+    """A bulk export's job id, once the job is complete (polled at the pace it asks for)."""
+    kick_off = requests.get(f"{url}/fhir/$export", headers={**auth, "Prefer": "respond-async"}, timeout=10)
+    status_url = kick_off.headers["Content-Location"]
+    for _ in range(20):
+        status = requests.get(status_url, headers=auth, timeout=10)
+        if status.status_code == 200:
+            return status_url.rsplit("/", 1)[-1]
+        time.sleep(float(status.headers.get("Retry-After", "1")))  # the server's pace, not a guess
+    raise AssertionError(f"the export did not finish: {status.status_code} {status.text}")
+
+
+def prepared_account(url: str, number: int, *, export: bool = False) -> dict[str, str]:
+    """A new account with a patient and a report (and a finished export, if asked):
+    the shell variables the page asks for."""
     credentials = {"username": f"reader{number}", "password": EXAMPLE_PASSWORD}
     requests.post(f"{url}/auth/register", json=credentials, timeout=10).raise_for_status()
     token = requests.post(f"{url}/auth/login", json=credentials, timeout=10).json()["accessToken"]
@@ -31,8 +46,9 @@ def prepared_account(url: str, number: int) -> dict[str, str]:
     report = requests.post(f"{url}/patients/{patient['id']}/reports", headers=auth, timeout=10,
                            files={"file": ("scan.pdf", PDF, "application/pdf")}).json()
     session = requests.get(f"{url}/auth/sessions", headers=auth, timeout=10).json()["items"][0]
+    job = finished_export(url, auth) if export else ""
     return {"API": url, "AUTH": f"Authorization: Bearer {token}", "PATIENT": patient["id"],
-            "REPORT": report["id"], "SESSION": session["id"]}
+            "REPORT": report["id"], "SESSION": session["id"], "JOB": job}
 
 
 def test_every_operation_has_a_command_on_the_page():
@@ -48,7 +64,7 @@ def test_every_command_runs_and_is_answered_with_success(start_server, tmp_path)
     server = start_server()
     (tmp_path / "scan.pdf").write_bytes(PDF)
     for number, endpoint in enumerate(ENDPOINTS):
-        variables = prepared_account(server.url, number)
+        variables = prepared_account(server.url, number, export="{jobId}" in endpoint.path)
         command = curl_command(SPEC, endpoint)
         # The status goes last on stdout, whatever the command does with the body.
         script = "curl() { command curl -w '\\n@status %{http_code}' \"$@\"; }\n" + command

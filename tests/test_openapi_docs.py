@@ -33,6 +33,8 @@ CONTRACT_ROUTES = {
     ("get", "/fhir/Patient/{patientId}/_history"), ("get", "/fhir/Patient/{patientId}/_history/{vid}"),
     ("get", "/fhir/Patient/{patientId}/$everything"),
     ("get", "/fhir/DocumentReference"), ("get", "/fhir/DocumentReference/{reportId}"), ("get", "/export"),
+    ("get", "/fhir/$export"), ("get", "/fhir/Patient/$export"), ("get", "/fhir/bulk/{jobId}"),
+    ("delete", "/fhir/bulk/{jobId}"), ("get", "/fhir/bulk/{jobId}/{fileName}"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
 }
 PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),
