@@ -5,7 +5,8 @@
 # `make test-mongo` runs the whole suite again with a MongoDB-compatible server
 # (FerretDB over PostgreSQL, built with Go into ~/.cache/meditrack on first use). `make test-fhir` checks
 # the FHIR view with HL7's rules (HAPI FHIR's validator, fetched from Maven Central into
-# the same cache; Java 17 and Maven come from Debian's packages if missing).
+# the same cache; Java 17 and Maven come from Debian's packages if missing), then with
+# off-the-shelf FHIR clients (SMART's fhirclient, fhir.resources) against a live server.
 
 PYTHON ?= python3
 # The interpreter itself. A pyenv shim (python3.13) answers only for the versions pyenv
@@ -55,11 +56,24 @@ postgresql:
 		pg_lsclusters --no-header 2>/dev/null | while read version cluster rest; do \
 			$$SUDO pg_ctlcluster "$$version" "$$cluster" stop 2>/dev/null || true; done; }
 
-test-fhir: $(VENV)/.dev
+# HL7's validator on what the FHIR view emits, then real FHIR clients against a running
+# server (tests/fhir_clients/run.py: SMART's fhirclient, every answer checked with
+# fhir.resources), from a virtual environment of its own in the cache: fhir.resources'
+# last R4 release needs pydantic 1, which is no requirement of the product.
+FHIR_CLIENTS_VENV := $(HOME)/.cache/meditrack/fhir-clients-venv
+test-fhir: $(VENV)/.dev $(FHIR_CLIENTS_VENV)/.installed
 	@command -v javac >/dev/null && command -v mvn >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 		$$SUDO apt-get install -y openjdk-17-jdk-headless maven || \
 		{ $$SUDO apt-get update && $$SUDO apt-get install -y openjdk-17-jdk-headless maven; }; }
 	$(PY) tests/hapi_validator.py -- $(PY) -m pytest -rP tests/test_fhir_validation.py
+	$(FHIR_CLIENTS_VENV)/bin/python tests/fhir_clients/run.py
+
+# MediTrack's own requirements too: run.py starts the server with the venv's python.
+$(FHIR_CLIENTS_VENV)/.installed: requirements.txt tests/fhir_clients/requirements.txt
+	$(PYTHON_BIN) -m venv $(FHIR_CLIENTS_VENV)
+	$(FHIR_CLIENTS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
+		-r tests/fhir_clients/requirements.txt
+	touch $@
 
 # Schemathesis against openapi.json on both stores (tests/conformance/run.py), from a
 # virtual environment of its own in the cache: it is no requirement of the product.

@@ -40,6 +40,7 @@ from storage.ids import is_object_id
 from web.conditional import NOT_MODIFIED, evaluate_preconditions
 from web.messages import Request, Response, encode_json
 from web.problems import Forbidden, headers_for, public_detail, status_for
+from web.server import http_date
 
 EXPORT_PAGE = 100  # patients read from the store at a time by an export
 # A Host header we echo into URLs: a name or an address, and a port (RFC 9110 §7.2).
@@ -83,12 +84,19 @@ def weak_etag(patient: dict) -> str:
     return f'W/"{etag_of(patient)}"'  # FHIR R4 http.html#versioning: W/"<versionId>"
 
 
+def version_headers(patient: dict) -> list[tuple[str, str]]:
+    """What FHIR R4 http.html#read asks a read to carry: the version as a weak ETag, and
+    when it was written as Last-Modified (an HTTP-date: whole seconds, in GMT)."""
+    written = datetime.fromisoformat(patient["updatedAt"].replace("Z", "+00:00"))
+    return [("ETag", f'W/"{patient["version"]}"'), ("Last-Modified", http_date(written.timestamp()))]
+
+
 def read_patient(view: FhirView, request: Request) -> Response:
     """GET /fhir/Patient/{patientId}: the Patient, at its current version."""
     patient = view.records.owned_patient(request)
     if evaluate_preconditions(request.headers, request.method, etag_of(patient)) == NOT_MODIFIED:
         return Response(304, headers=[("ETag", weak_etag(patient))])
-    return fhir_response(view.patient(patient, view.base_url(request)), headers=[("ETag", weak_etag(patient))])
+    return fhir_response(view.patient(patient, view.base_url(request)), headers=version_headers(patient))
 
 
 def capabilities(view: FhirView, request: Request) -> Response:
@@ -125,9 +133,8 @@ def read_patient_version(view: FhirView, request: Request) -> Response:
     version = whole_number(request.params["vid"], "vid", 1, MAX_VERSION)
     if version > patient["version"]:
         raise NotFound("this patient has no such version")
-    fields = view.records.store.get_version(patient["id"], version)
-    resource = view.patient({"id": patient["id"], **fields}, view.base_url(request))
-    return fhir_response(resource, headers=[("ETag", f'W/"{version}"')])
+    then = {"id": patient["id"], **view.records.store.get_version(patient["id"], version)}
+    return fhir_response(view.patient(then, view.base_url(request)), headers=version_headers(then))
 
 
 def read_document_reference(view: FhirView, request: Request) -> Response:
@@ -245,6 +252,8 @@ def search_document_references(view: FhirView, request: Request) -> Response:
                 ids = {patient_reference(item, base) for item in fhir_search.split_values(value)} - {None}
                 named = ids if named is None else named & ids  # repeated: AND; commas: OR
                 applied.append((name, value))
+        elif name in ("_format", "_pretty"):
+            fhir_search.control(fhir_search.Search(), name, values[0], None)  # JSON, true or false: else 400
         elif name not in ("_count", "cursor") and not lenient:
             raise fhir_search.Unsupported(f"the search parameter {name} is not supported on DocumentReference "
                                       f"(supported: patient, subject, _count)")

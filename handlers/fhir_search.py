@@ -18,8 +18,10 @@ FHIR R4 search (https://hl7.org/fhir/R4/search.html) in the parts MediTrack serv
 - A parameter, modifier or sort key this server does not support is **refused with
   400, naming it** — never ignored, since ignoring it answers more than was asked (a
   search for one patient that returns another is a safety defect). A client that
-  prefers the other way sends `Prefer: handling=lenient` (§3.1.1.4): then it is left
-  out, and, as always, the Bundle's `self` link lists exactly what was applied.
+  prefers the other way sends `Prefer: handling=lenient` (§3.1.1.4): then a parameter
+  or modifier it does not know is left out, and, as always, the Bundle's `self` link
+  lists exactly what was applied. A value the server cannot serve (a date that does
+  not exist, `_sort=address`, `_summary=true`) is refused either way.
 
 Parsing reads nothing from the store, so a refused search costs nothing.
 """
@@ -91,6 +93,7 @@ class Search:
     count: int = DEFAULT_PAGE_SIZE
     total: str = "accurate"
     summary_count: bool = False
+    format: str | None = None          # _format, when given: one of the JSON forms
     cursor: tuple | None = None        # the sort values and id of the last entry of the previous page
 
     def key(self, patient: dict) -> tuple:
@@ -118,6 +121,8 @@ class Search:
             pairs.append(("_total", self.total))
         if self.summary_count:
             pairs.append(("_summary", "count"))
+        if self.format:
+            pairs.append(("_format", self.format))
         return [*pairs, ("_count", str(self.count))]
 
     def cursor_after(self, patient: dict) -> str:
@@ -152,54 +157,73 @@ def link(base: str, pairs: list[tuple[str, str]]) -> str:
     return f"{base}?{query}"
 
 
+CONTROL = ("_count", "cursor", "_sort", "_total", "_summary", "_format", "_pretty")
+JSON_FORMATS = ("json", "application/json", "application/fhir+json")  # _format values this server answers
+
+
 def parse_patient_search(query: dict[str, list[str]], *, lenient: bool, identifier_system: str,
                          now: datetime) -> Search:
+    """The search a query asks for. `lenient` leaves out a parameter or modifier this
+    server does not know; a value it cannot serve is refused either way (a known
+    parameter with a wrong value is a mistake, not an extension)."""
     search, cursor = Search(), None
     for raw_name, values in query.items():
         name, _, modifier = raw_name.partition(":")
+        if name in CONTROL and not modifier and len(values) > 1:
+            raise Refused(f"the parameter {name} may be given only once")
         for value in values:
             if len(value) > 500 or "\x00" in value:
                 raise Refused(f"the value of {raw_name} is too long or contains NUL")
-            if name in ("_count", "cursor", "_sort", "_total", "_summary") and len(values) > 1:
-                raise Refused(f"the parameter {name} may be given only once")
-            if name == "_count" and not modifier:
-                search.count = min(whole_number(value, "_count", 1, 999_999_999), MAX_PAGE_SIZE)
-            elif name == "cursor" and not modifier:
-                cursor = value  # read once the sort is known
-            elif name == "_sort" and not modifier:
-                search.sort = sort_keys(value, lenient)
-            elif name == "_total" and not modifier and value in TOTAL_MODES:
-                search.total = value
-            elif name == "_summary" and not modifier and value == "count":
-                search.summary_count = True
+            if name in CONTROL and not modifier:
+                cursor = control(search, name, value, cursor)
             elif name in PATIENT_PARAMETERS and (not modifier or PATIENT_PARAMETERS[name][0] == "string"
                                                  and modifier in STRING_MODIFIERS):
                 search.criteria.append(Criterion(raw_name, value,
                                                  patient_test(name, modifier, value, identifier_system, now)))
             elif not lenient:
-                raise Unsupported(refusal(raw_name, value))
+                raise Unsupported(f"the modifier :{modifier} of {name} is not supported"
+                                  if modifier and (name in PATIENT_PARAMETERS or name in CONTROL) else
+                                  f"the search parameter {raw_name} is not supported "
+                                  f"(supported: {', '.join(PATIENT_PARAMETERS)})")
     if cursor is not None:
         search.cursor = read_cursor(cursor, len(search.sort))
     return search
 
 
-def refusal(raw_name: str, value: str) -> str:
-    name, _, modifier = raw_name.partition(":")
-    if name in ("_total", "_summary") and not modifier:
-        return f"{name}={value} is not supported (supported: {' '.join(TOTAL_MODES) if name == '_total' else 'count'})"
-    if modifier and (name in PATIENT_PARAMETERS or name in ("_count", "cursor", "_sort", "_total", "_summary")):
-        return f"the modifier :{modifier} of {name} is not supported"
-    return f"the search parameter {raw_name} is not supported (supported: {', '.join(PATIENT_PARAMETERS)})"
+def control(search: Search, name: str, value: str, cursor: str | None) -> str | None:
+    """One of the parameters that shape the answer rather than choose patients."""
+    if name == "_count":
+        search.count = min(whole_number(value, "_count", 1, 999_999_999), MAX_PAGE_SIZE)
+    elif name == "cursor":
+        return value  # read once the sort is known
+    elif name == "_sort":
+        search.sort = sort_keys(value)
+    elif name == "_total":
+        if value not in TOTAL_MODES:
+            raise Refused(f"_total must be one of {', '.join(TOTAL_MODES)}")
+        search.total = value
+    elif name == "_summary":
+        if value in ("true", "text", "data"):
+            raise Unsupported(f"_summary={value} is not supported (supported: count, false)")
+        if value not in ("count", "false"):
+            raise Refused("_summary must be one of true, text, data, count, false")
+        search.summary_count = value == "count"
+    elif name == "_format":
+        if value not in JSON_FORMATS:
+            raise Unsupported(f"_format {value!r} is not supported: this server answers JSON only")
+        search.format = value
+    elif value not in ("true", "false"):  # _pretty: a request for layout; the answer is compact either way
+        raise Refused("_pretty must be true or false")
+    return cursor
 
 
-def sort_keys(value: str, lenient: bool) -> list[tuple[str, bool]]:
+def sort_keys(value: str) -> list[tuple[str, bool]]:
     keys = []
     for item in value.split(","):
         descending, name = item.startswith("-"), item.removeprefix("-")
-        if name in SORT_KEYS:
-            keys.append((name, descending))
-        elif not lenient:
+        if name not in SORT_KEYS:
             raise Unsupported(f"_sort by {name!r} is not supported (supported: {', '.join(SORT_KEYS)})")
+        keys.append((name, descending))
     return keys
 
 

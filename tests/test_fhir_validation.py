@@ -6,7 +6,8 @@ The shapes: a patient with every field set and one with only the required ones, 
 report of each type (PDF, PNG, JPEG; with and without a description), $everything's
 Bundle, a search Bundle with a next link and the last page without one, a sorted
 search, a `_summary=count` Bundle, a history Bundle and a past version, a
-DocumentReference search, the CapabilityStatement, every line of an export, and the
+DocumentReference search, the CapabilityStatement, every line of an export and of a
+bulk export's files, and the
 OperationOutcomes of a 400 (a value, and a parameter not supported), 401, 403 and 404. They are taken
 from a live server, as a client receives them, and validated in one run of the
 validator (its start-up, loading the R4 definitions, takes most of the time).
@@ -16,6 +17,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 from collections import Counter
 
 from tests.support.api import ApiClient
@@ -63,9 +65,23 @@ def emitted_resources(client: ApiClient, other_client: ApiClient, anonymous: Api
     export = client.get("/export")
     for number, line in enumerate(export.content.splitlines()):
         resources[f"export-line-{number}"] = json.loads(line)
+    for number, line in enumerate(bulk_export_lines(client)):
+        resources[f"bulk-line-{number}"] = line
     assert Counter(resource["resourceType"] for name, resource in resources.items() if name.startswith("export")) == \
         {"Patient": 2, "DocumentReference": 3}
     return resources
+
+
+def bulk_export_lines(client: ApiClient) -> list[dict]:
+    """Every line of every file of an asynchronous bulk export, once it has finished."""
+    status_url = client.get("/fhir/$export", headers={"Prefer": "respond-async"}).headers["Content-Location"]
+    for _ in range(30):
+        status = client.session.get(status_url, timeout=10)
+        if status.status_code == 200:
+            return [json.loads(line) for entry in status.json()["output"]
+                    for line in client.session.get(entry["url"], timeout=10).content.splitlines()]
+        time.sleep(float(status.headers.get("Retry-After", "1")))  # the pace the server asks for
+    raise AssertionError(f"the bulk export did not finish: {status.status_code}")
 
 
 def validate(paths: list[str]) -> list[tuple[str, str, str, str]]:

@@ -5,6 +5,9 @@ and its versions, and DocumentReference search.
 
 Which patient each parameter matches is tests/test_fhir_search.py's; here, the routes."""
 
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
 import pytest
 
 from handlers.fhir_search import PATIENT_PARAMETERS, SORT_KEYS
@@ -57,7 +60,8 @@ def test_metadata_needs_no_token_and_lists_exactly_what_is_built(anonymous):
     assert [i["code"] for i in patient["interaction"]] == ["read", "vread", "search-type", "history-instance"]
     assert {(p["name"], p["type"]) for p in patient["searchParam"]} == {
         (name, kind) for name, (kind, _) in PATIENT_PARAMETERS.items()}
-    assert [o["name"] for o in patient["operation"]] == ["everything"]
+    assert [o["name"] for o in patient["operation"]] == ["everything", "export"]
+    assert [o["name"] for o in rest["operation"]] == ["export"]
     assert all(key in patient["documentation"] for key in SORT_KEYS)
     assert [i["code"] for i in resources["DocumentReference"]["interaction"]] == ["read", "search-type"]
 
@@ -152,6 +156,8 @@ def test_history_is_every_version_newest_first_paged_and_each_reads_back(client)
         response = client.get(f"/fhir/Patient/{created['id']}/_history/{version}")
         assert response.status_code == 200 and response.headers["ETag"] == f'W/"{version}"'
         assert response.json() == entry["resource"]
+        assert parsedate_to_datetime(response.headers["Last-Modified"]) == datetime.fromisoformat(
+            entry["response"]["lastModified"].replace("Z", "+00:00")).replace(microsecond=0)
 
 
 def test_history_of_a_missing_foreign_or_deleted_patient_and_a_version_it_never_had(client, other_client):
