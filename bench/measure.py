@@ -176,6 +176,33 @@ def rss_during_export(url: str, pid: int, token: str) -> dict:
             "total_s": time.perf_counter() - started}
 
 
+def rss_during_bulk_export(url: str, pid: int, token: str) -> dict:
+    """One asynchronous bulk export (GET /fhir/$export, Prefer: respond-async), polled at
+    the pace its Retry-After asks, then each of its files read whole: the server's peak
+    RSS growth over the whole of it (the job's thread and the downloads), the lines, how
+    long until the manifest, and in all."""
+    auth = {"Authorization": f"Bearer {token}"}
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    _, baseline = process_figures(pid)
+    started = time.perf_counter()
+    kick_off = requests.get(f"{url}/fhir/$export", headers={**auth, "Prefer": "respond-async"}, timeout=60)
+    kick_off.raise_for_status()
+    while True:
+        status = requests.get(kick_off.headers["Content-Location"], headers=auth, timeout=60)
+        if status.status_code != 202:
+            break
+        time.sleep(float(status.headers["Retry-After"]))
+    status.raise_for_status()
+    manifest_s, lines = time.perf_counter() - started, 0
+    for output in status.json()["output"]:
+        with requests.get(output["url"], headers=auth, stream=True, timeout=600) as response:
+            response.raise_for_status()
+            lines += sum(chunk.count(b"\n") for chunk in response.iter_content(64 * 1024))
+    peak = int(process_status(pid)["VmHWM"].split()[0]) * 1024
+    return {"lines": lines, "growth_mib": (peak - baseline) / MiB, "manifest_s": manifest_s,
+            "total_s": time.perf_counter() - started}
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import (UNITS, MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  # noqa: E402
-                           loopback_copy_mb_per_second, multipart_body, rss_during_export, rss_during_uploads, wrk)
+                           loopback_copy_mb_per_second, multipart_body, rss_during_bulk_export, rss_during_export,
+                           rss_during_uploads, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
 from bench.compare import side_by_side  # noqa: E402
@@ -127,6 +128,10 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
 
             print(f"measuring RSS while {huge:,} patients are exported...", file=sys.stderr, flush=True)
             results["export"] = {**rss_during_export(url, process.pid, login(url, "large")), "patients": huge}
+            print(f"measuring RSS while {huge:,} patients are bulk-exported (asynchronously)...", file=sys.stderr,
+                  flush=True)
+            results["bulk_export"] = {**rss_during_bulk_export(url, process.pid, login(url, "large")),
+                                      "patients": huge}
 
             print("measuring logins and bcrypt...", file=sys.stderr, flush=True)
             logins = wrk(f"{url}/auth/login", script="login.lua", connections=4, seconds=seconds, env=env)

@@ -66,6 +66,8 @@ def kick_off(bulk: BulkExport, request: Request) -> Response:
         if len(values) > 1:
             raise Refused(f"the parameter {name} may be given only once")
         value = values[0]
+        if len(value) > 500 or "\x00" in value:
+            raise Refused(f"the value of {name} is too long or contains NUL")
         if name == "_outputFormat":
             if value not in OUTPUT_FORMATS:
                 raise Unsupported(f"_outputFormat {value!r} is not supported (supported: {', '.join(OUTPUT_FORMATS)})")

@@ -14,8 +14,8 @@ What they do, and why each is needed:
   bodies lose nothing by it: breaking these two rules is the project's own tests' job.)
 - **A FHIR search's cursor and dates**: a `cursor` is the server's to write (it comes
   from a next link, and with `_sort` it encodes the last entry's place), and a date
-  that matches FHIR's pattern may still not exist (2021-02-29). A valid search drops
-  such a cursor or date; an invalid one keeps what it drew.
+  that matches FHIR's pattern may still not exist (2021-02-29). A valid search (or
+  bulk export's `_since`) drops such a cursor or date; an invalid one keeps what it drew.
 - **An upload's file** must be a PDF, PNG or JPEG, which the server decides from its
   first bytes: the drawn bytes are given a PDF's signature, so uploads succeed and
   the stateful phase reaches downloads and deletes.
@@ -99,11 +99,12 @@ def dates_exist(text: str) -> bool:
 
 
 def keep_fhir_search_valid(case) -> None:
-    """Drop from a valid Patient search what only the server can make valid."""
-    if case.operation.path != "/fhir/Patient" or not case.query:
+    """Drop from a valid Patient search or export what only the server can make valid."""
+    if case.operation.path not in ("/fhir/Patient", "/fhir/$export", "/fhir/Patient/$export") or not case.query:
         return
-    case.query.pop("cursor", None)
-    for name in ("birthdate", "_lastUpdated"):
+    if case.operation.path == "/fhir/Patient":
+        case.query.pop("cursor", None)
+    for name in ("birthdate", "_lastUpdated", "_since"):
         if isinstance(case.query.get(name), str) and not dates_exist(case.query[name]):
             del case.query[name]
 
