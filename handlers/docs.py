@@ -227,6 +227,46 @@ First set <code>API=http://127.0.0.1:8000</code>, then log in and keep
 <code>PATIENT</code>, <code>REPORT</code> and <code>SESSION</code>; the commands use those.</p>"""
 
 
+def generated_clients_html(spec: dict) -> str:
+    """What a client generated from this document needs to be told: where the server
+    is, how a 304 arrives, and which fields have defaults (listed from the document)."""
+    defaults = [f"<li><code>{text(name)}</code>: <code>{text(json.dumps(value))}</code></li>"
+                for name, value in defaults_of(spec)]
+    return f"""<h2 id="generated-clients">Generated clients</h2>
+<p>A client generated from <a href="/openapi.json">/openapi.json</a> works unedited, given three things.</p>
+<ul><li><strong>The server's URL.</strong> The document has no <code>servers</code> entry: OpenAPI then means
+the URL it was loaded from, which is right for a server that runs on any host and port. Give it to the
+tool: openapi-generator's Python client <code>Configuration(host="http://127.0.0.1:8000")</code>; its
+TypeScript clients <code>new Configuration({{basePath: "http://127.0.0.1:8000"}})</code>; openapi-fetch
+(with openapi-typescript's types) <code>createClient({{baseUrl: "http://127.0.0.1:8000"}})</code>; a
+Postman collection from openapi-to-postmanv2: the collection variable <code>baseUrl</code>; Schemathesis:
+load the document from the server (<code>schemathesis run http://127.0.0.1:8000/openapi.json</code>).</li>
+<li><strong>A 304 is an answer, not an error.</strong> Reads with <code>If-None-Match</code> answer 304 Not
+Modified (no body) when the copy you have is current. Generated clients raise for every status outside
+2xx, this one included: openapi-generator's Python client raises <code>ApiException</code> with
+<code>status == 304</code> and the <code>ETag</code> in <code>headers</code>, even from the
+<code>*_with_http_info</code> call. Catch it and keep using the copy you have; or call the
+<code>*_without_preload_content</code> variant, which returns the raw response whatever its status.</li>
+<li><strong>Fields with a default</strong> may be left out of a request, and the server fills them in. The
+document marks them with <code>default</code> and leaves them out of <code>required</code>; some tools
+(openapi-typescript, whose <code>defaultNonNullable</code> is on by default) type them as always present
+anyway. Fields and parameters with a default:<ul>{"".join(defaults)}</ul></li>
+<li><strong>Bytes are bytes.</strong> Reports, the export and bulk-export files are described with
+<code>format: binary</code> beside <code>contentMediaType</code>, so generators return them as bytes and
+send an upload's <code>file</code> as a file part.</li></ul>"""
+
+
+def defaults_of(spec: dict) -> list[tuple[str, object]]:
+    """(Schema.field or parameter, default) for every default the document declares."""
+    components = spec.get("components", {})
+    found = [(f"{schema_name}.{field}", definition["default"])
+             for schema_name, schema in components.get("schemas", {}).items()
+             for field, definition in schema.get("properties", {}).items() if "default" in definition]
+    found += [(f"{parameter['name']} ({parameter['in']})", parameter["schema"]["default"])
+              for parameter in components.get("parameters", {}).values() if "default" in parameter.get("schema", {})]
+    return found
+
+
 def try_it_html(spec: dict, endpoint: Endpoint) -> str:
     """A form the page's script sends (handlers/docs_assets/try_it.js): a field per
     parameter, the body pre-filled with the spec's example, a file picker for an upload."""
@@ -289,7 +329,7 @@ def render_reference(spec: dict) -> str:
     info = spec.get("info", {})
     title = text(f"{info.get('title', 'API')} {info.get('version', '')}".strip())
     tag_descriptions = {tag["name"]: tag.get("description", "") for tag in spec.get("tags", [])}
-    toc, body = [], []
+    toc, body = ['<li><a href="#generated-clients">generated clients</a></li>'], []
     for tag, endpoints in endpoints_by_tag(spec).items():
         links = "".join(f'<li><a href="#{text(e.anchor)}">{text(e.method.upper())} {text(e.path)}</a>'
                         f" — {text(e.operation.get('summary', ''))}</li>" for e in endpoints)
@@ -308,7 +348,7 @@ def render_reference(spec: dict) -> str:
         f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>", "<main>",
         f"<h1>{title}</h1>", f"<p>{prose(info.get('description', ''))}</p>",
         '<p>Machine-readable contract: <a href="/openapi.json">/openapi.json</a>.</p>', SHELL_HTML, AUTHORIZE_HTML,
-        *body, "</main>", f"<script>{TRY_IT_SCRIPT}</script>", "</body>", "</html>", ""])
+        generated_clients_html(spec), *body, "</main>", f"<script>{TRY_IT_SCRIPT}</script>", "</body>", "</html>", ""])
 
 
 class Documents(NamedTuple):

@@ -313,10 +313,10 @@ def test_a_job_left_running_by_an_earlier_start_of_the_server_is_failed_and_offe
     status_url = kick_off(owner)
     manifest_of(owner, status_url)
     directory = server.settings.data_dir / "bulk" / job_id_of(status_url)
-    job = json.loads((directory / "job.json").read_text())
+    job = json.loads((directory / "job.json").read_text(encoding="utf-8"))
     # What a server killed mid-job leaves: the state still running, under its own start.
     job.update(state="running", serverStart="a-server-that-has-gone", output=[], expires=None)
-    (directory / "job.json").write_text(json.dumps(job))
+    (directory / "job.json").write_text(json.dumps(job), encoding="utf-8")
     (directory / "Patient.ndjson").rename(directory / "Patient.ndjson.partial")
     assert_outcome(owner.session.get(status_url, timeout=10), 500, "exception")
     assert_outcome(owner.session.get(f"{status_url}/Patient.ndjson", timeout=10), 404, "not-found")

@@ -14,6 +14,7 @@ import meditrack
 from handlers.docs import DOCS_CONTENT_SECURITY_POLICY, Documents, get_docs, get_openapi, render_reference
 from settings import Settings
 from web.messages import JSON_TYPE
+from web.formats import ANNOTATIONS, FORMATS
 from web.validation import SchemaValidator
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
@@ -129,14 +130,40 @@ def test_every_schema_example_passes_the_servers_validator(spec):
         validator.validate(example, name)  # raises ValidationError or SchemaError on a mismatch
 
 
-def test_formats_are_only_date_and_email(spec):
-    def formats(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("format"), str):
-                yield node["format"]
-            for value in node.values():
-                yield from formats(value)
-    assert set(formats(spec["components"]["schemas"])) <= {"date", "email"}
+def schemas_in(node):
+    """Every object in the document that could be a schema, nested ones included."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from schemas_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from schemas_in(value)
+
+
+def test_formats_are_the_ones_the_validator_asserts_or_states(spec):
+    used = {schema["format"] for schema in schemas_in(spec) if isinstance(schema.get("format"), str)}
+    assert used <= set(FORMATS) | ANNOTATIONS and {"date", "date-time", "email", "binary"} <= used
+
+
+def test_a_binary_body_says_so_both_ways(spec):
+    # contentMediaType is JSON Schema's way; generators still read format: binary.
+    for schema in schemas_in(spec):
+        if "contentMediaType" in schema or schema.get("format") == "binary":
+            assert schema.get("format") == "binary" and "contentMediaType" in schema, schema
+    downloads = spec["paths"]["/patients/{patientId}/reports/{reportId}"]["get"]["responses"]
+    assert all(media["schema"]["format"] == "binary" for status in ("200", "206")
+               for media in downloads[status]["content"].values())
+
+
+TIMESTAMPS = {"createdAt", "updatedAt", "uploadedAt", "lastUsedAt", "recorded", "transactionTime", "lastUpdated"}
+
+
+def test_every_timestamp_is_a_date_time(spec):
+    found = [(name, field.get("format")) for schema in schemas_in(spec["components"]["schemas"])
+             for name, field in (schema.get("properties") or {}).items() if name in TIMESTAMPS]
+    assert {name for name, _ in found} == TIMESTAMPS
+    assert all(format_name == "date-time" for _, format_name in found), found
 
 
 def test_schema_names_the_server_relies_on_exist(spec):

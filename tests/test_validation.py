@@ -347,6 +347,40 @@ def test_malformed_email_addresses_are_rejected(text):
     assert errors_for(text, {"format": "email"}) == [("body", "must be a valid email address")]
 
 
+@pytest.mark.parametrize("text", [
+    "2026-11-24T10:15:30Z", "2026-11-24T10:15:30.123Z", "2026-11-24T10:15:30.123456789+05:30",
+    "2026-11-24t10:15:30z",                       # RFC 3339 §5.6 NOTE: T and Z may be lower case
+    "1998-12-31T23:59:60Z",                       # a leap second, at 23:59 UTC (§5.7)
+    "1998-12-31T15:59:60.123-08:00",              # the same leap second, eight hours west
+    "2024-02-29T00:00:00-23:59", "0001-01-01T00:00:00Z",
+])
+def test_rfc_3339_date_times_are_valid(text):
+    assert errors_for(text, {"type": "string", "format": "date-time"}) == []
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-24T10:15:30",           # no offset
+    "2026-11-24 10:15:30Z",          # a space where T belongs (RFC 3339 allows it only in prose)
+    "2026-11-24T10:15Z",             # no seconds
+    "2023-02-29T10:15:30Z",          # no such day
+    "2026-11-24T24:00:00Z", "2026-11-24T10:60:00Z", "2026-11-24T10:15:61Z",
+    "1998-12-31T22:59:60Z",          # a leap second that is not at 23:59 UTC
+    "2026-11-24T10:15:30+24:00", "2026-11-24T10:15:30+05:60", "2026-11-24T10:15:30+0530",
+    "2026-11-24T10:15:30.Z",         # a decimal point with no digits
+    "２026-11-24T10:15:30Z",          # a full-width digit
+    "2026-11-24T10:15:30Z\n", "",
+])
+def test_malformed_or_impossible_date_times_are_rejected(text):
+    assert errors_for(text, {"format": "date-time"}) == [
+        ("body", "must be a valid date-time (RFC 3339, e.g. 2026-11-24T10:15:30Z)")]
+
+
+@pytest.mark.parametrize("instance", ["", "%PDF-", "\x00\xff", 5])
+def test_binary_is_an_annotation_no_instance_fails(instance):
+    # OpenAPI's generators read `format: binary` to type a body as bytes; it asserts nothing.
+    assert errors_for(instance, {"format": "binary"}) == []
+
+
 @pytest.mark.parametrize("instance", ["2023-01-01", 5])
 def test_unknown_format_is_a_schema_error_whatever_the_instance(instance):
     with pytest.raises(SchemaError):
