@@ -82,9 +82,10 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router = Router()
     fhir_view = fhir.FhirView(records, settings.public_url,
                               identifier_system=settings.fhir_identifier_system)
-    bulk = bulk_export.BulkExport(BulkJobs(settings.data_dir / "bulk", store, clock=clock,
-                                           retention=settings.export_retention_hours * 3600,
-                                           identifier_system=settings.fhir_identifier_system), fhir_view)
+    jobs = BulkJobs(settings.data_dir / "bulk", store, clock=clock, retention=settings.export_retention_hours * 3600,
+                    identifier_system=settings.fhir_identifier_system)
+    jobs.sweep()  # exports that expired while the server was down
+    bulk = bulk_export.BulkExport(jobs, fhir_view)
     router.add("POST", "/auth/register", partial(auth.register, accounts), rate_limit=passwords_limit,
                tags=audited("create", "Account"))
     router.add("POST", "/auth/login", partial(auth.login, accounts), rate_limit=passwords_limit,

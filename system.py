@@ -13,6 +13,8 @@ about here, each in one named check, and only the code that needs one asks it:
                            the disk; this fcntl command does        fullfsync), sync_file
     REUSE_ADDRESS_IS_SAFE  SO_REUSEADDR only helps a restart        web/server.py
     STOP_SIGNALS           the signals that ask for a clean stop    meditrack.py
+    process_exists(pid)    whether a process of this machine runs   handlers/bulk_jobs.py (a
+                                                                    sibling worker's job)
 
 The worker machinery (the package web/workers/: fork, POSIX signals, fcntl record
 locks) is imported only when `--workers` asks for more than one process, which
@@ -70,6 +72,22 @@ REUSE_ADDRESS_IS_SAFE = os.name == "posix"
 # process; what a service manager can send a console program there is Ctrl-Break
 # (GenerateConsoleCtrlEvent), which Python raises as SIGBREAK, a name only Windows has.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []))
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this machine. Asked with signal 0, which
+    checks and delivers nothing (kill(2)). Only a worker asks about another process,
+    and workers exist only where CAN_FORK: elsewhere no other process can be ours
+    (and on Windows, os.kill with 0 would send Ctrl-C instead of asking)."""
+    if not CAN_FORK:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
 
 
 def sync_file(descriptor: int) -> None:

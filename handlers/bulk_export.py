@@ -17,13 +17,13 @@ patient a user can see is theirs. Kick-offs and file downloads are audit events.
 """
 
 import math
-import re
-from datetime import datetime, timedelta
 
 from handlers import bulk_jobs
 from handlers.fhir import FhirView, fhir_response, prefers
 from handlers.fhir_mapping import FHIR_NDJSON, operation_outcome
-from handlers.fhir_search import Refused, Unsupported, date_range, link, split_values
+from handlers.fhir_dates import instant
+from handlers.fhir_errors import Refused, Unsupported
+from handlers.fhir_search import checked_value, link, split_values
 from handlers.inputs import path_id
 from storage.base import ReportChunks, utc_timestamp
 from storage.errors import NotFound
@@ -65,9 +65,7 @@ def kick_off(bulk: BulkExport, request: Request) -> Response:
     for name, values in request.query.items():
         if len(values) > 1:
             raise Refused(f"the parameter {name} may be given only once")
-        value = values[0]
-        if len(value) > 500 or "\x00" in value:
-            raise Refused(f"the value of {name} is too long or contains NUL")
+        value = checked_value(name, values[0])
         if name == "_outputFormat":
             if value not in OUTPUT_FORMATS:
                 raise Unsupported(f"_outputFormat {value!r} is not supported (supported: {', '.join(OUTPUT_FORMATS)})")
@@ -99,24 +97,6 @@ def request_target(request: Request) -> str:
     return link(request.path, pairs) if pairs else request.path
 
 
-INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
-
-
-def instant(text: str) -> str:
-    """A FHIR instant (a dateTime with seconds and a zone) as a stored timestamp, so it
-    compares with updatedAt as text; finer than a millisecond is cut, which keeps
-    `updatedAt > _since` exact."""
-    if not INSTANT.fullmatch(text):
-        raise Refused(f"_since must be an instant with seconds and a zone, such as 2026-01-31T09:30:00Z, "
-                      f"not {text!r}")
-    start, _ = date_range(text)  # 400 for a day or time that does not exist
-    try:
-        moment = datetime(1970, 1, 1) + timedelta(microseconds=start)
-    except OverflowError:  # past the end of year 9999 in UTC: later than any record
-        return "9999-12-31T23:59:59.999Z"
-    return moment.isoformat(timespec="milliseconds") + "Z"
-
-
 def status(bulk: BulkExport, request: Request) -> Response:
     """GET <status URL>: 202 while running, 200 with the manifest once complete."""
     job = bulk.owned_job(request)
@@ -125,12 +105,14 @@ def status(bulk: BulkExport, request: Request) -> Response:
         detail = job["failure"] or "the export stopped before it finished (the server restarted); start it again"
         return fhir_response(operation_outcome(500, detail), 500)
     if state == "running":
-        waited = bulk.jobs.clock() - bulk.jobs.last_polled(job["id"])
+        waited = bulk.jobs.clock() - bulk.jobs.last_poll(job["id"])
         if waited < POLL_SECONDS:
             raise TooManyRequests(f"poll at most every {POLL_SECONDS} seconds (Retry-After)",
                                   headers=(("Retry-After", str(math.ceil(POLL_SECONDS - waited))),))
-        bulk.jobs.polled(job["id"])
-        progress = f"{job['done']} of {job['total']} patients" if job["total"] is not None else "starting"
+        bulk.jobs.record_poll(job["id"])
+        # Patients created since the job counted them are read too (and left out): never more than all.
+        progress = (f"{min(job['done'], job['total'])} of {job['total']} patients" if job["total"] is not None
+                    else "starting")
         return Response(202, headers=[("X-Progress", progress), ("Retry-After", str(POLL_SECONDS))])
     base = bulk.status_url(job["base"], job["id"])
     return json_response({
@@ -160,11 +142,19 @@ def download(bulk: BulkExport, request: Request) -> Response:
     if bulk.jobs.state(job) != "complete" or not listed:
         raise NotFound("this export has no such file")
     file = listed[0]
+    try:
+        source = open(bulk.jobs.path(job["id"]) / name, "rb")
+    except FileNotFoundError:  # cancelled or swept this instant
+        raise NotFound("this export has no such file") from None
     if evaluate_preconditions(request.headers, request.method, file["sha256"]) == NOT_MODIFIED:
+        source.close()
         return Response(304, headers=[("ETag", quoted(file["sha256"]))])
     headers = [("Content-Type", FHIR_NDJSON), ("ETag", quoted(file["sha256"])), ("Accept-Ranges", "bytes")]
-    wanted = requested_range(request.headers, file["size"], file["sha256"]) if request.method == "GET" else None
-    source = open(bulk.jobs.path(job["id"]) / name, "rb")
+    try:
+        wanted = requested_range(request.headers, file["size"], file["sha256"]) if request.method == "GET" else None
+    except Exception:
+        source.close()  # a 416
+        raise
     if wanted is None:
         return Response(200, ReportChunks(source), headers, content_length=file["size"])
     headers.append(("Content-Range", wanted.content_range(file["size"])))

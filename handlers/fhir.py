@@ -21,8 +21,8 @@ response is sent in chunks as it is made, so the server's memory does not grow w
 the number of patients and the first line leaves at once. It is not a snapshot: a
 patient created while an export runs may or may not be in it.
 
-Each handler takes `FhirView` first: the records, the server's public URL, the
-identifier system and the clock.
+Each handler takes `FhirView` first: the records, the server's public URL and the
+identifier system.
 """
 
 import heapq
@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from handlers import fhir_capability, fhir_mapping, fhir_search
-from handlers.inputs import (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_VERSION, page_of, path_id, query_id, query_int,
-                             whole_number)
-from handlers.patients import PatientRecords, etag_of
+from handlers.fhir_errors import Refused, Unsupported
+from handlers.inputs import MAX_VERSION, page_of, path_id, query_id, query_int, query_value, whole_number
+from handlers.patients import PatientRecords, etag_of, patient_pages
 from handlers.reports import report_of
 from storage.errors import NotFound
 from storage.ids import is_object_id
@@ -42,7 +42,6 @@ from web.messages import Request, Response, encode_json
 from web.problems import Forbidden, headers_for, public_detail, status_for
 from web.server import http_date
 
-EXPORT_PAGE = 100  # patients read from the store at a time by an export
 # A Host header we echo into URLs: a name or an address, and a port (RFC 9110 §7.2).
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -81,14 +80,14 @@ def fhir_response(resource: dict, status: int = 200, headers=()) -> Response:
 
 
 def weak_etag(patient: dict) -> str:
-    return f'W/"{etag_of(patient)}"'  # FHIR R4 http.html#versioning: W/"<versionId>"
+    return fhir_mapping.weak_etag(patient["version"])
 
 
 def version_headers(patient: dict) -> list[tuple[str, str]]:
     """What FHIR R4 http.html#read asks a read to carry: the version as a weak ETag, and
     when it was written as Last-Modified (an HTTP-date: whole seconds, in GMT)."""
     written = datetime.fromisoformat(patient["updatedAt"].replace("Z", "+00:00"))
-    return [("ETag", f'W/"{patient["version"]}"'), ("Last-Modified", http_date(written.timestamp()))]
+    return [("ETag", weak_etag(patient)), ("Last-Modified", http_date(written.timestamp()))]
 
 
 def read_patient(view: FhirView, request: Request) -> Response:
@@ -109,8 +108,7 @@ def patient_history(view: FhirView, request: Request) -> Response:
     first, a page at a time; `cursor` is the last version of the page before (as on
     /patients/{id}/versions). `total` is the number of versions: each one is kept."""
     patient = view.records.owned_patient(request)
-    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999),
-                MAX_PAGE_SIZE)
+    count = fhir_search.page_size(query_value(request, "_count", max_length=10))
     cursor = query_int(request, "cursor", default=None, minimum=1, maximum=10**10 - 1)
     below = patient["version"] + 1 if cursor is None else min(cursor, patient["version"] + 1)
     listed = view.records.store.list_versions(patient["id"], below=below, limit=count + 1)
@@ -167,11 +165,7 @@ def patient_everything(view: FhirView, request: Request) -> Response:
 def search_patients(view: FhirView, request: Request) -> Response:
     """GET /fhir/Patient?...: the user's patients that match every parameter, as a
     searchset Bundle a page at a time (handlers/fhir_search.py reads the query; a
-    parameter it does not support is 400, or left out under Prefer: handling=lenient).
-
-    FHIR R4 search.html#count: the server "is not bound to return the number
-    requested, but cannot return more", so a _count above the page limit is served
-    as the limit rather than refused."""
+    parameter it does not support is 400, or left out under Prefer: handling=lenient)."""
     search = fhir_search.parse_patient_search(request.query, lenient=prefers(request, "handling=lenient"),
                                               identifier_system=view.identifier_system, now=view.now())
     base = view.base_url(request)
@@ -184,8 +178,9 @@ def search_patients(view: FhirView, request: Request) -> Response:
         page = page[:search.count]
         links["next"] = fhir_search.link(url, [*search.applied(), ("cursor", search.cursor_after(page[-1]))])
     resources = [view.patient(patient, base) for patient in page]
-    return fhir_response(fhir_mapping.bundle(resources, base, total=None if search.total == "none" else total,
-                                             links=links))
+    # _summary=count answers the total, whatever _total says: it is all that is asked for.
+    shown = total if search.summary_count or search.total != "none" else None
+    return fhir_response(fhir_mapping.bundle(resources, base, total=shown, links=links))
 
 
 def cursor_pair(request: Request, search: fhir_search.Search) -> list[tuple[str, str]]:
@@ -193,10 +188,16 @@ def cursor_pair(request: Request, search: fhir_search.Search) -> list[tuple[str,
 
 
 def prefers(request: Request, preference: str) -> bool:
-    """Whether the request's Prefer header (RFC 7240: comma-separated, possibly over
-    several fields) holds this preference, e.g. "handling=lenient" or "respond-async"."""
+    """Whether the request's Prefer header holds this preference, e.g. "handling=lenient"
+    or "respond-async". RFC 7240 §2: preferences are comma-separated, possibly over
+    several fields, each `token[=value]` and then its own `; parameters`, which are
+    set aside here; a value may be quoted."""
     fields = request.headers.get_all("Prefer") or []
-    return any(item.strip().lower() == preference for field in fields for item in field.split(","))
+    for item in (item for field in fields for item in field.split(",")):
+        name, _, value = item.split(";")[0].strip().lower().partition("=")
+        if (f"{name.strip()}={value.strip().strip(chr(34))}" if value else name.strip()) == preference:
+            return True
+    return False
 
 
 def matching_patients(store, owner_id: str, search: fhir_search.Search) -> tuple[list[dict], int]:
@@ -216,7 +217,7 @@ def matching_patients(store, owner_id: str, search: fhir_search.Search) -> tuple
 
     def past_the_cursor():
         nonlocal total
-        for patient in every_patient(store, owner_id):
+        for patient in (patient for page in patient_pages(store, owner_id) for patient in page):
             if search.matches(patient):
                 total += 1
                 if search.past_cursor(patient):
@@ -225,40 +226,15 @@ def matching_patients(store, owner_id: str, search: fhir_search.Search) -> tuple
     return page, total
 
 
-def every_patient(store, owner_id: str) -> Iterator[dict]:
-    """Each of the owner's patients in id order, read a page of EXPORT_PAGE at a time."""
-    after = None
-    while True:
-        patients = store.list_patients(owner_id, limit=EXPORT_PAGE, after=after)
-        yield from patients
-        if len(patients) < EXPORT_PAGE:
-            return
-        after = patients[-1]["id"]
-
-
 def search_document_references(view: FhirView, request: Request) -> Response:
     """GET /fhir/DocumentReference?patient=<id>&_count=&cursor=: the reports of the
     patients named (`patient` or `subject`, as `<id>`, `Patient/<id>` or the Patient's
     full URL; commas for several), or of all the caller's patients when none is named,
     in report id order. A patient the caller does not own, or that does not exist,
     simply has no reports here: a search never says whose it is."""
-    lenient = prefers(request, "handling=lenient")
     base = view.base_url(request)
-    named: set[str] | None = None
-    applied: list[tuple[str, str]] = []
-    for name, values in request.query.items():
-        if name in ("patient", "subject"):
-            for value in values:
-                ids = {patient_reference(item, base) for item in fhir_search.split_values(value)} - {None}
-                named = ids if named is None else named & ids  # repeated: AND; commas: OR
-                applied.append((name, value))
-        elif name in ("_format", "_pretty"):
-            fhir_search.control(fhir_search.Search(), name, values[0], None)  # JSON, true or false: else 400
-        elif name not in ("_count", "cursor") and not lenient:
-            raise fhir_search.Unsupported(f"the search parameter {name} is not supported on DocumentReference "
-                                      f"(supported: patient, subject, _count)")
-    count = min(query_int(request, "_count", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=999_999_999),
-                MAX_PAGE_SIZE)
+    named, applied = document_search(request, base)
+    count = fhir_search.page_size(query_value(request, "_count", max_length=10))
     cursor = query_id(request, "cursor")
     total = 0
 
@@ -269,21 +245,49 @@ def search_document_references(view: FhirView, request: Request) -> Response:
                 total += 1
                 if cursor is None or report["id"] > cursor:
                     yield report["id"], patient["id"], report
-    after = heapq.nsmallest(count + 1, past_the_cursor(), key=lambda document: document[0])
+    page = heapq.nsmallest(count + 1, past_the_cursor(), key=lambda document: document[0])
     url = f"{base}/fhir/DocumentReference"
     applied.append(("_count", str(count)))
     links = {"self": fhir_search.link(url, applied + ([("cursor", cursor)] if cursor else []))}
-    if len(after) > count:
-        after = after[:count]
-        links["next"] = fhir_search.link(url, [*applied, ("cursor", after[-1][0])])
-    resources = [fhir_mapping.document_reference(patient_id, report, base) for _, patient_id, report in after]
+    if len(page) > count:
+        page = page[:count]
+        links["next"] = fhir_search.link(url, [*applied, ("cursor", page[-1][0])])
+    resources = [fhir_mapping.document_reference(patient_id, report, base) for _, patient_id, report in page]
     return fhir_response(fhir_mapping.bundle(resources, base, total=total, links=links))
+
+
+def document_search(request: Request, base: str) -> tuple[set[str] | None, list[tuple[str, str]]]:
+    """The patient ids a DocumentReference search names (None: it names none) and the
+    parameters it applied. `patient` and `subject` given twice must both hold (AND);
+    commas inside one are alternatives (OR)."""
+    lenient = prefers(request, "handling=lenient")
+    named: set[str] | None = None
+    applied: list[tuple[str, str]] = []
+    for raw_name, values in request.query.items():
+        name, _, modifier = raw_name.partition(":")
+        if name in ("patient", "subject", "_format", "_pretty") and modifier:
+            raise Unsupported(f"the modifier :{modifier} of {name} is not supported")
+        if name in ("_format", "_pretty", "_count", "cursor") and len(values) > 1:
+            raise Refused(f"the parameter {name} may be given only once")
+        for value in (fhir_search.checked_value(raw_name, value) for value in values):
+            if name in ("patient", "subject"):
+                ids = {patient_reference(item, base) for item in fhir_search.split_values(value)} - {None}
+                named = ids if named is None else named & ids
+                applied.append((name, value))
+            elif name == "_format":
+                applied.append((name, fhir_search.answer_format(value)))
+            elif name == "_pretty":
+                fhir_search.pretty(value)
+            elif name not in ("_count", "cursor") and not lenient:
+                raise Unsupported(f"the search parameter {raw_name} is not supported on "
+                                  f"DocumentReference (supported: patient, subject, _count)")
+    return named, applied
 
 
 def owned_patients(store, owner_id: str, named: set[str] | None) -> Iterator[dict]:
     """The owner's patients among those named (all of them when None)."""
     if named is None:
-        yield from every_patient(store, owner_id)
+        yield from (patient for page in patient_pages(store, owner_id) for patient in page)
         return
     for patient_id in sorted(named):
         try:
@@ -300,7 +304,7 @@ def patient_reference(text: str, base: str) -> str | None:
     server's patient is not ours, whatever its id: None). Anything else is 400."""
     prefix, _, patient_id = text.rpartition("Patient/")
     if not is_object_id(patient_id if _ else text) or (prefix and not prefix.endswith("/")):
-        raise fhir_search.Refused(f"{text!r} is not a reference to a Patient (<id> or Patient/<id>)")
+        raise Refused(f"{text!r} is not a reference to a Patient (<id> or Patient/<id>)")
     if not _:
         return text
     return patient_id if prefix in ("", f"{base}/fhir/") else None
@@ -316,15 +320,10 @@ def export(view: FhirView, request: Request) -> Response:
 def export_lines(records: PatientRecords, owner_id: str, base: str, identifier_system: str) -> Iterator[bytes]:
     """The export's bytes, a page of patients at a time: only one page is ever in
     memory, and the first page leaves before the second is read."""
-    after = None
-    while True:
-        patients = records.store.list_patients(owner_id, limit=EXPORT_PAGE, after=after)
-        yield b"".join(encode_json(resource) + b"\n" for patient in patients
+    for page in patient_pages(records.store, owner_id):
+        yield b"".join(encode_json(resource) + b"\n" for patient in page
                        for resource in fhir_mapping.patient_with_documents(patient, base,
                                                                            identifier_system=identifier_system))
-        if len(patients) < EXPORT_PAGE:
-            return
-        after = patients[-1]["id"]
 
 
 def fhir_error_response(exc: BaseException, statuses) -> Response:

@@ -11,11 +11,12 @@ from handlers.fhir_mapping import narrative
 from handlers.fhir_search import PATIENT_PARAMETERS, SORT_KEYS
 
 STATEMENT_DATE = "2026-12-07"  # when what this statement lists last changed
-SOFTWARE_VERSION = "1.0.0"     # openapi.json's info.version
+SOFTWARE_VERSION = "1.0.0"     # openapi.json's info.version (a test holds them equal)
 
 # FHIR Bulk Data Access 2.0's operations, asynchronous (handlers/bulk_export.py).
 EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 PATIENT_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 SECURITY = ("Every resource is read with a bearer token: POST /auth/login answers an access token (a JWT "
             "that lives 15 minutes by default) and a refresh token; send the access token as "
             "'Authorization: Bearer' and the token. A user sees only the patients they created: another "
@@ -35,6 +36,7 @@ def capability_statement(base: str) -> dict:
         "date": STATEMENT_DATE,                                  # .date
         "publisher": "MediTrack",
         "kind": "instance",                                      # .kind: this server, not a design
+        "instantiates": [BULK_DATA],                             # .instantiates: Bulk Data's server role
         "software": {"name": "MediTrack", "version": SOFTWARE_VERSION},
         "implementation": {"description": "MediTrack: patient records as FHIR R4", "url": fhir},
         "fhirVersion": "4.0.1",                                  # .fhirVersion: R4
@@ -63,8 +65,8 @@ def patient_capability() -> dict:
             {"name": "export", "definition": PATIENT_EXPORT},
         ],
         "documentation": f"_sort by {', '.join(SORT_KEYS)} ('-' for descending); _count (at most 100), "
-                         "_total, _summary=count. An unsupported parameter is 400 unless the request "
-                         "says 'Prefer: handling=lenient'.",
+                         "_total, _summary=count, _format (JSON only), _pretty. An unsupported parameter "
+                         "is 400 unless the request says 'Prefer: handling=lenient'.",
     }
 
 

@@ -52,6 +52,10 @@ ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
                503: "transient", 505: "not-supported"}
 
 
+def weak_etag(version: int) -> str:
+    return f'W/"{version}"'  # FHIR R4 http.html#versioning: W/"<versionId>"
+
+
 def extension_url(base: str, name: str) -> str:
     return f"{base}/fhir/StructureDefinition/{name}"
 
@@ -143,8 +147,8 @@ def document_reference(patient_id: str, report: dict, base: str) -> dict:
 
 def patient_with_documents(patient: dict, base: str, *, identifier_system: str) -> list[dict]:
     """The patient's resources: its Patient, then a DocumentReference per report."""
-    return [patient_resource(patient, base, identifier_system=identifier_system), *(document_reference(patient["id"], report, base)
-                                               for report in patient["reports"])]
+    return [patient_resource(patient, base, identifier_system=identifier_system),
+            *(document_reference(patient["id"], report, base) for report in patient["reports"])]
 
 
 def full_url(resource: dict, base: str) -> str:
@@ -184,7 +188,7 @@ def history_bundle(versions: list[dict], base: str, *, total: int, links: dict[s
             "request": {"method": "POST" if created else "PUT",  # Bundle.entry.request
                         "url": "Patient" if created else f"Patient/{version['id']}"},
             "response": {"status": "201" if created else "200",  # Bundle.entry.response
-                         "etag": f'W/"{version["version"]}"', "lastModified": version["updatedAt"]},
+                         "etag": weak_etag(version["version"]), "lastModified": version["updatedAt"]},
         })
     bundle = {"resourceType": "Bundle", "type": "history", "total": total,
               "link": [{"relation": relation, "url": url} for relation, url in links.items()]}

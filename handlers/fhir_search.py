@@ -6,43 +6,47 @@ FHIR R4 search (https://hl7.org/fhir/R4/search.html) in the parts MediTrack serv
         → family starts with "lov"  AND  (born in or after 1980 OR before 1950), the youngest first
 
 - Each parameter is one test; a parameter given twice is two tests (AND), and values
-  separated by commas are alternatives (OR). `\\,` is a comma inside a value (§3.1.1.1).
+  separated by commas are alternatives (OR). `\\,` is a comma inside a value, `\\|` a
+  bar, `\\\\` a backslash (§3.1.1.1). An empty alternative (`family=zola,`) is refused:
+  every name starts with nothing, so it would match every patient.
 - **Strings** (`name`, `family`, `given`) match a name that *starts with* the value,
   ignoring case and accents ("lö" finds "Lovelace"); `:exact` compares exactly, case
   and accents included; `:contains` finds the value anywhere.
 - **Tokens** (`_id`, `identifier`, `gender`): `code`, `system|code`, `|code` (no
   system) or `system|` (any code of that system).
-- **Dates** (`birthdate`, `_lastUpdated`): a value is a range as wide as it is precise
-  (`1985` is the whole year), and a prefix says how it must relate to the record's
-  own range: eq ne lt gt le ge sa eb ap (`date_test`).
+- **Dates** (`birthdate`, `_lastUpdated`): ranges compared by prefix (handlers/fhir_dates.py).
 - A parameter, modifier or sort key this server does not support is **refused with
   400, naming it** — never ignored, since ignoring it answers more than was asked (a
   search for one patient that returns another is a safety defect). A client that
   prefers the other way sends `Prefer: handling=lenient` (§3.1.1.4): then a parameter
-  or modifier it does not know is left out, and, as always, the Bundle's `self` link
-  lists exactly what was applied. A value the server cannot serve (a date that does
-  not exist, `_sort=address`, `_summary=true`) is refused either way.
+  it does not know is left out, and, as always, the Bundle's `self` link lists exactly
+  what was applied. A modifier the server does not support on a parameter it knows
+  (`family:missing`), or a value it cannot serve (a date that does not exist,
+  `_sort=address`, `_summary=true`), is refused either way: leaving those out would
+  widen the search.
 
 Parsing reads nothing from the store, so a refused search costs nothing.
 """
 
 import base64
 import binascii
-import calendar
 import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Callable
 from urllib.parse import quote
 
-from handlers.inputs import MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, whole_number
+from handlers.fhir_dates import birth_date_range, date_test, updated_range
+from handlers.fhir_errors import Refused, Unsupported
+from handlers.inputs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, whole_number
 from storage.ids import is_object_id
-from web.problems import BadRequest
 
 GENDER_SYSTEM = "http://hl7.org/fhir/administrative-gender"
 GENDERS = ("male", "female", "other", "unknown")
+MAX_VALUE = 500  # characters in one parameter's value
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 datatypes.html#id
 
 # Patient's search parameters: name → (FHIR type, what it matches). The CapabilityStatement
 # lists exactly these (handlers/fhir_capability.py).
@@ -64,17 +68,8 @@ SORT_KEYS = {  # _sort name → the patient's value it orders by
     "_lastUpdated": lambda patient: patient["updatedAt"],
 }
 TOTAL_MODES = ("none", "estimate", "accurate")
-
-
-class Refused(BadRequest):
-    """A value the server cannot read: 400, OperationOutcome issue `invalid`."""
-    issue = "invalid"
-
-
-class Unsupported(Refused):
-    """A parameter, modifier or sort key the server does not support: 400, with the
-    OperationOutcome's issue `not-supported` (FHIR value set issue-type)."""
-    issue = "not-supported"
+CONTROL = ("_count", "cursor", "_sort", "_total", "_summary", "_format", "_pretty")
+JSON_FORMATS = ("json", "application/json", "application/fhir+json")  # _format values this server answers
 
 
 @dataclass
@@ -157,45 +152,52 @@ def link(base: str, pairs: list[tuple[str, str]]) -> str:
     return f"{base}?{query}"
 
 
-CONTROL = ("_count", "cursor", "_sort", "_total", "_summary", "_format", "_pretty")
-JSON_FORMATS = ("json", "application/json", "application/fhir+json")  # _format values this server answers
+def checked_value(name: str, value: str) -> str:
+    if len(value) > MAX_VALUE or "\x00" in value:
+        raise Refused(f"the value of {name} is too long or contains NUL")
+    return value
+
+
+def page_size(text: str | None) -> int:
+    """_count: FHIR R4 search.html#count says a server "is not bound to return the number
+    requested, but cannot return more", so one above the page limit gets the limit."""
+    return DEFAULT_PAGE_SIZE if text is None else min(whole_number(text, "_count", 1, 999_999_999), MAX_PAGE_SIZE)
 
 
 def parse_patient_search(query: dict[str, list[str]], *, lenient: bool, identifier_system: str,
                          now: datetime) -> Search:
-    """The search a query asks for. `lenient` leaves out a parameter or modifier this
-    server does not know; a value it cannot serve is refused either way (a known
-    parameter with a wrong value is a mistake, not an extension)."""
+    """The search a query asks for. `lenient` leaves out a parameter this server does
+    not know; anything else it cannot serve is refused either way."""
     search, cursor = Search(), None
     for raw_name, values in query.items():
         name, _, modifier = raw_name.partition(":")
         if name in CONTROL and not modifier and len(values) > 1:
             raise Refused(f"the parameter {name} may be given only once")
-        for value in values:
-            if len(value) > 500 or "\x00" in value:
-                raise Refused(f"the value of {raw_name} is too long or contains NUL")
-            if name in CONTROL and not modifier:
-                cursor = control(search, name, value, cursor)
-            elif name in PATIENT_PARAMETERS and (not modifier or PATIENT_PARAMETERS[name][0] == "string"
-                                                 and modifier in STRING_MODIFIERS):
+        for value in (checked_value(raw_name, value) for value in values):
+            if name == "cursor" and not modifier:
+                cursor = value  # read once the sort is known
+            elif name in CONTROL and not modifier:
+                shape_answer(search, name, value)
+            elif name in PATIENT_PARAMETERS:
+                kind = PATIENT_PARAMETERS[name][0]
+                if modifier and not (kind == "string" and modifier in STRING_MODIFIERS):
+                    raise Unsupported(f"the modifier :{modifier} of {name} is not supported")
                 search.criteria.append(Criterion(raw_name, value,
                                                  patient_test(name, modifier, value, identifier_system, now)))
+            elif name in CONTROL:
+                raise Unsupported(f"the modifier :{modifier} of {name} is not supported")
             elif not lenient:
-                raise Unsupported(f"the modifier :{modifier} of {name} is not supported"
-                                  if modifier and (name in PATIENT_PARAMETERS or name in CONTROL) else
-                                  f"the search parameter {raw_name} is not supported "
+                raise Unsupported(f"the search parameter {raw_name} is not supported "
                                   f"(supported: {', '.join(PATIENT_PARAMETERS)})")
     if cursor is not None:
         search.cursor = read_cursor(cursor, len(search.sort))
     return search
 
 
-def control(search: Search, name: str, value: str, cursor: str | None) -> str | None:
-    """One of the parameters that shape the answer rather than choose patients."""
+def shape_answer(search: Search, name: str, value: str) -> None:
+    """A parameter that shapes the answer rather than chooses patients."""
     if name == "_count":
-        search.count = min(whole_number(value, "_count", 1, 999_999_999), MAX_PAGE_SIZE)
-    elif name == "cursor":
-        return value  # read once the sort is known
+        search.count = page_size(value)
     elif name == "_sort":
         search.sort = sort_keys(value)
     elif name == "_total":
@@ -209,12 +211,22 @@ def control(search: Search, name: str, value: str, cursor: str | None) -> str | 
             raise Refused("_summary must be one of true, text, data, count, false")
         search.summary_count = value == "count"
     elif name == "_format":
-        if value not in JSON_FORMATS:
-            raise Unsupported(f"_format {value!r} is not supported: this server answers JSON only")
-        search.format = value
-    elif value not in ("true", "false"):  # _pretty: a request for layout; the answer is compact either way
+        search.format = answer_format(value)
+    elif name == "_pretty":
+        pretty(value)
+
+
+def answer_format(value: str) -> str:
+    """_format: one of JSON's names (the only format served), else 400."""
+    if value not in JSON_FORMATS:
+        raise Unsupported(f"_format {value!r} is not supported: this server answers JSON only")
+    return value
+
+
+def pretty(value: str) -> None:
+    """_pretty asks for layout: accepted, and the answer is compact JSON either way."""
+    if value not in ("true", "false"):
         raise Refused("_pretty must be true or false")
-    return cursor
 
 
 def sort_keys(value: str) -> list[tuple[str, bool]]:
@@ -227,6 +239,9 @@ def sort_keys(value: str) -> list[tuple[str, bool]]:
     return keys
 
 
+BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def read_cursor(text: str, sort_length: int) -> tuple:
     """A cursor back into the key it was made from; 400 for anything else."""
     if sort_length == 0:
@@ -234,6 +249,8 @@ def read_cursor(text: str, sort_length: int) -> tuple:
             raise Refused("cursor must be the cursor of a next link, unchanged")
         return (text,)
     try:
+        if not BASE64URL.fullmatch(text):  # b64decode would skip stray characters
+            raise ValueError(text)
         raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, binascii.Error):
         raise Refused("cursor must be the cursor of a next link, unchanged") from None
@@ -245,22 +262,38 @@ def read_cursor(text: str, sort_length: int) -> tuple:
 
 # -- one parameter's test ----------------------------------------------------------------------------
 
-def split_values(text: str, separator: str = ",") -> list[str]:
-    """Split at each `separator` not escaped by a backslash, then unescape (§3.1.1.1)."""
+def split_escaped(text: str, separator: str) -> list[str]:
+    """Split at each `separator` not escaped by a backslash; the parts keep their escapes,
+    so that a value can be split again (a token at its bar) before it is unescaped."""
     parts, current, escaped = [], [], False
     for character in text:
         if escaped:
             current.append(character)
             escaped = False
         elif character == "\\":
+            current.append(character)
             escaped = True
         elif character == separator:
             parts.append("".join(current))
             current = []
         else:
             current.append(character)
+    if escaped:
+        raise Refused(f"{text!r} ends in a backslash that escapes nothing")
     parts.append("".join(current))
     return parts
+
+
+def unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def split_values(text: str) -> list[str]:
+    """A parameter's alternatives (its comma-separated values), unescaped; none empty."""
+    values = [unescape(part) for part in split_escaped(text, ",")]
+    if "" in values:
+        raise Refused(f"{text!r} has an empty value: every record would match it")
+    return values
 
 
 def any_of(tests: list[Callable[[dict], bool]]) -> Callable[[dict], bool]:
@@ -269,37 +302,43 @@ def any_of(tests: list[Callable[[dict], bool]]) -> Callable[[dict], bool]:
 
 def patient_test(name: str, modifier: str, text: str, identifier_system: str, now: datetime):
     """The test one parameter's values make: any of them (OR) matches."""
-    if text == "":
-        raise Refused(f"the search parameter {name} needs a value")
     if name in ("name", "family", "given"):
         fields = {"name": ("lastName", "firstName"), "family": ("lastName",), "given": ("firstName",)}[name]
         return any_of([string_test(fields, STRING_MODIFIERS[modifier], value) for value in split_values(text)])
     if name in ("birthdate", "_lastUpdated"):
         target = birth_date_range if name == "birthdate" else updated_range
         return any_of([date_test(target, value, now) for value in split_values(text)])
-    return any_of([token_test(name, value, identifier_system) for value in split_values(text)])
+    tokens = split_escaped(text, ",")
+    if "" in tokens:
+        raise Refused(f"{text!r} has an empty value: every record would match it")
+    return any_of([token_test(name, token, identifier_system) for token in tokens])
 
 
 def never(patient: dict) -> bool:
     return False
 
 
-def token_test(name: str, value: str, identifier_system: str) -> Callable[[dict], bool]:
+def token_test(name: str, token: str, identifier_system: str) -> Callable[[dict], bool]:
     """`code` (any system), `system|code`, `|code` (no system: ours always have one, so
-    nothing) or `system|` (any code of that system)."""
-    system, bar, code = value.rpartition("|")
-    system = system if bar else None
+    nothing) or `system|` (any code of that system). `token` still has its escapes:
+    it is split at an unescaped bar first."""
+    parts = split_escaped(token, "|")
+    if len(parts) > 2:
+        raise Refused(f"{unescape(token)!r} has more than one '|' (escape a bar in a value as \\|)")
+    system, code = (None, unescape(parts[0])) if len(parts) == 1 else (unescape(parts[0]), unescape(parts[1]))
     if name == "_id":
-        if bar:
-            raise Refused("_id takes an id, without a system")
+        if system is not None or not FHIR_ID.fullmatch(code):
+            raise Refused(f"_id takes an id (letters, digits, '-' and '.', at most 64), not {unescape(token)!r}")
         return lambda patient: patient["id"] == code
     if name == "identifier":
-        if system not in (None, identifier_system):
-            return never                       # another system, or none
+        if system is not None and system != identifier_system:
+            return never                   # no system, or another one: never ours
         return lambda patient: code == "" or patient["id"] == code
-    if code not in GENDERS or system not in (None, "", GENDER_SYSTEM):
+    if system not in (None, "", GENDER_SYSTEM) or (code not in GENDERS and not (system and code == "")):
         raise Refused(f"gender must be one of {', '.join(GENDERS)}, optionally as {GENDER_SYSTEM}|code")
-    return never if system == "" else lambda patient: patient["gender"] == code
+    if system == "":
+        return never                       # a gender always has its system
+    return (lambda patient: True) if code == "" else (lambda patient: patient["gender"] == code)
 
 
 def folded(text: str) -> str:
@@ -310,96 +349,9 @@ def folded(text: str) -> str:
 def string_test(fields: tuple[str, ...], how: str, value: str) -> Callable[[dict], bool]:
     if how == "exact":
         return lambda patient: any(patient[name] == value for name in fields)
-    wanted = folded(value)
+    # A value of combining marks only folds to nothing, which every name would start
+    # with: it is then compared as it is.
+    wanted = folded(value) or value.casefold()
     if how == "contains":
         return lambda patient: any(wanted in folded(patient[name]) for name in fields)
     return lambda patient: any(folded(patient[name]).startswith(wanted) for name in fields)
-
-
-# -- dates -------------------------------------------------------------------------------------------
-# A date is compared as a range of instants, [start, end), each instant a whole number of
-# microseconds since 1970 (UTC): plain integers, so year 1 and year 9999 need no special
-# case, and widening a range (`ap`) can never overflow.
-
-PREFIXES = ("eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap")
-# FHIR's date and dateTime (datatypes.html), ASCII digits only; a zone is at most ±14:00.
-DATE = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?"
-                  r"(Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?")
-EPOCH = datetime(1970, 1, 1)
-MICROSECONDS = {"day": 86_400_000_000, "minute": 60_000_000, "second": 1_000_000}
-
-
-def microseconds(moment: datetime) -> int:
-    """A naive UTC datetime as microseconds since 1970."""
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def date_range(text: str) -> tuple[int, int]:
-    """The instants a date or dateTime covers: 1985 is the whole year, 1985-12-10 the
-    day, 1985-12-10T09:30Z one minute. A time without a zone is taken as UTC."""
-    match = DATE.fullmatch(text)
-    if not match:
-        raise Refused(f"{text!r} is not a date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|±hh:mm])")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    try:
-        first_day = datetime(int(year), int(month or 1), int(day or 1))
-        days = calendar.monthrange(first_day.year, first_day.month)[1] if day is None else 1
-        if month is None:
-            days = 366 if calendar.isleap(first_day.year) else 365
-        start = microseconds(first_day)
-        if hour is None:
-            return start, start + days * MICROSECONDS["day"]
-        if not (int(hour) < 24 and int(minute) < 60 and int(second or 0) < 60):
-            raise ValueError("no such time")
-        offset = 0 if zone in (None, "Z") else (-1 if zone[0] == "-" else 1) * (int(zone[1:3]) * 60 + int(zone[4:6]))
-        start += (int(hour) * 60 + int(minute) - offset) * MICROSECONDS["minute"] + int(second or 0) * 1_000_000
-        start += int((fraction or "0")[:6].ljust(6, "0"))
-        width = (MICROSECONDS["minute"] if second is None else MICROSECONDS["second"] if fraction is None
-                 else 10 ** (6 - min(len(fraction), 6)))
-        return start, start + width
-    except ValueError:
-        raise Refused(f"{text!r} is not a date that exists") from None
-
-
-def birth_date_range(patient: dict) -> tuple[int, int]:
-    return date_range(patient["dateOfBirth"])
-
-
-def updated_range(patient: dict) -> tuple[int, int]:
-    """updatedAt is stored to the millisecond ("2026-11-24T11:02:00.000Z")."""
-    start, _ = date_range(patient["updatedAt"])
-    return start, start + 1000
-
-
-def date_test(target: Callable[[dict], tuple[int, int]], text: str, now: datetime):
-    """FHIR R4 search.html#prefix, for a search range [low, high) and the record's [start, end):
-
-        eq  the search range holds the record's        ne  it does not
-        gt  the record's reaches past the search's      lt  the record's starts before it
-        ge  gt or eq                                     le  lt or eq
-        sa  the record's starts after the search's end  eb  it ends before the search's start
-        ap  the ranges meet once the search range is widened by a tenth of its distance
-            from now (the spec leaves "approximately" to the server and suggests 10%)
-    """
-    prefix = text[:2] if text[:2] in PREFIXES else "eq"
-    low, high = date_range(text[2:] if text[:2] in PREFIXES else text)
-    if prefix == "ap":
-        slack = abs(microseconds(now.astimezone(timezone.utc).replace(tzinfo=None)) - low) // 10
-        low, high = low - slack, high + slack
-
-    def holds(start, end):
-        return low <= start and end <= high
-
-    tests = {
-        "eq": holds,
-        "ne": lambda start, end: not holds(start, end),
-        "gt": lambda start, end: end > high,
-        "lt": lambda start, end: start < low,
-        "ge": lambda start, end: end > high or holds(start, end),
-        "le": lambda start, end: start < low or holds(start, end),
-        "sa": lambda start, end: start >= high,
-        "eb": lambda start, end: end <= low,
-        "ap": lambda start, end: start < high and low < end,
-    }
-    compare = tests[prefix]
-    return lambda patient: compare(*target(patient))

@@ -11,6 +11,7 @@ by the store in the same step as the write (web/conditional.py explains the head
 """
 
 import time
+from typing import Iterator
 from datetime import datetime, timedelta, timezone
 
 from handlers.inputs import page_of, page_request, path_id, query_value, read_json
@@ -99,6 +100,22 @@ class PatientRecords:
                 raise PreconditionRequired("this server requires If-Match with the patient's ETag on every write")
             return None
         return patient["version"]  # it matched: the store must still find this version
+
+
+PATIENT_PAGE = 100  # patients read from the store at a time by whatever reads them all
+
+
+def patient_pages(store, owner_id: str) -> Iterator[list[dict]]:
+    """Every patient of the owner, in id order, a page of PATIENT_PAGE at a time: what
+    the export, the bulk export and a filtered FHIR search read, so their memory holds
+    one page."""
+    size, after = PATIENT_PAGE, None
+    while True:
+        page = store.list_patients(owner_id, limit=size, after=after)
+        yield page
+        if len(page) < size:
+            return
+        after = page[-1]["id"]
 
 
 def public_patient(patient: dict) -> dict:

@@ -1,27 +1,32 @@
 """FHIR Bulk Data export, asynchronous (handlers/bulk_export.py, handlers/bulk_jobs.py), on
 every store: kick-off, polling at the server's pace, the manifest, downloads (whole,
 ranged, conditional, only by the owner), cancelling, the limit of running jobs, expiry,
-what the files hold (each resource as it stood at transactionTime), and a job its server
-lost — restarted, or killed with `kill -9` mid-job — which is reported failed, never
-offered as complete.
+what the files hold (each resource as it stood at transactionTime), races with a
+cancel, and a job its server lost — restarted, its worker gone, or killed with
+`kill -9` mid-job — which is reported failed, never offered as complete.
 
-The server runs in this process on a FakeClock, so polling pace, heartbeats and expiry
-are moved by hand. A job's thread is waited for by joining it; a test that needs a job
-to stay running holds it at its first page (`held_jobs`)."""
+The server runs in this process on a FakeClock, so polling pace and expiry are moved by
+hand. A job's thread is waited for by joining it; a test that needs a job to stay
+running holds it before its first page (`held_jobs`)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from handlers import bulk_jobs
 from handlers.bulk_export import POLL_SECONDS
+from storage.errors import NotFound
 from tests.support.api import ApiClient
 from tests.support.clock import FakeClock
 from tests.support.deployment import Deployment
-from tests.support.platforms import needs_sigkill
+from tests.support.platforms import needs_fork, needs_sigkill
 from tests.support.uploads import PNG, pdf_of_size
-from tests.test_http_fhir import FHIR_JSON, assert_outcome, upload
+from tests.test_http_fhir import assert_outcome, upload
 
 ADA = {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10", "gender": "female"}
 ASYNC = {"Prefer": "respond-async"}
@@ -34,7 +39,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def server(start_server, clock):
+def server(start_server, clock, monkeypatch):
+    # Jobs here read at once: the second a job waits for commits in flight (SETTLE_SECONDS)
+    # is for a real clock, and this server's commits are all done before the kick-off.
+    monkeypatch.setattr(bulk_jobs, "SETTLE_SECONDS", 0.0)
     # Tokens that outlive the hours these tests move the clock by.
     return start_server(clock=clock, token_ttl=7 * 24 * 3600, refresh_ttl=7 * 24 * 3600)
 
@@ -135,6 +143,11 @@ def test_kick_off_poll_manifest_and_downloads(server, owner):
     again = owner.session.get(url, headers={"If-None-Match": whole.headers["ETag"]}, timeout=10)
     assert again.status_code == 304
     assert_outcome(owner.session.get(url, headers={"Range": "bytes=99999-"}, timeout=10), 416, "exception")
+
+
+def test_respond_async_may_carry_parameters_and_a_quoted_value(owner):
+    # RFC 7240 §2: a preference's own parameters follow a ';' and a value may be quoted.
+    kick_off(owner, **{"Prefer": 'respond-async; wait=10, handling="lenient"'}, query="?_elements=id")
 
 
 def test_the_patient_level_kick_off_is_the_same_export(owner):
@@ -298,26 +311,66 @@ def test_files_are_kept_for_the_retention_and_then_swept(server, clock, owner):
     assert not (server.settings.data_dir / "bulk" / job_id_of(status_url)).exists()
 
 
-# -- a job its server lost ------------------------------------------------------------------------
-
-def test_a_job_whose_heartbeat_stopped_is_reported_failed(server, clock, owner, held_jobs):
+def test_a_cancel_or_a_download_that_loses_a_race_with_a_removal_is_404(server, owner):
     owner.post("/patients", json=ADA)
     status_url = kick_off(owner)
-    clock.now += bulk_jobs.STALE_AFTER + 1
-    outcome = assert_outcome(owner.session.get(status_url, timeout=10), 500, "exception")
-    assert "start it again" in outcome["issue"][0]["diagnostics"]
+    file_url = manifest_of(owner, status_url)["output"][0]["url"]
+    directory = server.settings.data_dir / "bulk" / job_id_of(status_url)
+    (directory / "Patient.ndjson").unlink()  # as a DELETE elsewhere does, after the job was read
+    assert_outcome(owner.session.get(file_url, timeout=10), 404, "not-found")
+    jobs = bulk_jobs.BulkJobs(directory.parent, server.store, clock=lambda: 0.0, retention=0, identifier_system="")
+    shutil.rmtree(directory)
+    with pytest.raises(NotFound):
+        jobs.cancel(job_id_of(status_url))
 
 
-def test_a_job_left_running_by_an_earlier_start_of_the_server_is_failed_and_offers_no_file(server, owner):
+def test_a_kick_off_lock_left_by_a_process_that_died_is_taken_over(server, clock, owner):
+    owner.post("/patients", json=ADA)
+    lock = server.settings.data_dir / "bulk" / f".{owner.user['id']}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(repr(clock() - bulk_jobs.LOCK_STALE_AFTER - 1), encoding="ascii")
+    manifest_of(owner, kick_off(owner))
+    assert not lock.exists()
+
+
+# -- a job its server lost ------------------------------------------------------------------------
+
+def left_running(server, owner, pid: int, server_start: str = bulk_jobs.SERVER_START) -> str:
+    """A finished job rewritten as another process leaves one mid-way: still `running`,
+    its file under its temporary name, recorded by process `pid` of start `server_start`."""
     owner.post("/patients", json=ADA)
     status_url = kick_off(owner)
     manifest_of(owner, status_url)
     directory = server.settings.data_dir / "bulk" / job_id_of(status_url)
     job = json.loads((directory / "job.json").read_text(encoding="utf-8"))
-    # What a server killed mid-job leaves: the state still running, under its own start.
-    job.update(state="running", serverStart="a-server-that-has-gone", output=[], expires=None)
+    job.update(state="running", serverStart=server_start, pid=pid, output=[], expires=None)
     (directory / "job.json").write_text(json.dumps(job), encoding="utf-8")
     (directory / "Patient.ndjson").rename(directory / "Patient.ndjson.partial")
+    return status_url
+
+
+@needs_fork
+def test_a_job_of_a_sibling_worker_that_died_is_reported_failed(server, owner):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status_url = left_running(server, owner, pid=int(gone.stdout))
+    outcome = assert_outcome(owner.session.get(status_url, timeout=10), 500, "exception")
+    assert "start it again" in outcome["issue"][0]["diagnostics"]
+
+
+@needs_fork
+def test_a_job_of_a_sibling_worker_that_runs_is_running(server, owner):
+    status_url = left_running(server, owner, pid=os.getppid())  # a process that surely runs
+    response = owner.session.get(status_url, timeout=10)
+    assert response.status_code == 202 and "X-Progress" in response.headers
+
+
+def test_a_job_this_process_no_longer_runs_is_reported_failed(server, owner):
+    status_url = left_running(server, owner, pid=os.getpid())  # its thread is not among this process's
+    assert_outcome(owner.session.get(status_url, timeout=10), 500, "exception")
+
+
+def test_a_job_left_running_by_an_earlier_start_of_the_server_is_failed_and_offers_no_file(server, owner):
+    status_url = left_running(server, owner, pid=os.getppid(), server_start="a-server-that-has-gone")
     assert_outcome(owner.session.get(status_url, timeout=10), 500, "exception")
     assert_outcome(owner.session.get(f"{status_url}/Patient.ndjson", timeout=10), 404, "not-found")
 

@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 import pytest
 
 from handlers import fhir_search
-from handlers.fhir_search import Refused, Unsupported, date_range, parse_patient_search
+from handlers.fhir_dates import date_range, instant
+from handlers.fhir_errors import Refused, Unsupported
+from handlers.fhir_search import parse_patient_search
 
 SYSTEM = "urn:meditrack:patient-id"
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
@@ -69,14 +71,26 @@ def test_accent_insensitivity_is_exactly_unicodes_decomposition():
     assert found({"family": "LOVG"}) == ["Lövgren"]
 
 
-def test_an_empty_value_is_refused():
+@pytest.mark.parametrize("query", [
+    {"family": ""}, {"family": "zola,"}, {"family": ",zola"}, {"name": "a,,b"}, {"family": "zola\\"},
+    {"identifier": ","}, {"gender": "male,"}, {"birthdate": "1985,"}, {"_id": ""},
+])
+def test_an_empty_value_or_alternative_is_refused_never_matching_everyone(query):
+    # Every name starts with nothing: an empty alternative would answer every patient.
     with pytest.raises(Refused):
-        search({"family": ""})
+        search(query)
 
 
-def test_a_comma_escaped_with_a_backslash_is_part_of_the_value():
+def test_a_value_of_combining_marks_only_is_compared_as_it_is():
+    assert found({"family": "\u0301"}) == [] and found({"family:contains": "\u0308"}) == []
+
+
+def test_escapes_split_before_they_are_undone():
     assert fhir_search.split_values(r"a\,b,c") == ["a,b", "c"]
     assert fhir_search.split_values(r"a\\,b") == ["a\\", "b"]
+    assert fhir_search.split_escaped(r"urn:x\|y|code", "|") == [r"urn:x\|y", "code"]
+    # An escaped bar is part of the value, not the system's end: no patient has this id.
+    assert found({"identifier": f"{1:024x}\\|x"}) == []
 
 
 # -- tokens ----------------------------------------------------------------------------------------
@@ -92,9 +106,12 @@ def test_id_identifier_and_gender():
     assert found({"gender": "male"}) == ["Zola", "Turing"]
     assert found({"gender": "http://hl7.org/fhir/administrative-gender|other"}) == ["Lövgren"]
     assert found({"gender": "other,unknown"}) == ["Lövgren", "Lovelace-Byron"]
+    assert len(found({"gender": "http://hl7.org/fhir/administrative-gender|"})) == len(PATIENTS)  # any code
+    assert found({"gender": "|male"}) == []                                  # no system: a gender has one
 
 
-@pytest.mark.parametrize("query", [{"gender": "f"}, {"gender": "urn:x|female"}, {"_id": f"{SYSTEM}|{1:024x}"}])
+@pytest.mark.parametrize("query", [{"gender": "f"}, {"gender": "urn:x|female"}, {"_id": f"{SYSTEM}|{1:024x}"},
+                                   {"_id": "not an id"}, {"identifier": "a|b|c"}])
 def test_a_token_that_cannot_be_read_is_refused(query):
     with pytest.raises(Refused):
         search(query)
@@ -173,7 +190,7 @@ def test_what_is_not_supported_is_refused_naming_it(query, named):
 
 
 def test_lenient_handling_leaves_out_what_it_does_not_know_and_the_self_link_says_so():
-    parsed = search({"family": "lov", "address": "London", "family:missing": "x", "_sort": "-birthdate",
+    parsed = search({"family": "lov", "address": "London", "_sort": "-birthdate",
                      "_format": "application/fhir+json", "_pretty": "true"}, lenient=True)
     assert parsed.applied() == [("family", "lov"), ("_sort", "-birthdate"), ("_format", "application/fhir+json"),
                                 ("_count", "20")]
@@ -182,9 +199,11 @@ def test_lenient_handling_leaves_out_what_it_does_not_know_and_the_self_link_say
 
 
 @pytest.mark.parametrize("query", [{"birthdate": "2021-02-29"}, {"_sort": "address"}, {"_summary": "true"},
-                                   {"_total": "maybe"}, {"_format": "xml"}, {"_pretty": "yes"}])
-def test_lenient_handling_still_refuses_a_value_of_a_known_parameter(query):
-    # A wrong value of a parameter the server knows is a mistake, not an extension to skip.
+                                   {"_total": "maybe"}, {"_format": "xml"}, {"_pretty": "yes"},
+                                   {"family:missing": "false"}, {"gender:not": "male"}, {"_count:x": "1"}])
+def test_lenient_handling_still_refuses_what_would_widen_the_search(query):
+    # A wrong value or an unknown modifier of a parameter the server knows: leaving it
+    # out would answer patients that were not asked for.
     with pytest.raises(Refused):
         search(query, lenient=True)
 
@@ -219,6 +238,7 @@ def test_a_sorted_cursor_resumes_after_the_last_entry_even_if_a_patient_is_added
     {"cursor": "not-a-cursor"},
     {"_sort": "family", "cursor": f"{1:024x}"},                      # an id where a sort position belongs
     {"_sort": "family", "cursor": "WyJhIl0"},                         # ["a"]: no id
+    {"_sort": "family", "cursor": "W!yJhIl0"},                        # a character base64url lacks
     {"_sort": "family,given", "cursor": "WyJhIiwgIjAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMSJd"},  # one sort value short
 ])
 def test_a_cursor_that_is_not_from_a_next_link_of_this_search_is_refused(query):
@@ -226,10 +246,19 @@ def test_a_cursor_that_is_not_from_a_next_link_of_this_search_is_refused(query):
         search(query)
 
 
+def test_a_since_instant_needs_seconds_and_a_zone_and_is_cut_to_the_millisecond():
+    assert instant("2026-01-31T09:30:00.123456+01:00") == "2026-01-31T08:30:00.123Z"
+    assert instant("0001-01-01T00:00:00+14:00") == "0001-01-01T00:00:00.000Z"  # before year 1 in UTC: year 1
+    assert instant("9999-12-31T23:59:59.999-14:00") == "9999-12-31T23:59:59.999Z"
+    for text in ("2026-01-31", "2026-01-31T09:30Z", "2026-01-31T09:30:00", "2026-02-30T00:00:00Z"):
+        with pytest.raises(Refused):
+            instant(text)
+
+
 def test_count_is_capped_at_the_page_limit_and_summary_and_total_are_read():
-    parsed = search({"_count": "5000", "_summary": "count", "_total": "none"})
-    assert (parsed.count, parsed.summary_count, parsed.total) == (100, True, "none")
-    assert parsed.applied() == [("_total", "none"), ("_summary", "count"), ("_count", "100")]
+    parsed = search({"_count": "5000", "_summary": "count", "_total": "estimate"})
+    assert (parsed.count, parsed.summary_count, parsed.total) == (100, True, "estimate")
+    assert parsed.applied() == [("_total", "estimate"), ("_summary", "count"), ("_count", "100")]
 
 
 def test_the_link_keeps_fhir_punctuation_and_escapes_the_rest():

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from handlers import fhir
+from handlers import patients
 from storage.errors import Unavailable
 from tests.support.api import ApiClient
 from tests.support.raw_http import RawConnection, http_request
@@ -284,7 +284,7 @@ def test_an_export_the_store_fails_half_way_ends_without_its_last_chunk(client, 
     # its way no error status can follow, so a failure closes the connection short of it.
     for _ in range(2):
         client.post("/patients", json=PATIENT)
-    monkeypatch.setattr(fhir, "EXPORT_PAGE", 1)
+    monkeypatch.setattr(patients, "PATIENT_PAGE", 1)
     pages = []
     list_patients = live_server.store.list_patients
 

@@ -5,10 +5,11 @@ and its versions, and DocumentReference search.
 
 Which patient each parameter matches is tests/test_fhir_search.py's; here, the routes."""
 
+import json
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
-import pytest
 
 from handlers.fhir_search import PATIENT_PARAMETERS, SORT_KEYS
 from tests.support.uploads import PNG, pdf_of_size
@@ -61,6 +62,8 @@ def test_metadata_needs_no_token_and_lists_exactly_what_is_built(anonymous):
     assert {(p["name"], p["type"]) for p in patient["searchParam"]} == {
         (name, kind) for name, (kind, _) in PATIENT_PARAMETERS.items()}
     assert [o["name"] for o in patient["operation"]] == ["everything", "export"]
+    spec = json.loads((Path(__file__).resolve().parent.parent / "openapi.json").read_text(encoding="utf-8"))
+    assert statement["software"]["version"] == spec["info"]["version"]
     assert [o["name"] for o in rest["operation"]] == ["export"]
     assert all(key in patient["documentation"] for key in SORT_KEYS)
     assert [i["code"] for i in resources["DocumentReference"]["interaction"]] == ["read", "search-type"]
@@ -98,6 +101,12 @@ def test_an_unsupported_parameter_is_400_naming_it_unless_the_client_prefers_len
     assert links_of(bundle)["self"].endswith("/fhir/Patient?family=lov&_count=20")  # only what was applied
 
 
+def test_an_empty_alternative_is_400_never_everyone(client):
+    client.post("/patients", json=ADA)
+    for query in ("family=zzz,", "family=%5C", "identifier=,", "name=a,,b"):
+        assert_outcome(client.get(f"/fhir/Patient?{query}"), 400, "invalid")
+
+
 def test_a_value_that_cannot_be_read_is_400_invalid(client):
     assert_outcome(client.get("/fhir/Patient?birthdate=2021-02-29"), 400, "invalid")
     assert_outcome(client.get("/fhir/Patient?gender=f"), 400, "invalid")
@@ -131,6 +140,7 @@ def test_summary_count_and_total_none(client):
         client.post("/patients", json=ADA)
     counted = bundle_of(client.get("/fhir/Patient?family=lov&_summary=count"))
     assert counted["total"] == 3 and "entry" not in counted and "next" not in links_of(counted)
+    assert bundle_of(client.get("/fhir/Patient?_summary=count&_total=none"))["total"] == 3  # the count is the answer
     untotalled = bundle_of(client.get("/fhir/Patient?_total=none&_count=1"))
     assert "total" not in untotalled and len(untotalled["entry"]) == 1 and "next" in links_of(untotalled)
 
@@ -192,3 +202,11 @@ def test_document_references_of_a_patient_by_each_form_of_reference(client, othe
     assert sum(len(page.get("entry", [])) for page in pages) == 3 and len(pages) == 2
     assert_outcome(client.get("/fhir/DocumentReference?patient=Observation/1"), 400, "invalid")
     assert_outcome(client.get("/fhir/DocumentReference?status=current"), 400, "not-supported")
+    lenient = {"Prefer": "handling=lenient"}
+    # A modifier on patient would widen the search if left out: refused even when lenient.
+    assert_outcome(client.get(f"/fhir/DocumentReference?patient:Patient={ada['id']}", headers=lenient),
+                   400, "not-supported")
+    assert_outcome(client.get(f"/fhir/DocumentReference?patient={ada['id']},"), 400, "invalid")
+    assert_outcome(client.get("/fhir/DocumentReference?_format=json&_format=json"), 400, "invalid")
+    formatted = bundle_of(client.get(f"/fhir/DocumentReference?patient={ada['id']}&_format=json"))
+    assert links_of(formatted)["self"].endswith(f"?patient={ada['id']}&_format=json&_count=20")
