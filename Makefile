@@ -20,7 +20,7 @@ endif
 VENV := $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-simulated test-mongo test-fhir conformance test-browser soak bench profile clean postgresql
+.PHONY: run test test-simulated test-mongo test-fhir conformance test-clients test-browser soak bench profile clean postgresql
 
 DURATION ?= 60
 
@@ -84,6 +84,43 @@ conformance: $(VENV)/.dev $(CONFORMANCE_VENV)/.installed postgresql
 $(CONFORMANCE_VENV)/.installed: tests/conformance/requirements.txt
 	$(PYTHON_BIN) -m venv $(CONFORMANCE_VENV)
 	$(CONFORMANCE_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+	touch $@
+
+# Clients generated from openapi.json must work unedited. openapi-generator's Python client
+# (the generator's jar fetched from Maven Central into the cache, like HAPI's validator)
+# drives a patient's whole life on each store (tests/clients/run.py), from a virtual
+# environment of its own in the cache: the client's requirements are none of the
+# product's. Then openapi-typescript's types must compile a create, a read and an upload
+# (tests/clients/typescript/use.ts) under tsc --strict; both npm packages are installed
+# into the cache from the lock file beside use.ts. --default-non-nullable=false: by
+# default a field with a default is typed required even in a request (PatientInput's gender).
+CLIENTS_VENV := $(HOME)/.cache/meditrack/clients-venv
+CLIENTS_NPM := $(HOME)/.cache/meditrack/clients-npm
+test-clients: $(VENV)/.dev $(CLIENTS_VENV)/.installed $(CLIENTS_NPM)/.installed postgresql
+	@command -v java >/dev/null && command -v mvn >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO apt-get install -y openjdk-17-jdk-headless maven || \
+		{ $$SUDO apt-get update && $$SUDO apt-get install -y openjdk-17-jdk-headless maven; }; }
+	$(PY) tests/ferretdb.py -- $(CLIENTS_VENV)/bin/python tests/clients/run.py
+	rm -rf $(CLIENTS_NPM)/check && mkdir $(CLIENTS_NPM)/check && cp tests/clients/typescript/use.ts $(CLIENTS_NPM)/check/
+	$(CLIENTS_NPM)/node_modules/.bin/openapi-typescript openapi.json --default-non-nullable=false \
+		--output $(CLIENTS_NPM)/check/meditrack.ts
+	$(CLIENTS_NPM)/node_modules/.bin/tsc --strict --noEmit --target es2022 --lib es2022,dom \
+		--module es2022 --moduleResolution bundler $(CLIENTS_NPM)/check/use.ts
+
+# MediTrack's own requirements too: run.py starts the server with the venv's python.
+$(CLIENTS_VENV)/.installed: requirements.txt tests/clients/requirements.txt
+	$(PYTHON_BIN) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
+		-r tests/clients/requirements.txt
+	touch $@
+
+# npm ci installs where package.json and its lock file are: copies of them, in the cache.
+$(CLIENTS_NPM)/.installed: tests/clients/typescript/package.json tests/clients/typescript/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+		$$SUDO apt-get install -y nodejs npm || { $$SUDO apt-get update && $$SUDO apt-get install -y nodejs npm; }; }
+	mkdir -p $(CLIENTS_NPM)
+	cp tests/clients/typescript/package.json tests/clients/typescript/package-lock.json $(CLIENTS_NPM)/
+	npm ci --prefix $(CLIENTS_NPM) --no-audit --no-fund --loglevel=error
 	touch $@
 
 # /docs and CORS in headless Chromium (Debian's chromium and chromium-driver, installed
