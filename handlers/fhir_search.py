@@ -46,6 +46,7 @@ from storage.ids import is_object_id
 GENDER_SYSTEM = "http://hl7.org/fhir/administrative-gender"
 GENDERS = ("male", "female", "other", "unknown")
 MAX_VALUE = 500  # characters in one parameter's value
+MAX_CURSOR = 2000  # a sorted search's cursor holds the last entry's sort values: names can be long
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 datatypes.html#id
 
 # Patient's search parameters: name → (FHIR type, what it matches). The CapabilityStatement
@@ -153,7 +154,7 @@ def link(base: str, pairs: list[tuple[str, str]]) -> str:
 
 
 def checked_value(name: str, value: str) -> str:
-    if len(value) > MAX_VALUE or "\x00" in value:
+    if len(value) > (MAX_CURSOR if name == "cursor" else MAX_VALUE) or "\x00" in value:
         raise Refused(f"the value of {name} is too long or contains NUL")
     return value
 

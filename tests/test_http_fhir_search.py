@@ -135,6 +135,14 @@ def test_sorted_paging_sees_each_patient_once_while_patients_are_added(client):
     assert len(seen) == len(set(seen))
 
 
+def test_a_sorted_cursor_over_long_names_still_pages(client):
+    long = {**ADA, "firstName": "A" * 100, "lastName": "L" * 100}
+    for _ in range(3):
+        client.post("/patients", json=long)
+    pages = follow(client, f"{client.url}/fhir/Patient?_sort=family,given,-_lastUpdated,birthdate&_count=1")
+    assert [len(page["entry"]) for page in pages] == [1, 1, 1]
+
+
 def test_summary_count_and_total_none(client):
     for _ in range(3):
         client.post("/patients", json=ADA)
