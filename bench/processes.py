@@ -38,6 +38,16 @@ def launch_meditrack(data_dir: Path, environ: dict | None = None, *, root: Path 
     return process, found[0]
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Ask a server to stop (SIGTERM: it drains), and kill it if it has not within `timeout`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def process_status(pid: int) -> dict[str, str]:
     """A process's /proc/<pid>/status as name → value (proc(5))."""
     return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())

@@ -45,6 +45,7 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.processes import stop  # noqa: E402
 from bench.soak import start_server  # noqa: E402  (its access log drained, so the pipe never fills)
 from tests.support.uploads import JPEG, PDF, PNG  # noqa: E402  (the smallest real files)
 
@@ -287,12 +288,7 @@ def main() -> int:
                     print(f"== the generated client against MediTrack on {store} ({url})", flush=True)
                     drive(client, url, steps)
                 finally:
-                    process.terminate()
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
+                    stop(process)
     for name in steps.failed:
         print(f"failed: {name}")
     print(f"clients: {steps.passed} passed, {len(steps.failed)} failed")

@@ -15,7 +15,6 @@ once; unsupported ones must be refused with an OperationOutcome. Exits 1 on any 
 """
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from fhirclient.server import FHIRNotFoundException, FHIRPermissionDeniedExcepti
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.processes import stop  # noqa: E402
 from bench.soak import start_server  # noqa: E402  (its access log drained, so the pipe never fills)
 
 SYSTEM = "urn:meditrack:patient-id"
@@ -347,12 +347,7 @@ def main() -> int:
         except Exception as exc:  # the set-up failed: nothing could be checked
             check(False, f"{type(exc).__name__}: {exc}")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
+            stop(process)
     took = f"{time.monotonic() - started:.1f} s"
     print(f"FHIR clients check FAILED ({took}):\n" + "\n".join(f"- {f}" for f in failures) if failures
           else f"FHIR clients check passed ({took})")
