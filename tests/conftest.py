@@ -21,6 +21,7 @@ from settings import Settings
 from storage import open_store
 from storage.base import Store
 from tests.support.api import TEST_SECRET, ApiClient
+from tests.support import leftovers
 from tests.support.clock import FakeClock
 from tests.support.mongodb import MONGODB_URI, drop_mongodb_database, fresh_mongodb_uri
 from tests.support.records import PATIENT
@@ -38,6 +39,27 @@ if not os.environ.get("MEDITRACK_FHIR_VALIDATOR"):
     collect_ignore.append("test_fhir_validation.py")  # HL7's validator: `make test-fhir` fetches it
 
 STORES = ["sqlite", "mongodb"] if MONGODB_URI else ["sqlite"]
+
+
+def pytest_sessionstart(session):
+    leftovers.mark_this_run()  # before any test starts a process: each inherits the mark
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process it started still runs, or a socket of its own still
+    listens: a test that starts something must stop it, whatever happens."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not leftovers.can_look():
+        reporter.write_line("leftovers: not checked (no /proc on this system)")
+        return
+    found = leftovers.left_behind(leftovers.this_run())
+    if found:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "left behind by the tests (now killed)", red=True)
+    for line in found:
+        reporter.write_line(line, red=True)
+    if found:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 class LiveServer:

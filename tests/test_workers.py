@@ -13,6 +13,7 @@ request can be sent to the worker a test chooses. No header in the API says it."
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -211,6 +212,41 @@ def test_workers_drain_and_exit_when_their_supervisor_is_killed(deployment):
         [pid for pid in workers if running(pid)]
     with pytest.raises(requests.ConnectionError):  # no one serves the port any more
         requests.get(server.url + "/health", timeout=2)
+
+
+def can_bind(port: int) -> bool:
+    """Whether a new server could listen on this port now: nothing else listens on it."""
+    try:
+        socket.create_server(("127.0.0.1", port)).close()  # SO_REUSEADDR, as a server sets it
+    except OSError:
+        return False
+    return True
+
+
+def test_when_the_supervisor_is_killed_busy_workers_free_the_port_at_once_then_finish(deployment):
+    server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="30")
+    workers = two_ready_workers(server)
+    client = ApiClient(server.url).register_and_login()
+    token = client.session.headers["Authorization"].removeprefix("Bearer ")
+    patient = client.post("/patients", json=PATIENT).json()
+    body = multipart(file_part(b"%PDF-1.4 " + os.urandom(256 * 1024)))
+    uploads, per_worker = [], Counter()
+    while min(per_worker[pid] for pid in workers) < 1:  # each worker in the middle of an upload
+        assert len(uploads) < 24, per_worker
+        uploads.append(begin_upload(server, token, patient["id"], body))
+        per_worker[worker_of(server, uploads[-1], workers)] += 1
+    server.process.kill()  # kill -9: the supervisor stops no one
+    server.process.wait(timeout=PROCESS_EXIT)
+    # Each worker notices within ORPHAN_CHECK (0.25 s) and stops listening before it
+    # drains: a new server can take the port while the uploads still run.
+    assert until(lambda: can_bind(server.port), timeout=2.0), "the port is still taken"
+    statuses = []
+    for connection in uploads:
+        connection.send(body[len(body) // 2:])
+        statuses.append(connection.read_response().status)
+        connection.close()
+    assert statuses == [201] * len(uploads)
+    assert until(lambda: not any(running(pid) for pid in workers), timeout=PROCESS_EXIT)
 
 
 def test_sigterm_stops_idle_workers_at_once(deployment):
