@@ -59,6 +59,7 @@ from storage.base import Store
 from storage.errors import StoreError
 from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
+from web.housekeeping import Housekeeping
 from web.ratelimit import RateLimiter
 from web.router import Router
 from web.server import MediTrackServer
@@ -276,12 +277,14 @@ def serve(settings: Settings, server: MediTrackServer, store: Store, audit_write
 
     for number in system.STOP_SIGNALS:  # SIGINT, SIGTERM, and Windows' Ctrl-Break
         signal.signal(number, stop)
+    housekeeping = Housekeeping({"sweep": store.sweep}).start()  # hourly, as start-up did
     try:
         server.serve_forever()
         # No new connections now; requests in progress get `shutdown_grace` seconds.
         if not server.drain(settings.shutdown_grace):
             print("MediTrack: requests still running after the grace period were cut off", file=sys.stderr)
     finally:
+        housekeeping.stop()
         server.server_close()
         audit_writer.close()  # every queued audit event is committed before the store closes
         store.close()

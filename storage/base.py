@@ -227,6 +227,13 @@ class Store(ABC):
         """Delete the report's metadata and bytes; `NotFound` unless the patient has it."""
 
     @abstractmethod
+    def sweep(self) -> None:
+        """What start-up tidies, again, while serving (web/housekeeping.py runs it
+        hourly): report bytes that no report names — an upload or a delete a crash cut
+        short — once older than the store's minimum age, so that one in progress is
+        never taken; expired sessions; an erasure a failure left half done."""
+
+    @abstractmethod
     def stored_report_ids(self) -> set[str]:
         """The ids of every report whose bytes are stored, committed or not: what a
         check that nothing was left behind compares with the reports patients name."""

@@ -88,9 +88,13 @@ class MongoStore(Store):
         with self.database.errors_translated():
             self._create_indexes()
             self.versions.finish_versions()  # first: the housekeeping's erasures need every patient's version
+            self.sweep()
+            self.reports.add_missing_sha1()
+
+    def sweep(self):
+        with self.database.errors_translated():
             self.accounts.housekeeping()
             self.reports.sweep()
-            self.reports.add_missing_sha1()
 
     def _create_indexes(self) -> None:
         # Usernames are unique ignoring case: the lower-cased copy carries the index.

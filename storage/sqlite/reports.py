@@ -111,12 +111,12 @@ class SQLiteReports:
     def sweep(self) -> None:
         """Remove what an interrupted upload or delete can leave: temp files, and files
         that no report row names, once they are older than SWEEP_MIN_AGE. Runs at
-        start-up.
+        start-up and then hourly (web/housekeeping.py), in every worker.
 
         NOTE: the age matters. Another process may be serving the same directory (a
         `--workers` sibling that is being replaced, or a second instance): its upload
         in progress has a temp file, or a file renamed into place whose row is about to
-        commit. Young files are left for the next start-up's sweep."""
+        commit. Young files are left for the next sweep."""
         with self.database.read() as db:
             known = {row[0] for row in db.execute("SELECT id FROM reports")}
         cutoff = self.database.clock() - SWEEP_MIN_AGE
@@ -134,7 +134,10 @@ class SQLiteReports:
         """A row names this upload, so its bytes were synced before the rename that a
         crash lost (possible where a directory cannot be synced: Windows, system.py).
         Put them where the row expects them."""
-        os.replace(leftover, self.path_of(report_id))
+        try:
+            os.replace(leftover, self.path_of(report_id))
+        except FileNotFoundError:
+            return  # another worker's sweep moved it first
         system.sync_directory(self.directory)
         log.info("report %s: moved into place after an interrupted upload", report_id)
 

@@ -64,9 +64,12 @@ class SQLiteStore(Store):
         self.reports = SQLiteReports(self.database, data_dir / "reports", new_version=self._new_version)
         self.accounts = SQLiteAccounts(self.database, delete_patient=self.delete_patient)
         self.audit = SQLiteAuditLog(self.database)
+        self.sweep()
+        self.reports.add_missing_sha1()
+
+    def sweep(self):
         self.accounts.housekeeping()
         self.reports.sweep()
-        self.reports.add_missing_sha1()
 
     # -- users ---------------------------------------------------------------
     def create_user(self, username, password_hash):
