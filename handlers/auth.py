@@ -154,7 +154,9 @@ class Accounts:
             # and the owner logs in again (RFC 9700 §4.14.2). A token the session never
             # issued ends nothing: a session id is no secret, and knowing one must not be
             # enough to log its owner out.
-            if self.store.refresh_token_issued(session_id, refresh_digest(secret)):
+            issuer = self.store.refresh_token_issuer(session_id, refresh_digest(secret))
+            if issuer is not None:
+                facts["userId"] = issuer  # the theft signal belongs in its owner's audit trail
                 self.store.end_session(session_id)
             raise Unauthorized("the refresh token is expired, revoked or already used; log in again",
                                headers=bearer_challenge())

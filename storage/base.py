@@ -154,9 +154,10 @@ class Store(ABC):
         exactly one succeeds."""
 
     @abstractmethod
-    def refresh_token_issued(self, session_id: str, refresh_hash: str) -> bool:
-        """Whether the session ever handed out a refresh token with this hash, spent or not:
-        what tells a token used twice (reuse: end the session) from a forged one."""
+    def refresh_token_issuer(self, session_id: str, refresh_hash: str) -> str | None:
+        """The user whose session handed out a refresh token with this hash, spent or
+        not; None if the session never did. What tells a token used twice (reuse: end
+        the session, and record it as that user's) from a forged one."""
 
     @abstractmethod
     def end_session(self, session_id: str, user_id: str | None = None) -> bool:

@@ -74,6 +74,20 @@ def test_refresh_gives_a_new_pair_for_the_same_session_and_retires_the_old_token
     assert refresh(live_server, fresh["refreshToken"]).status_code == 200  # the new one works, once
 
 
+def test_a_reused_refresh_token_is_an_event_in_its_owners_audit_trail(live_server, user):
+    # The theft signal: the owner must see it, so the event names the owner, whoever sent it.
+    username, pair = user
+    refresh(live_server, pair["refreshToken"])
+    assert refresh(live_server, pair["refreshToken"]).status_code == 401  # reuse: the session ends
+    forged = pair["refreshToken"].split(".")[0] + "." + "A" * 43
+    assert refresh(live_server, forged).status_code == 401                # never issued: no one's
+    assert live_server.audit_writer.flush(timeout=10)
+    owner = as_bearer(live_server, login(live_server, username))
+    events = [event for event in owner.get("/audit?action=refresh").json()["items"]]
+    assert [(event["outcome"], event["userId"]) for event in events] == [
+        (401, owner.get("/auth/me").json()["id"]), (200, owner.get("/auth/me").json()["id"])]
+
+
 def test_rfc9700_a_retired_refresh_token_presented_again_ends_the_whole_session(live_server, user):
     _, pair = user
     fresh = refresh(live_server, pair["refreshToken"]).json()

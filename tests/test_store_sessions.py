@@ -256,13 +256,13 @@ def test_no_session_starts_for_a_password_that_has_changed_since_it_was_checked(
 def test_a_session_knows_every_refresh_token_it_issued_and_no_other(store, user, clock):
     session = session_of(store, user, clock, refresh_hash="1" * 64)
     store.rotate_refresh(session["id"], "1" * 64, "2" * 64)
-    assert store.refresh_token_issued(session["id"], "1" * 64)   # spent, but ours: reuse
-    assert store.refresh_token_issued(session["id"], "2" * 64)   # current
-    assert not store.refresh_token_issued(session["id"], "3" * 64)  # never ours: forged
+    assert store.refresh_token_issuer(session["id"], "1" * 64) == user["id"]   # spent, but ours: reuse
+    assert store.refresh_token_issuer(session["id"], "2" * 64) == user["id"]   # current
+    assert store.refresh_token_issuer(session["id"], "3" * 64) is None      # never ours: forged
     other = session_of(store, user, clock, refresh_hash="4" * 64)
-    assert not store.refresh_token_issued(session["id"], "4" * 64)  # another session's
-    assert not store.refresh_token_issued("not-an-id", "1" * 64)
-    assert store.refresh_token_issued(other["id"], "4" * 64)
+    assert store.refresh_token_issuer(session["id"], "4" * 64) is None  # another session's
+    assert store.refresh_token_issuer("not-an-id", "1" * 64) is None
+    assert store.refresh_token_issuer(other["id"], "4" * 64) == user["id"]
 
 
 def stored_session_count(store) -> int:

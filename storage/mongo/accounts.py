@@ -162,12 +162,13 @@ class MongoAccounts:
                                                      "userId": session["userId"], "expiresAt": session["expiresAt"]})
         return self._session_from_document(session)
 
-    def refresh_token_issued(self, session_id, refresh_hash):
+    def refresh_token_issuer(self, session_id, refresh_hash):
         if not is_object_id(session_id):
-            return False
+            return None
         with self.database.errors_translated():
-            return self.database.refresh_tokens.find_one({"_id": refresh_hash, "sessionId": ObjectId(session_id)},
-                                                         {"_id": 1}) is not None
+            issued = self.database.refresh_tokens.find_one({"_id": refresh_hash, "sessionId": ObjectId(session_id)},
+                                                           {"userId": 1})
+        return None if issued is None else str(issued["userId"])
 
     def end_session(self, session_id, user_id=None):
         if not is_object_id(session_id) or (user_id is not None and not is_object_id(user_id)):

@@ -133,10 +133,12 @@ class SQLiteAccounts:
         row = self.database.write(rotate)
         return None if row is None else _session_from_row(row)
 
-    def refresh_token_issued(self, session_id, refresh_hash):
+    def refresh_token_issuer(self, session_id, refresh_hash):
         with self.database.read() as db:
-            return db.execute("SELECT 1 FROM refresh_tokens WHERE hash = ? AND session_id = ?",
-                              (refresh_hash, session_id)).fetchone() is not None
+            row = db.execute("SELECT sessions.user_id FROM refresh_tokens JOIN sessions ON sessions.id = "
+                             "refresh_tokens.session_id WHERE refresh_tokens.hash = ? AND refresh_tokens.session_id = ?",
+                             (refresh_hash, session_id)).fetchone()
+        return None if row is None else row[0]
 
     def end_session(self, session_id, user_id=None):
         sql, args = "DELETE FROM sessions WHERE id = ? AND expires_at > ?", [session_id, self.database.clock()]

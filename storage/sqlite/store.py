@@ -238,8 +238,8 @@ class SQLiteStore(Store):
     def rotate_refresh(self, session_id, old_hash, new_hash):
         return self.accounts.rotate_refresh(session_id, old_hash, new_hash)
 
-    def refresh_token_issued(self, session_id, refresh_hash):
-        return self.accounts.refresh_token_issued(session_id, refresh_hash)
+    def refresh_token_issuer(self, session_id, refresh_hash):
+        return self.accounts.refresh_token_issuer(session_id, refresh_hash)
 
     def end_session(self, session_id, user_id=None):
         return self.accounts.end_session(session_id, user_id)
