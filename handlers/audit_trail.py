@@ -13,7 +13,8 @@ shape, so a path like /patients/Jane%20Doe records nothing but the attempt.
 
 Who may read an event: the user who acted, and the owner of the patient it concerns,
 so another user's refused attempt on your patient shows in your audit as well as in
-theirs. A patient's owner never changes, so it is looked up once and remembered.
+theirs. The handler that reads the patient says whose it is (`facts["ownerId"]`);
+for any other request naming one, the writer looks the owner up (storage/audit_writer.py).
 
 Batching and what a crash can lose are in storage/audit_writer.py, the hash chain in
 storage/hash_chain.py.
@@ -23,7 +24,6 @@ from handlers.inputs import page_of, page_request, query_id, query_value
 from handlers.patients import PatientRecords
 from storage.audit_writer import AuditWriter
 from storage.base import Store
-from storage.errors import StoreError
 from storage.ids import is_object_id
 from web.dispatch import Exchange
 from web.messages import Request, Response, json_response
@@ -38,7 +38,6 @@ RESOURCE_TYPES = ("Patient", "Report", "Session", "Account", "Export")
 FAILED_ACTIONS = {"login": "login-failed"}
 # The path parameter that names the record a route acts on, by resource type.
 ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId", "Export": "jobId"}
-KNOWN_OWNERS = 10_000  # patient id → owner id pairs remembered (about 1.5 MB)
 
 
 class AuditTrail:
@@ -47,7 +46,6 @@ class AuditTrail:
     def __init__(self, store: Store, writer: AuditWriter):
         self.store = store
         self.writer = writer
-        self._owners: dict[str, str] = {}
 
     def admit(self, exchange: Exchange) -> None:
         # NOTE: fail closed. While the store cannot take events and the queue is full,
@@ -69,25 +67,15 @@ class AuditTrail:
             resource_id = resource_id or user_id
         patient_id = (id_parameter(exchange, "patientId") or facts.get("patientId")
                       or (resource_id if resource_type == "Patient" else None))
-        self.writer.record({
+        event = {
             "action": action, "outcome": status, "userId": user_id,
             "clientAddress": exchange.client or exchange.incoming.peer, "requestId": exchange.request_id,
-            "resourceType": resource_type, "resourceId": resource_id, "patientId": patient_id,
-            "ownerId": self.owner_of(patient_id) if patient_id else None})
-
-    def owner_of(self, patient_id: str) -> str | None:
-        """Who owns the patient (None if no one does, or the store cannot say now)."""
-        owner = self._owners.get(patient_id)
-        if owner is None:
-            try:
-                owner = self.store.patient_owner(patient_id)
-            except StoreError:
-                return None  # the event is still recorded; only its owner will not see it
-            if owner is not None:
-                if len(self._owners) >= KNOWN_OWNERS:
-                    self._owners.clear()
-                self._owners[patient_id] = owner
-        return owner
+            "resourceType": resource_type, "resourceId": resource_id, "patientId": patient_id}
+        # The owner as of the request, when the handler read the patient; else the writer
+        # looks it up, off the request thread (storage/audit_writer.py).
+        if patient_id is None or "ownerId" in facts:
+            event["ownerId"] = facts.get("ownerId") if patient_id else None
+        self.writer.record(event)
 
 
 def check_declarations(routes) -> None:

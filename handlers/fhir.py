@@ -144,6 +144,7 @@ def read_document_reference(view: FhirView, request: Request) -> Response:
         raise NotFound("no report with this id")
     request.facts["patientId"] = patient_id  # for the audit event, refused or not
     patient = view.records.store.get_patient(patient_id)  # NotFound if deleted meanwhile
+    request.facts["ownerId"] = patient["ownerId"]
     if patient["ownerId"] != request.user["id"]:
         raise Forbidden("this report belongs to another user's patient")
     report = report_of(patient, report_id)

@@ -80,6 +80,7 @@ class PatientRecords:
     def owned_patient(self, request: Request) -> dict:
         """The patient named in the path, if the requesting user owns it."""
         patient = self.store.get_patient(path_id(request, "patientId"))  # NotFound → 404
+        request.facts["ownerId"] = patient["ownerId"]  # the audit event's owner, as of this request
         if patient["ownerId"] != request.user["id"]:
             raise Forbidden("this patient belongs to another user")
         return patient
@@ -152,7 +153,7 @@ def list_patients(records: PatientRecords, request: Request) -> Response:
 def create_patient(records: PatientRecords, request: Request) -> Response:
     fields = records.read_fields(request)
     patient = records.store.create_patient(request.user["id"], fields)
-    request.facts["resourceId"] = patient["id"]  # for the audit event
+    request.facts["resourceId"], request.facts["ownerId"] = patient["id"], patient["ownerId"]  # for the audit event
     return patient_response(patient, 201, [("Location", f"/patients/{patient['id']}")])
 
 

@@ -19,6 +19,13 @@ with 503 rather than serve patient data it cannot record (`handlers/audit_trail.
 
 Each batch is linked into this process's hash chain before it is stored
 (storage/hash_chain.py says how, and what the chain proves).
+
+An event that names a patient carries its owner, so the owner sees it in GET /audit.
+The handler that read the patient says who that is; for any other event (a request
+refused before its handler ran, a patient that does not exist) the writer looks it up
+here, per batch, before chaining it — never on the request thread. While the store
+cannot answer, the batch waits, as it waits when the store refuses it: an event is
+never stored without the owner it should have (None only where there is none).
 """
 
 import logging
@@ -34,6 +41,7 @@ from storage.ids import new_id
 MAX_BACKLOG = 50_000                 # events that may wait for the store before requests are refused
 MAX_BATCH = 1_000                    # events per commit when a backlog drains
 MAX_RETRY_PAUSE = 2.0                # seconds between attempts while the store refuses events
+KNOWN_OWNERS = 10_000                # patient id → owner id pairs remembered (about 1.5 MB)
 PURGE_INTERVAL = 3600                # seconds between purges of events older than the retention
 DAY = 86_400
 
@@ -55,7 +63,9 @@ class AuditWriter:
         self.dropped = 0             # events refused because the queue was full
         self._sequence, self._last_hash = 0, GENESIS
         self._queue: deque[dict] = deque()
-        self._unsaved: list[dict] = []   # a chained batch the store has not taken yet
+        self._unsaved: list[dict] = []   # a batch the store has not taken yet
+        self._unsaved_chained = False    # whether it has its owners and its place in the chain
+        self._owners: dict[str, str] = {}  # a patient's owner never changes: looked up once
         lock = threading.Lock()                     # one lock, two things to wait for:
         self._wake = threading.Condition(lock)      # the writer waits for events,
         self._done = threading.Condition(lock)      # flush() for commits
@@ -69,9 +79,10 @@ class AuditWriter:
 
     # -- the request side ------------------------------------------------------------
     def record(self, event: dict) -> None:
-        """Queue an event (the fields of PUBLIC_FIELDS but id and hash, plus ownerId); it
-        gets its id and time now, its place in the chain when the writer takes it. The
-        writer owns the dict from here on (and adds those fields to it)."""
+        """Queue an event (the fields of PUBLIC_FIELDS but id and hash, plus ownerId when
+        the request knew it); it gets its id and time now, its owner and its place in the
+        chain when the writer takes it. The writer owns the dict from here on (and adds
+        those fields to it)."""
         event["id"], event["recorded"] = new_id(self.clock), utc_timestamp(self.clock())
         with self._wake:
             if self._stopped or len(self._queue) + len(self._unsaved) >= self.max_backlog:
@@ -131,15 +142,17 @@ class AuditWriter:
                     # Group commit: wait a moment for company, so one sync carries many events.
                     self._wake.wait_for(lambda: self._closing or self._hurry, self.flush_interval / 2)
                     self._hurry = False
-                    self._unsaved = self._take(MAX_BATCH)
+                    self._unsaved, self._unsaved_chained = self._take(MAX_BATCH), False
                     if not self._unsaved:
                         self._stopped = True
                         return  # closing, and nothing is left
                 batch = self._unsaved
-            if fresh:
-                # Outside the lock: a request recording an event never waits for hashing.
-                self._chained(batch)
             try:
+                if not self._unsaved_chained:
+                    # Outside the lock: a request recording an event never waits for this.
+                    self._with_owners(batch)  # StoreError: the batch waits, unchained
+                    self._chained(batch)
+                    self._unsaved_chained = True
                 self.store.append_audit(self.chain, batch)
             except Exception as exc:
                 # Kept for the next attempt (appending a batch twice stores it once);
@@ -161,6 +174,21 @@ class AuditWriter:
         while self._queue and len(batch) < limit:
             batch.append(self._queue.popleft())
         return batch
+
+    def _with_owners(self, events: list[dict]) -> None:
+        """Each event that names a patient and has no owner yet gets it from the store
+        (None if there is no such patient); StoreError if the store cannot say now."""
+        for event in events:
+            if "ownerId" in event:
+                continue
+            owner = self._owners.get(event["patientId"])
+            if owner is None:
+                owner = self.store.patient_owner(event["patientId"])
+                if owner is not None:
+                    if len(self._owners) >= KNOWN_OWNERS:
+                        self._owners.clear()
+                    self._owners[event["patientId"]] = owner
+            event["ownerId"] = owner
 
     def _chained(self, events: list[dict]) -> list[dict]:
         for event in events:

@@ -143,6 +143,50 @@ def test_a_store_that_refuses_events_delays_them_and_loses_none(store, clock):
     assert verify_chains(store) == (1, 50)
 
 
+class UnreachableOwners:
+    """A store whose patient look-ups fail (MongoDB down) until `answer` is set; it
+    notes which threads asked."""
+
+    def __init__(self, store):
+        self.store = store
+        self.answer = threading.Event()
+        self.asked_from: set[str] = set()
+
+    def patient_owner(self, patient_id):
+        self.asked_from.add(threading.current_thread().name)
+        if not self.answer.is_set():
+            raise Unavailable("down")
+        return self.store.patient_owner(patient_id)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_the_writer_finds_each_owner_the_request_did_not_know_and_waits_while_the_store_cannot_say(store, clock):
+    owner = store.create_user("owner", b"h")["id"]
+    patient = store.create_patient(owner, {"firstName": "Ada", "lastName": "Lovelace", "dateOfBirth": "1815-12-10",
+                                           "gender": "female", "email": None, "phone": None, "address": None,
+                                           "bloodType": None, "allergies": [], "notes": None})
+    missing = new_id()
+    unreachable = UnreachableOwners(store)
+    writer = AuditWriter(unreachable, clock=clock, flush_interval=0.002)
+    asked = event(1, userId=STRANGER, outcome=401, patientId=patient["id"], resourceId=patient["id"])
+    del asked["ownerId"]                     # refused before any handler read the patient
+    nobody = {**event(2, patientId=missing, resourceId=missing, outcome=404)}
+    del nobody["ownerId"]                    # no such patient: no owner to find
+    writer.record(asked)
+    writer.record(nobody)
+    writer.record(event(3))                  # the request knew its owner: nothing to look up
+    assert not writer.flush(timeout=0.2)     # the store cannot say whose: nothing is stored without it
+    assert stored_events(store) == [] and writer.backlog == 3
+    unreachable.answer.set()
+    assert writer.close()
+    owners = {each["requestId"]: each["ownerId"] for each in stored_events(store)}
+    assert owners == {"request-1": owner, "request-2": None, "request-3": VIEWER}
+    assert unreachable.asked_from == {"audit-writer"}  # never a request's thread
+    assert verify_chains(store) == (1, 3)
+
+
 def test_events_past_the_retention_period_are_purged_and_the_chain_still_verifies(store, clock):
     writer = AuditWriter(store, clock=clock, flush_interval=0.002, retention_days=30)
     for number in range(5):
