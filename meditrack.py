@@ -53,7 +53,7 @@ from handlers.docs import Documents
 from handlers.patients import PatientRecords
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
-from storage.audit_writer import AuditWriter
+from storage.audit_writer import QUARANTINE_FILE, AuditQuarantine, AuditWriter
 from storage.hash_chain import ChainBroken, verify_chains
 from storage.base import Store
 from storage.errors import StoreError
@@ -200,7 +200,8 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
 
 
 def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> AuditWriter:
-    return AuditWriter(store, flush_interval=settings.audit_flush_ms / 1000,
+    return AuditWriter(store, quarantine=AuditQuarantine(settings.data_dir / QUARANTINE_FILE),
+                       flush_interval=settings.audit_flush_ms / 1000,
                        retention_days=settings.audit_retention_days, clock=clock)
 
 
@@ -214,7 +215,8 @@ def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, 
 
 
 def verify_audit(settings: Settings, store: Store) -> int:
-    """`python meditrack.py verify-audit`: walk every audit chain; 0 if all hold, 1 if one breaks."""
+    """`python meditrack.py verify-audit`: walk every audit chain; 0 if all hold and no
+    event waits in the quarantine, else 1."""
     heads = store.audit_chains()
     try:
         chains, events = verify_chains(store, heads)
@@ -224,6 +226,11 @@ def verify_audit(settings: Settings, store: Store) -> int:
     for head in heads:  # the anchors just checked: worth copying somewhere else
         print(f"chain {head['chain']}: sequence {head['lastSequence']}, hash {head['lastHash']}")
     print(f"audit trail intact: {events} events in {chains} chain{'' if chains == 1 else 's'}")
+    quarantine = AuditQuarantine(settings.data_dir / QUARANTINE_FILE)
+    if quarantined := quarantine.count():
+        print(f"audit trail INCOMPLETE: {quarantined} event{'' if quarantined == 1 else 's'} the store refused "
+              f"wait in {quarantine.path}", file=sys.stderr)
+        return 1
     return 0
 
 

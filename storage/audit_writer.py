@@ -26,15 +26,25 @@ refused before its handler ran, a patient that does not exist) the writer looks 
 here, per batch, before chaining it — never on the request thread. While the store
 cannot answer, the batch waits, as it waits when the store refuses it: an event is
 never stored without the owner it should have (None only where there is none).
+
+A batch the store keeps refusing for a reason that is not an outage (PERMANENT_AFTER
+attempts, each not `Unavailable`) would block every audited request forever, so it is
+taken apart: its events are committed one by one, and one that the store still refuses
+is set aside in the quarantine (`AuditQuarantine`: a file beside the data, written and
+synced before it counts), never silently dropped. The chain goes on without it, so it
+verifies; /health counts what is quarantined, and `verify-audit` exits 1 while any is.
 """
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 from storage.base import Store, utc_timestamp
-from storage.errors import StoreError
+from storage.errors import StoreError, Unavailable
 from storage.hash_chain import GENESIS, chain_hash
 from storage.ids import new_id
 
@@ -42,6 +52,8 @@ MAX_BACKLOG = 50_000                 # events that may wait for the store before
 MAX_BATCH = 1_000                    # events per commit when a backlog drains
 MAX_RETRY_PAUSE = 2.0                # seconds between attempts while the store refuses events
 KNOWN_OWNERS = 10_000                # patient id → owner id pairs remembered (about 1.5 MB)
+PERMANENT_AFTER = 3                  # refusals of one batch, none an outage, before it is taken apart
+QUARANTINE_FILE = "audit-quarantine.ndjson"  # in the data directory, whichever store holds the trail
 PURGE_INTERVAL = 3600                # seconds between purges of events older than the retention
 DAY = 86_400
 
@@ -49,22 +61,49 @@ DAY = 86_400
 log = logging.getLogger("meditrack.audit")
 
 
+class AuditQuarantine:
+    """Events the store would not take, one JSON line each, in a file of their own: kept
+    for a person to look at (and to move into the trail once the cause is fixed)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def add(self, event: dict) -> None:
+        line = json.dumps({name: value for name, value in event.items()
+                           if name not in ("chain", "sequence", "hash")}, ensure_ascii=False) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())  # set aside means kept: on the disk before it counts
+
+    def count(self) -> int:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                return sum(1 for line in file if line.strip())
+        except FileNotFoundError:
+            return 0
+
+
 class AuditWriter:
     """Queues events, links them into this process's chain, and commits them in batches."""
 
-    def __init__(self, store: Store, *, flush_interval: float = 0.05, retention_days: int = 2190,
-                 clock=time.time, max_backlog: int = MAX_BACKLOG):
+    def __init__(self, store: Store, *, quarantine: AuditQuarantine, flush_interval: float = 0.05,
+                 retention_days: int = 2190, clock=time.time, max_backlog: int = MAX_BACKLOG):
         self.store = store
+        self.quarantine = quarantine
         self.flush_interval = flush_interval
         self.retention = retention_days * DAY
         self.clock = clock
         self.max_backlog = max_backlog
         self.chain = new_id(clock)   # this process's chain
         self.dropped = 0             # events refused because the queue was full
+        self.quarantined = quarantine.count()  # events set aside, by any process, ever
         self._sequence, self._last_hash = 0, GENESIS
         self._queue: deque[dict] = deque()
         self._unsaved: list[dict] = []   # a batch the store has not taken yet
         self._unsaved_chained = False    # whether it has its owners and its place in the chain
+        self._chain_before = (0, GENESIS)  # the chain's state before the batch in hand
         self._owners: dict[str, str] = {}  # a patient's owner never changes: looked up once
         lock = threading.Lock()                     # one lock, two things to wait for:
         self._wake = threading.Condition(lock)      # the writer waits for events,
@@ -130,7 +169,7 @@ class AuditWriter:
 
     # -- the writer thread -----------------------------------------------------------
     def _run(self) -> None:
-        pause = self.flush_interval
+        pause, refusals = self.flush_interval, 0
         while True:
             self._purge_if_due()
             with self._wake:
@@ -151,10 +190,16 @@ class AuditWriter:
                 if not self._unsaved_chained:
                     # Outside the lock: a request recording an event never waits for this.
                     self._with_owners(batch)  # StoreError: the batch waits, unchained
+                    self._chain_before = (self._sequence, self._last_hash)
                     self._chained(batch)
                     self._unsaved_chained = True
                 self.store.append_audit(self.chain, batch)
             except Exception as exc:
+                refusals = 0 if isinstance(exc, Unavailable) else refusals + 1
+                if refusals >= PERMANENT_AFTER and self._unsaved_chained:
+                    self._settle(self._one_by_one(batch))  # what still fails is set aside
+                    refusals = 0
+                    continue
                 # Kept for the next attempt (appending a batch twice stores it once);
                 # new events queue behind it. On close, we retry until close's timeout.
                 if not isinstance(exc, StoreError):
@@ -163,11 +208,38 @@ class AuditWriter:
                 time.sleep(pause)
                 pause = min(pause * 2, MAX_RETRY_PAUSE)
                 continue
-            with self._wake:
-                self._unsaved = []
-                self._committed += len(batch)
-                self._done.notify_all()
-            pause = self.flush_interval
+            self._settle([])
+            pause, refusals = self.flush_interval, 0
+
+    def _settle(self, left: list[dict]) -> None:
+        """The batch in hand is stored or set aside, but for `left` (unchained), which
+        waits for the next attempt."""
+        with self._wake:
+            self._committed += len(self._unsaved) - len(left)
+            self._unsaved, self._unsaved_chained = left, False
+            self._done.notify_all()
+
+    def _one_by_one(self, batch: list[dict]) -> list[dict]:
+        """A batch the store keeps refusing, taken apart: each event chained and stored
+        on its own, and one the store refuses on its own quarantined (the chain goes on
+        from the event before it). If the store goes down meanwhile, the events not yet
+        stored are returned, unchained, to wait as a batch again."""
+        self._sequence, self._last_hash = self._chain_before
+        for index, event in enumerate(batch):
+            before = (self._sequence, self._last_hash)
+            self._chained([event])
+            try:
+                self.store.append_audit(self.chain, [event])
+            except Unavailable:
+                self._sequence, self._last_hash = before
+                return batch[index:]
+            except Exception as exc:
+                self._sequence, self._last_hash = before
+                self.quarantine.add(event)
+                self.quarantined += 1
+                log.error("audit event %s set aside in %s: the store refuses it (%s)", event["id"],
+                          self.quarantine.path, type(exc).__name__)
+        return []
 
     def _take(self, limit: int) -> list[dict]:
         batch = []

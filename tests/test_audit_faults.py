@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from bench.processes import ROOT
+from storage.audit_writer import QUARANTINE_FILE, AuditQuarantine
 from tests.support.api import ApiClient
 from tests.support.deployment import PROCESS_EXIT, Deployment
 from tests.support.records import PATIENT
@@ -149,3 +150,12 @@ def test_verify_audit_passes_an_intact_trail_and_names_an_edited_event(deploymen
     broken = verify_audit(deployment)
     assert broken.returncode == 1
     assert f"event {victim['id']}" in broken.stderr and "altered" in broken.stderr
+
+
+def test_verify_audit_fails_while_an_event_waits_in_the_quarantine(deployment):
+    deployment.data_dir.mkdir(parents=True, exist_ok=True)
+    deployment.open_store().close()  # an empty trail: it holds
+    assert verify_audit(deployment).returncode == 0
+    AuditQuarantine(deployment.data_dir / QUARANTINE_FILE).add({"id": "0" * 24, "requestId": "r", "action": "read"})
+    waiting = verify_audit(deployment)
+    assert waiting.returncode == 1 and "1 event the store refused" in waiting.stderr

@@ -9,11 +9,13 @@ order; a store that refuses them delays them but loses none; a full queue is rep
 """
 
 import hashlib
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
-from storage.audit_writer import AuditWriter
+from storage.audit_writer import AuditQuarantine, AuditWriter
 from storage.base import PUBLIC_FIELDS
 from storage.hash_chain import GENESIS, ChainBroken, canonical_json, chain_hash, verify_chains
 from storage.errors import Unavailable
@@ -34,11 +36,24 @@ def event(number: int = 0, **fields) -> dict:
 
 def write(store, events: list[dict], clock) -> AuditWriter:
     """Record events through a writer and close it (which commits them all)."""
-    writer = AuditWriter(store, clock=clock, flush_interval=0.002)
+    writer = AuditWriter(store, quarantine=scratch_quarantine(), clock=clock, flush_interval=0.002)
     for each in events:
         writer.record(each)
     assert writer.close()
     return writer
+
+
+SCRATCH: list[Path] = []  # this test's temporary directory (the autouse fixture below)
+
+
+@pytest.fixture(autouse=True)
+def scratch_directory(tmp_path):
+    SCRATCH[:] = [tmp_path]
+
+
+def scratch_quarantine() -> AuditQuarantine:
+    """A quarantine in the test's temporary directory."""
+    return AuditQuarantine(SCRATCH[0] / "audit-quarantine.ndjson")
 
 
 def stored_events(store) -> list[dict]:
@@ -72,7 +87,7 @@ def test_events_are_stored_once_each_in_order_with_an_intact_chain(store, clock)
 
 
 def test_events_from_many_threads_are_all_stored(store, clock):
-    writer = AuditWriter(store, clock=clock, flush_interval=0.002)
+    writer = AuditWriter(store, quarantine=scratch_quarantine(), clock=clock, flush_interval=0.002)
     threads = [threading.Thread(target=lambda n=n: [writer.record(event(n * 100 + i)) for i in range(100)])
                for n in range(8)]
     for thread in threads:
@@ -93,7 +108,8 @@ def test_each_process_keeps_its_own_chain(store, clock):
 
 
 def test_flush_commits_what_was_recorded_before_it(store, clock):
-    writer = AuditWriter(store, clock=clock, flush_interval=10.0)  # would wait 5 s for company
+    # flush_interval=10: it would wait 5 s for company
+    writer = AuditWriter(store, quarantine=scratch_quarantine(), clock=clock, flush_interval=10.0)
     writer.record(event(1))
     assert writer.flush(timeout=5)
     assert [each["requestId"] for each in stored_events(store)] == ["request-1"]
@@ -128,7 +144,8 @@ class RefusingStore:
 
 def test_a_store_that_refuses_events_delays_them_and_loses_none(store, clock):
     refusing = RefusingStore(store)
-    writer = AuditWriter(refusing, clock=clock, flush_interval=0.002, max_backlog=50)
+    writer = AuditWriter(refusing, quarantine=scratch_quarantine(), clock=clock, flush_interval=0.002,
+                         max_backlog=50)
     for number in range(30):
         writer.record(event(number))
     assert not writer.flush(timeout=0.2)  # nothing can be committed yet
@@ -169,7 +186,7 @@ def test_the_writer_finds_each_owner_the_request_did_not_know_and_waits_while_th
                                            "bloodType": None, "allergies": [], "notes": None})
     missing = new_id()
     unreachable = UnreachableOwners(store)
-    writer = AuditWriter(unreachable, clock=clock, flush_interval=0.002)
+    writer = AuditWriter(unreachable, quarantine=scratch_quarantine(), clock=clock, flush_interval=0.002)
     asked = event(1, userId=STRANGER, outcome=401, patientId=patient["id"], resourceId=patient["id"])
     del asked["ownerId"]                     # refused before any handler read the patient
     nobody = {**event(2, patientId=missing, resourceId=missing, outcome=404)}
@@ -187,8 +204,44 @@ def test_the_writer_finds_each_owner_the_request_did_not_know_and_waits_while_th
     assert verify_chains(store) == (1, 3)
 
 
+class PickyStore:
+    """A store that refuses, for good, any batch holding an event of one request id (as
+    a store refuses a value it cannot hold), and goes down once on the way if told to."""
+
+    def __init__(self, store, poison: str, outage_after: int | None = None):
+        self.store, self.poison, self.outage_after = store, poison, outage_after
+        self.appends = 0
+
+    def append_audit(self, chain, events):
+        self.appends += 1
+        if self.outage_after is not None and self.appends == self.outage_after:
+            raise Unavailable("down for a moment")
+        if any(event["requestId"] == self.poison for event in events):
+            raise ValueError("the store cannot hold this event")
+        self.store.append_audit(chain, events)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("outage_after", [None, 5])
+def test_an_event_the_store_refuses_for_good_is_quarantined_and_the_rest_commits(store, clock, outage_after):
+    picky = PickyStore(store, poison="request-3", outage_after=outage_after)
+    quarantine = scratch_quarantine()
+    writer = AuditWriter(picky, quarantine=quarantine, clock=clock, flush_interval=0.002)
+    for number in range(6):
+        writer.record(event(number))
+    assert writer.close(timeout=30)            # never blocked for good
+    assert [each["requestId"] for each in stored_events(store)] == [f"request-{n}" for n in (0, 1, 2, 4, 5)]
+    assert verify_chains(store) == (1, 5)      # the chain goes on without it
+    assert writer.quarantined == quarantine.count() == 1
+    kept = json.loads(quarantine.path.read_text(encoding="utf-8"))
+    assert kept["requestId"] == "request-3" and "hash" not in kept and kept["ownerId"] == VIEWER
+
+
 def test_events_past_the_retention_period_are_purged_and_the_chain_still_verifies(store, clock):
-    writer = AuditWriter(store, clock=clock, flush_interval=0.002, retention_days=30)
+    writer = AuditWriter(store, quarantine=scratch_quarantine(), clock=clock, flush_interval=0.002,
+                         retention_days=30)
     for number in range(5):
         writer.record(event(number))
     writer.flush()

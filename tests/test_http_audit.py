@@ -315,4 +315,4 @@ def test_while_the_audit_queue_is_full_audited_requests_are_refused_and_the_rest
 
 def test_health_reports_the_audit_backlog(server):
     assert server.audit_writer.flush(timeout=10)
-    assert ApiClient(server.url).get("/health").json()["audit"] == {"backlog": 0, "dropped": 0}
+    assert ApiClient(server.url).get("/health").json()["audit"] == {"backlog": 0, "dropped": 0, "quarantined": 0}
