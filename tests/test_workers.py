@@ -162,27 +162,33 @@ def serving_now(server) -> set[int]:
     return {int(found[1]) for found in recent}
 
 
-def test_sigterm_lets_uploads_in_flight_on_both_workers_finish_and_exits_0(deployment):
-    server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="30")
+def uploads_in_flight(server, each: int, size: int) -> tuple[ApiClient, dict, bytes, list]:
+    """Uploads half sent, and being read by their worker (100 Continue), until each of
+    the two workers is reading `each` of them: the client, the patient, the body, and
+    the connections."""
     workers = two_ready_workers(server)
     client = ApiClient(server.url).register_and_login()
     token = client.session.headers["Authorization"].removeprefix("Bearer ")
     patient = client.post("/patients", json=PATIENT).json()
-    body = multipart(file_part(b"%PDF-1.4 " + os.urandom(512 * 1024)))
-    # Each upload half sent, and being read by its worker (100 Continue), before the
-    # signal; uploads are begun until each worker is reading two of them.
+    body = multipart(file_part(b"%PDF-1.4 " + os.urandom(size)))
     uploads, per_worker = [], Counter()
-    while min(per_worker[pid] for pid in workers) < 2:
+    while min(per_worker[pid] for pid in workers) < each:
         assert len(uploads) < 24, per_worker
         uploads.append(begin_upload(server, token, patient["id"], body))
         per_worker[worker_of(server, uploads[-1], workers)] += 1
+    return client, patient, body, uploads
+
+
+def test_sigterm_lets_uploads_in_flight_on_both_workers_finish_and_exits_0(deployment):
+    server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="30")
+    client, patient, body, uploads = uploads_in_flight(server, each=2, size=512 * 1024)
     server.process.send_signal(signal.SIGTERM)
     statuses = []
     for connection in uploads:
         connection.send(body[len(body) // 2:])
         statuses.append(connection.read_response().status)
         connection.close()
-    assert statuses == [201] * len(uploads), per_worker
+    assert statuses == [201] * len(uploads), statuses
     assert server.process.wait(timeout=PROCESS_EXIT + 30) == 0
     # Every acknowledged upload is there for the next server.
     again = ApiClient(deployment.start().url)
@@ -226,15 +232,7 @@ def can_bind(port: int) -> bool:
 def test_when_the_supervisor_is_killed_busy_workers_free_the_port_at_once_then_finish(deployment):
     server = start_workers(deployment, MEDITRACK_SHUTDOWN_GRACE="30")
     workers = two_ready_workers(server)
-    client = ApiClient(server.url).register_and_login()
-    token = client.session.headers["Authorization"].removeprefix("Bearer ")
-    patient = client.post("/patients", json=PATIENT).json()
-    body = multipart(file_part(b"%PDF-1.4 " + os.urandom(256 * 1024)))
-    uploads, per_worker = [], Counter()
-    while min(per_worker[pid] for pid in workers) < 1:  # each worker in the middle of an upload
-        assert len(uploads) < 24, per_worker
-        uploads.append(begin_upload(server, token, patient["id"], body))
-        per_worker[worker_of(server, uploads[-1], workers)] += 1
+    _, _, body, uploads = uploads_in_flight(server, each=1, size=256 * 1024)  # each worker mid-upload
     server.process.kill()  # kill -9: the supervisor stops no one
     server.process.wait(timeout=PROCESS_EXIT)
     # Each worker notices within ORPHAN_CHECK (0.25 s) and stops listening before it
