@@ -32,9 +32,10 @@ from typing import Iterator
 
 from handlers import fhir_capability, fhir_mapping, fhir_search
 from handlers.fhir_errors import Refused, Unsupported
-from handlers.inputs import MAX_VERSION, page_of, path_id, query_id, query_int, query_value, whole_number
+from handlers.inputs import path_id, query_id, query_value
 from handlers.patients import PatientRecords, etag_of, patient_pages
 from handlers.reports import report_of
+from handlers.versions import version_of, version_page
 from storage.errors import NotFound
 from storage.ids import is_object_id
 from web.conditional import NOT_MODIFIED, evaluate_preconditions
@@ -79,22 +80,18 @@ def fhir_response(resource: dict, status: int = 200, headers=()) -> Response:
     return Response(status, encode_json(resource), [("Content-Type", fhir_mapping.FHIR_JSON), *headers])
 
 
-def weak_etag(patient: dict) -> str:
-    return fhir_mapping.weak_etag(patient["version"])
-
-
 def version_headers(patient: dict) -> list[tuple[str, str]]:
     """What FHIR R4 http.html#read asks a read to carry: the version as a weak ETag, and
     when it was written as Last-Modified (an HTTP-date: whole seconds, in GMT)."""
     written = datetime.fromisoformat(patient["updatedAt"].replace("Z", "+00:00"))
-    return [("ETag", weak_etag(patient)), ("Last-Modified", http_date(written.timestamp()))]
+    return [("ETag", fhir_mapping.weak_etag(patient["version"])), ("Last-Modified", http_date(written.timestamp()))]
 
 
 def read_patient(view: FhirView, request: Request) -> Response:
     """GET /fhir/Patient/{patientId}: the Patient, at its current version."""
     patient = view.records.owned_patient(request)
     if evaluate_preconditions(request.headers, request.method, etag_of(patient)) == NOT_MODIFIED:
-        return Response(304, headers=[("ETag", weak_etag(patient))])
+        return Response(304, headers=[("ETag", fhir_mapping.weak_etag(patient["version"]))])
     return fhir_response(view.patient(patient, view.base_url(request)), headers=version_headers(patient))
 
 
@@ -109,10 +106,7 @@ def patient_history(view: FhirView, request: Request) -> Response:
     /patients/{id}/versions). `total` is the number of versions: each one is kept."""
     patient = view.records.owned_patient(request)
     count = fhir_search.page_size(query_value(request, "_count", max_length=10))
-    cursor = query_int(request, "cursor", default=None, minimum=1, maximum=10**10 - 1)
-    below = patient["version"] + 1 if cursor is None else min(cursor, patient["version"] + 1)
-    listed = view.records.store.list_versions(patient["id"], below=below, limit=count + 1)
-    page, next_cursor = page_of(listed, count, key="version")
+    page, cursor, next_cursor = version_page(view.records, patient, request, count)
     versions = [{"id": patient["id"], **view.records.store.get_version(patient["id"], item["version"])}
                 for item in page]
     base = view.base_url(request)
@@ -128,10 +122,7 @@ def read_patient_version(view: FhirView, request: Request) -> Response:
     """GET /fhir/Patient/{patientId}/_history/{vid}: the Patient as it was at
     that version (FHIR's vread), with that version's weak ETag."""
     patient = view.records.owned_patient(request)
-    version = whole_number(request.params["vid"], "vid", 1, MAX_VERSION)
-    if version > patient["version"]:
-        raise NotFound("this patient has no such version")
-    then = {"id": patient["id"], **view.records.store.get_version(patient["id"], version)}
+    then = version_of(view.records, patient, request.params["vid"], "vid")
     return fhir_response(view.patient(then, view.base_url(request)), headers=version_headers(then))
 
 
