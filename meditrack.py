@@ -2,6 +2,8 @@
 
     python meditrack.py [--host H] [--port P] [--data-dir DIR] [--workers N|auto]
     python meditrack.py verify-audit [--data-dir DIR]     check the audit trail's hash chains
+    python meditrack.py backup DEST [--data-dir DIR]      copy everything, while serving, into DEST
+    python meditrack.py restore SRC [--data-dir DIR]      load a backup into an empty store
     python meditrack.py --help                            every flag, its default and variable
 
 This file is composition only, read top to bottom in the order things are built:
@@ -54,8 +56,9 @@ from handlers.patients import PatientRecords
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
 from storage.audit_writer import QUARANTINE_FILE, AuditQuarantine, AuditWriter
+from storage.backup import BackupError, check_backup, restore_backup, take_backup
 from storage.hash_chain import ChainBroken, verify_chains
-from storage.base import Store
+from storage.base import Store, utc_timestamp
 from storage.errors import StoreError
 from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
@@ -234,6 +237,47 @@ def verify_audit(settings: Settings, store: Store) -> int:
     return 0
 
 
+def backup(settings: Settings, store: Store) -> int:
+    """`python meditrack.py backup DEST` (storage/backup.py): safe while a server serves the store."""
+    key = ("environment" if settings.jwt_secret is not None
+           else "file" if (settings.data_dir / "jwt-secret").is_file() else "none")
+    manifest = take_backup(store, settings.backup_dir, data_dir=settings.data_dir, key=key,
+                           now=utc_timestamp(time.time()))
+    print(f"backup of the {store.name} store written to {settings.backup_dir}: {described(manifest['counts'])}")
+    if key == "environment":
+        print("the JWT key comes from MEDITRACK_JWT_SECRET and is not in the backup: keep it with the backup")
+    return 0
+
+
+def restore(settings: Settings, store: Store) -> int:
+    """`python meditrack.py restore SRC`: check the whole backup, load it into the empty
+    store the settings name, then check the audit trail it brought."""
+    reader = check_backup(settings.backup_dir)
+    try:
+        restore_backup(store, reader, data_dir=settings.data_dir)
+    except StoreError as exc:
+        left = ("nothing was written" if store.name == "sqlite" else
+                "part of the backup may be in the database: drop it before restoring again")
+        raise BackupError(f"{exc}; {left}") from exc
+    manifest = reader.manifest
+    print(f"restored the {manifest['store']} backup of {manifest['createdAt']} into the {store.name} store: "
+          f"{described(manifest['counts'])}")
+    if manifest["jwtKey"] == "environment":
+        print("the backed-up server took its JWT key from MEDITRACK_JWT_SECRET: set the same value here, "
+              "or every token it issued is refused")
+    return verify_audit(settings, store)
+
+
+def described(counts: dict) -> str:
+    return (f"{counts.get('users', 0)} users, {counts.get('sessions', 0)} sessions, "
+            f"{counts.get('patients', 0)} patients ({counts.get('versions', 0)} versions), "
+            f"{counts.get('reports', 0)} reports ({counts.get('reportBytes', 0)} bytes), "
+            f"{counts.get('auditEvents', 0)} audit events in {counts.get('auditChains', 0)} chains")
+
+
+COMMAND_FUNCTIONS = {"verify-audit": verify_audit, "backup": backup, "restore": restore}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv[:1] and argv[0] in COMMANDS else "serve"
@@ -242,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         # With workers, each line says which process wrote it.
         worker_id = " [%(process)d]" if settings.workers > 1 and command == "serve" else ""
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s{worker_id} %(name)s %(message)s")
-        if command == "verify-audit":
+        if command in COMMAND_FUNCTIONS:
             store = open_store(settings.data_dir, settings.mongodb_uri)
             try:
-                return verify_audit(settings, store)
+                return COMMAND_FUNCTIONS[command](settings, store)
             finally:
                 store.close()
         if settings.workers > 1:
@@ -256,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as exc:
         print(f"meditrack: {exc}", file=sys.stderr)
         return 2
+    except BackupError as exc:
+        print(f"meditrack: {command} failed: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # the port is taken, the data directory is not writable, ...
         print(f"meditrack: cannot start: {exc.strerror or exc}", file=sys.stderr)
         return 1

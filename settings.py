@@ -56,6 +56,7 @@ class Settings:
     export_retention_hours: int = 24         # how long a bulk export's files are kept once it finishes
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
     workers: int = 1                         # processes serving the port (web/workers/prefork.py); 1: no fork at all
+    backup_dir: Path | None = None           # `backup DEST` / `restore SRC`: the command's directory (no variable)
 
 
 def _integer(name: str, text: str, minimum: int, maximum: int) -> int:
@@ -169,7 +170,10 @@ ENVIRONMENT = {
 COMMANDS = {
     "serve": "serve the API until Ctrl-C or SIGTERM (the command when none is named)",
     "verify-audit": "check the audit trail's hash chains; name the first break, if any (exit 1)",
+    "backup": "copy everything the store holds, while it serves, into a new directory DEST",
+    "restore": "load a backup from SRC into an empty store (the data dir, or MONGODB_URI's), then verify-audit",
 }
+BACKUP_ARGUMENT = {"backup": "DEST", "restore": "SRC"}
 
 
 def argument_parser(command: str = "serve") -> argparse.ArgumentParser:
@@ -189,6 +193,9 @@ def argument_parser(command: str = "serve") -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", metavar="DIR",
                         help=f"where the SQLite database, the report files and the JWT key live (default: "
                              f"{default.data_dir}, in the directory you start from; env MEDITRACK_DATA_DIR)")
+    if command in BACKUP_ARGUMENT:
+        parser.add_argument("backup_dir", metavar=BACKUP_ARGUMENT[command],
+                            help="the backup's directory (docs/operations.md, Backup and restore)")
     if command == "serve":
         parser.add_argument("--host", help=f"address to listen on (default: {default.host}; env MEDITRACK_HOST)")
         parser.add_argument("--port", help=f"port to listen on, 0 for any free one (default: {default.port}; "
@@ -214,6 +221,8 @@ def load_settings(argv: list[str], environ: dict[str, str], command: str = "serv
         values["data_dir"] = Path(flags.data_dir)
     if getattr(flags, "workers", None) is not None:
         values["workers"] = _workers("--workers", flags.workers)
+    if getattr(flags, "backup_dir", None) is not None:
+        values["backup_dir"] = Path(flags.backup_dir)
     return Settings(**values)
 
 

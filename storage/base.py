@@ -277,6 +277,20 @@ class Store(ABC):
         """Delete events recorded before this time (the retention period), moving each
         chain's start (firstSequence, previousHash) past them before they go."""
 
+    # -- backup and restore (the format, and what calls these: storage/backup.py) --------
+    @abstractmethod
+    def snapshot(self, scratch):
+        """A context manager giving a `storage.backup.Snapshot` of everything stored;
+        `scratch` is a directory it may use while open (inside the backup being written)."""
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """True if the store holds no user, patient or audit event: a restore's target."""
+
+    @abstractmethod
+    def restore(self, backup) -> None:
+        """Write every record of a checked `storage.backup.BackupReader` into this empty store."""
+
     # -- lifecycle ---------------------------------------------------------------
     @abstractmethod
     def ping(self) -> None:

@@ -127,10 +127,10 @@ class MongoReportWriter(ReportWriter):
 
     CHUNK_SIZE = 255 * 1024  # the GridFS default: a chunk document stays well under 16 MB
 
-    def __init__(self, database: Database, *, attach):
+    def __init__(self, database: Database, *, attach, report_id: str | None = None):
         self._database = database
         self._attach = attach  # the store's: adds the report to its patient (a new version)
-        self.report_id = new_id(database.clock)
+        self.report_id = report_id or new_id(database.clock)  # given only by a restore (storage/mongo/backup.py)
         self._file_id = ObjectId(self.report_id)
         self._pending = bytearray()
         self._chunk_number = 0

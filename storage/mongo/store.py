@@ -48,6 +48,7 @@ from bson import ObjectId
 from storage.base import Store, name_keys
 from storage.errors import NotFound
 from storage.ids import is_object_id, new_id
+from storage.mongo import backup
 from storage.mongo.accounts import MongoAccounts, as_object_id
 from storage.mongo.audit_log import MongoAuditLog
 from storage.mongo.database import Database
@@ -298,6 +299,16 @@ class MongoStore(Store):
 
     def purge_audit(self, recorded_before):
         self.audit.purge_audit(recorded_before)
+
+    # -- backup and restore: storage/mongo/backup.py ------------------------------
+    def snapshot(self, scratch):
+        return backup.snapshot(self, scratch)
+
+    def is_empty(self):
+        return backup.is_empty(self)
+
+    def restore(self, reader):
+        backup.restore(self, reader)
 
     # -- lifecycle ---------------------------------------------------------------
     def ping(self):

@@ -30,6 +30,7 @@ from pathlib import Path
 from storage.base import Store, name_keys
 from storage.errors import NotFound, VersionMismatch
 from storage.ids import new_id
+from storage.sqlite import backup
 from storage.sqlite.accounts import SQLiteAccounts
 from storage.sqlite.audit_log import SQLiteAuditLog
 from storage.sqlite.database import Database
@@ -297,12 +298,22 @@ class SQLiteStore(Store):
     def purge_audit(self, recorded_before):
         self.audit.purge_audit(recorded_before)
 
-    # -- lifecycle ---------------------------------------------------------------
     def patient_owner(self, patient_id):
         with self.database.read() as db:
             row = db.execute("SELECT owner_id FROM patients WHERE id = ?", (patient_id,)).fetchone()
         return row and row[0]
 
+    # -- backup and restore: storage/sqlite/backup.py ------------------------------
+    def snapshot(self, scratch):
+        return backup.snapshot(self, scratch)
+
+    def is_empty(self):
+        return backup.is_empty(self)
+
+    def restore(self, reader):
+        backup.restore(self, reader)
+
+    # -- lifecycle ---------------------------------------------------------------
     def ping(self):
         with self.database.read() as db:
             db.execute("SELECT 1").fetchone()
