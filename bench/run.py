@@ -34,6 +34,7 @@ from bench.measure import (UNITS, MiB, PASSWORD, alternate, bcrypt_hashes_per_se
                            rss_during_uploads, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
+from bench.backup import backup_and_restore  # noqa: E402
 from bench.compare import side_by_side  # noqa: E402
 from bench.cores import body_of, ceiling_server, cpu_rows, workers_rows  # noqa: E402
 from bench.table import print_table  # noqa: E402
@@ -172,6 +173,8 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
             quiet, stormy = read_p99_during_storm(data_dir, {**environ, "MEDITRACK_AUTH_RATE_LIMIT": limit},
                                                   read_path, seconds)
             results[name] = {"p99_quiet": quiet, "p99_storm": stormy, "ratio": stormy / quiet}
+    print(f"measuring a backup of {huge:,} patients while serving, and its restore...", file=sys.stderr, flush=True)
+    results["backup"] = backup_and_restore(seed_patients, patients=huge)
     return results
 
 

@@ -71,6 +71,15 @@ def print_table(results: dict, audit_baseline: str) -> None:
         rows.append((f"RSS growth, bulk $export of {bulk['patients']:,} patients", f"{bulk['growth_mib']:.1f} MiB",
                      "", "", f"{bulk['lines']:,} lines; manifest after {bulk['manifest_s']:.1f} s, "
                      f"files read by {bulk['total_s']:.1f} s", "≤ 16 MiB"))
+    if "backup" in embedded:  # results from before backups existed have none
+        backup = embedded["backup"]
+        for step in ("backup", "restore"):
+            rows.append((f"{step} of {backup['patients']:,} patients, {backup['reports']} reports: RSS growth",
+                         f"{backup[step + '_growth_mib']:.1f} MiB", "", "",
+                         f"{backup[step + '_s']:.1f} s; backup {backup['size_mib']:.0f} MiB (database "
+                         f"{backup['database_mib']:.0f} MiB)" + (", while serving" if step == "backup" else
+                                                                 ", checked first, verify-audit after"),
+                         "≤ 32 MiB"))
     rows.append(("RSS growth, 10 × 50 MiB uploads", f"{embedded['upload_rss']['growth_mib']:.1f} MiB", "", "", "",
                  "≤ 32 MiB"))
     for key, label, target in (("login_storm", "auth limit 10/60", "≤ 2"), ("login_storm_unlimited", "auth limit off", "")):
