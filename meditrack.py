@@ -77,8 +77,18 @@ def audited(action: str, resource_type: str) -> dict:
     return {"audit": (action, resource_type)}
 
 
+def open_bulk_jobs(settings: Settings, store: Store, *, clock=time.time) -> BulkJobs:
+    """The bulk exports under <data-dir>/bulk (handlers/bulk_jobs.py); those that expired
+    while the server was down are swept now, and the rest hourly (serve)."""
+    jobs = BulkJobs(settings.data_dir / "bulk", store, clock=clock, retention=settings.export_retention_hours * 3600,
+                    identifier_system=settings.fhir_identifier_system)
+    jobs.sweep()
+    return jobs
+
+
 def build_router(settings: Settings, store: Store, accounts: Accounts, records: PatientRecords,
-                 documents: Documents, trail: AuditTrail, passwords_limit=None, *, clock=time.time) -> Router:
+                 documents: Documents, trail: AuditTrail, passwords_limit=None, *, clock=time.time,
+                 jobs: BulkJobs | None = None) -> Router:
     """The whole API on one screen: method, path template, handler with its services, options.
     `rate_limit=passwords_limit`: where passwords are checked, a stricter bucket as well as
     the general one: it slows guessing, and keeps a storm of bcrypt work from starving
@@ -86,10 +96,7 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     router = Router()
     fhir_view = fhir.FhirView(records, settings.public_url,
                               identifier_system=settings.fhir_identifier_system)
-    jobs = BulkJobs(settings.data_dir / "bulk", store, clock=clock, retention=settings.export_retention_hours * 3600,
-                    identifier_system=settings.fhir_identifier_system)
-    jobs.sweep()  # exports that expired while the server was down
-    bulk = bulk_export.BulkExport(jobs, fhir_view)
+    bulk = bulk_export.BulkExport(jobs or open_bulk_jobs(settings, store, clock=clock), fhir_view)
     router.add("POST", "/auth/register", partial(auth.register, accounts), rate_limit=passwords_limit,
                tags=audited("create", "Account"))
     router.add("POST", "/auth/login", partial(auth.login, accounts), rate_limit=passwords_limit,
@@ -182,7 +189,7 @@ def rate_limiters(settings: Settings, *, shared: bool = False) -> tuple:
 
 
 def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time,
-                     limiters: tuple | None = None) -> Dispatcher:
+                     limiters: tuple | None = None, jobs: BulkJobs | None = None) -> Dispatcher:
     """Settings, a store and the audit writer in; the services, the route table and the pipeline out.
     `limiters`: made by the caller when workers must share them; else made here."""
     general_limit, credentials_limit = limiters or rate_limiters(settings)
@@ -194,7 +201,7 @@ def build_dispatcher(settings: Settings, store: Store, audit_writer: AuditWriter
     records = PatientRecords(store, validator, clock=clock, require_if_match=settings.require_if_match)
     trail = AuditTrail(store, audit_writer)
     return Dispatcher(build_router(settings, store, accounts, records, documents, trail, credentials_limit,
-                                   clock=clock),
+                                   clock=clock, jobs=jobs),
                       authenticate=accounts.authenticate, exception_statuses=ERROR_STATUSES,
                       max_body=settings.max_json_bytes, general_limit=general_limit,
                       trusted_proxies=settings.trusted_proxies, refusal_delay=settings.refusal_delay,
@@ -209,8 +216,8 @@ def open_audit_writer(settings: Settings, store: Store, *, clock=time.time) -> A
 
 
 def make_server(settings: Settings, store: Store, audit_writer: AuditWriter, *, clock=time.time,
-                listener=None, limiters: tuple | None = None) -> MediTrackServer:
-    dispatcher = build_dispatcher(settings, store, audit_writer, clock=clock, limiters=limiters)
+                listener=None, limiters: tuple | None = None, jobs: BulkJobs | None = None) -> MediTrackServer:
+    dispatcher = build_dispatcher(settings, store, audit_writer, clock=clock, limiters=limiters, jobs=jobs)
     return MediTrackServer((settings.host, settings.port), dispatcher, refuse=dispatcher.refusal,
                            socket_timeout=settings.socket_timeout, header_timeout=settings.header_timeout,
                            min_body_rate=settings.min_body_rate, max_connections=settings.max_connections,
@@ -296,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve_with_workers(settings)
         store = open_store(settings.data_dir, settings.mongodb_uri)
         audit_writer = open_audit_writer(settings, store)
-        server = make_server(settings, store, audit_writer)
+        jobs = open_bulk_jobs(settings, store)
+        server = make_server(settings, store, audit_writer, jobs=jobs)
     except SettingError as exc:
         print(f"meditrack: {exc}", file=sys.stderr)
         return 2
@@ -317,12 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.server_address[:2]
     print(f"MediTrack serving on http://{host}:{port} (store: {store.name}, data: {settings.data_dir})",
           file=sys.stderr, flush=True)
-    serve(settings, server, store, audit_writer)
+    serve(settings, server, store, audit_writer, jobs)
     print("MediTrack stopped", file=sys.stderr)
     return 0
 
 
-def serve(settings: Settings, server: MediTrackServer, store: Store, audit_writer: AuditWriter) -> None:
+def serve(settings: Settings, server: MediTrackServer, store: Store, audit_writer: AuditWriter,
+          jobs: BulkJobs) -> None:
     """Serve until SIGTERM or Ctrl-C, drain, and close: one process, or one worker."""
     def stop(signum, frame):
         # shutdown() stops accepting and waits for serve_forever() to return, which runs
@@ -331,7 +340,8 @@ def serve(settings: Settings, server: MediTrackServer, store: Store, audit_write
 
     for number in system.STOP_SIGNALS:  # SIGINT, SIGTERM, and Windows' Ctrl-Break
         signal.signal(number, stop)
-    housekeeping = Housekeeping({"sweep": store.sweep}).start()  # hourly, as start-up did
+    # Hourly, what start-up did: report files no row names, expired sessions, expired exports.
+    housekeeping = Housekeeping({"sweep": store.sweep, "bulk exports": jobs.sweep}).start()
     try:
         server.serve_forever()
         # No new connections now; requests in progress get `shutdown_grace` seconds.
@@ -370,9 +380,10 @@ def serve_with_workers(settings: Settings) -> int:
     def worker(listener: socket.socket, ready) -> int:
         store = open_store(settings.data_dir, settings.mongodb_uri)
         audit_writer = open_audit_writer(settings, store)
-        server = make_server(settings, store, audit_writer, listener=listener, limiters=limiters)
+        jobs = open_bulk_jobs(settings, store)
+        server = make_server(settings, store, audit_writer, listener=listener, limiters=limiters, jobs=jobs)
         ready()
-        serve(settings, server, store, audit_writer)
+        serve(settings, server, store, audit_writer, jobs)
         return 0
 
     status = Supervisor(listener, worker, workers=settings.workers, grace=settings.shutdown_grace).run()

@@ -1,13 +1,18 @@
 """Housekeeping while serving (web/housekeeping.py): tasks run once per interval by the
 injected clock, a failing one is tried again at its next turn; and the store's sweep,
 run that way on a store that serves, removes what a crash left once it is old enough,
-never an upload in progress that commits afterwards — on every store."""
+never an upload in progress that commits afterwards — on every store. A server hands
+its housekeeping both the store's sweep and the bulk exports' (expired ones go)."""
 
 import hashlib
 import logging
 import os
+import signal
 import threading
 
+import meditrack
+import system
+from settings import Settings
 from tests.support.clock import FakeClock
 from storage.base import base64_sha1
 from tests.support.records import PATIENT, REPORT_METADATA, write_report
@@ -84,3 +89,49 @@ def test_the_hourly_sweep_removes_what_a_crash_left_and_never_an_upload_in_progr
         assert b"".join(chunks) == BIG
     finally:
         chunks.close()
+
+
+def test_a_server_sweeps_its_store_and_its_bulk_exports_hourly(monkeypatch):
+    """`serve` (one process, or each worker) hands both sweeps to its housekeeping."""
+    handed = {}
+
+    class Recording:
+        def __init__(self, tasks):
+            handed.update(tasks)
+
+        def start(self):
+            return self
+
+        def stop(self):
+            handed["stopped"] = True
+
+    class Closable:
+        def __init__(self):
+            self.closed = False
+
+        def sweep(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    class Server:  # serves nothing: stops at once, as after SIGTERM
+        def serve_forever(self):
+            pass
+
+        def drain(self, grace):
+            return True
+
+        def server_close(self):
+            pass
+
+    monkeypatch.setattr(meditrack, "Housekeeping", Recording)
+    store, writer, jobs = Closable(), Closable(), Closable()
+    previous = {number: signal.getsignal(number) for number in system.STOP_SIGNALS}
+    try:
+        meditrack.serve(Settings(), Server(), store, writer, jobs)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert handed == {"sweep": store.sweep, "bulk exports": jobs.sweep, "stopped": True}
+    assert store.closed and writer.closed
