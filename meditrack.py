@@ -56,10 +56,11 @@ from handlers.patients import PatientRecords
 from settings import COMMANDS, Settings, SettingError, load_or_create_secret, load_settings
 from storage import open_store
 from storage.audit_writer import QUARANTINE_FILE, AuditQuarantine, AuditWriter
-from storage.backup import BackupError, check_backup, restore_backup, take_backup
+from storage.backup import BackupError, check_backup, described, restore_backup, take_backup
 from storage.hash_chain import ChainBroken, verify_chains
 from storage.base import Store, utc_timestamp
 from storage.errors import StoreError
+from storage.s3.client import ObjectStore
 from web.cors import CorsPolicy
 from web.dispatch import Dispatcher
 from web.housekeeping import Housekeeping
@@ -75,6 +76,18 @@ def audited(action: str, resource_type: str) -> dict:
     """A route's tag for the audit trail: every request to it leaves one event
     (handlers/audit_trail.py reads it; the router and the dispatcher never do)."""
     return {"audit": (action, resource_type)}
+
+
+def open_configured_store(settings: Settings, *, clock=time.time) -> Store:
+    """The store the settings name; with MEDITRACK_S3_ENDPOINT, its report bytes in that
+    object store, whose bucket and credentials are checked first (a wrong one stops
+    start-up with one line: ObjectStoreError, a StoreError)."""
+    objects = None
+    if settings.s3_endpoint:
+        objects = ObjectStore(settings.s3_endpoint, settings.s3_bucket, region=settings.s3_region,
+                              access_key=settings.s3_access_key, secret_key=settings.s3_secret_key)
+        objects.check()
+    return open_store(settings.data_dir, settings.mongodb_uri, clock=clock, objects=objects)
 
 
 def open_bulk_jobs(settings: Settings, store: Store, *, clock=time.time) -> BulkJobs:
@@ -260,12 +273,7 @@ def restore(settings: Settings, store: Store) -> int:
     """`python meditrack.py restore SRC`: check the whole backup, load it into the empty
     store the settings name, then check the audit trail it brought."""
     reader = check_backup(settings.backup_dir)
-    try:
-        restore_backup(store, reader, data_dir=settings.data_dir)
-    except StoreError as exc:
-        left = ("nothing was written" if store.name == "sqlite" else
-                "part of the backup may be in the database: drop it before restoring again")
-        raise BackupError(f"{exc}; {left}") from exc
+    restore_backup(store, reader, data_dir=settings.data_dir)
     manifest = reader.manifest
     print(f"restored the {manifest['store']} backup of {manifest['createdAt']} into the {store.name} store: "
           f"{described(manifest['counts'])}")
@@ -273,13 +281,6 @@ def restore(settings: Settings, store: Store) -> int:
         print("the backed-up server took its JWT key from MEDITRACK_JWT_SECRET: set the same value here, "
               "or every token it issued is refused")
     return verify_audit(settings, store)
-
-
-def described(counts: dict) -> str:
-    return (f"{counts.get('users', 0)} users, {counts.get('sessions', 0)} sessions, "
-            f"{counts.get('patients', 0)} patients ({counts.get('versions', 0)} versions), "
-            f"{counts.get('reports', 0)} reports ({counts.get('reportBytes', 0)} bytes), "
-            f"{counts.get('auditEvents', 0)} audit events in {counts.get('auditChains', 0)} chains")
 
 
 COMMAND_FUNCTIONS = {"verify-audit": verify_audit, "backup": backup, "restore": restore}
@@ -294,14 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         worker_id = " [%(process)d]" if settings.workers > 1 and command == "serve" else ""
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s{worker_id} %(name)s %(message)s")
         if command in COMMAND_FUNCTIONS:
-            store = open_store(settings.data_dir, settings.mongodb_uri)
+            store = open_configured_store(settings)
             try:
                 return COMMAND_FUNCTIONS[command](settings, store)
             finally:
                 store.close()
         if settings.workers > 1:
             return serve_with_workers(settings)
-        store = open_store(settings.data_dir, settings.mongodb_uri)
+        store = open_configured_store(settings)
         audit_writer = open_audit_writer(settings, store)
         jobs = open_bulk_jobs(settings, store)
         server = make_server(settings, store, audit_writer, jobs=jobs)
@@ -366,7 +367,7 @@ def serve_with_workers(settings: Settings) -> int:
     # rather than as workers dying one after another; its start-up work (schema changes,
     # the sweep, back-fills) is done before any worker serves; and a new data directory
     # gets its JWT key file here, not from two workers racing to write it.
-    open_store(settings.data_dir, settings.mongodb_uri).close()
+    open_configured_store(settings).close()
     if settings.jwt_secret is None:
         settings = dataclasses.replace(settings, jwt_secret=load_or_create_secret(settings.data_dir))
     listener = socket.create_server((settings.host, settings.port), backlog=MediTrackServer.request_queue_size)
@@ -378,7 +379,7 @@ def serve_with_workers(settings: Settings) -> int:
           file=sys.stderr, flush=True)
 
     def worker(listener: socket.socket, ready) -> int:
-        store = open_store(settings.data_dir, settings.mongodb_uri)
+        store = open_configured_store(settings)
         audit_writer = open_audit_writer(settings, store)
         jobs = open_bulk_jobs(settings, store)
         server = make_server(settings, store, audit_writer, listener=listener, limiters=limiters, jobs=jobs)

@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import system
 from web.cors import parse_origins
@@ -56,6 +57,12 @@ class Settings:
     export_retention_hours: int = 24         # how long a bulk export's files are kept once it finishes
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may call the API (web/cors.py); none: no CORS
     workers: int = 1                         # processes serving the port (web/workers/prefork.py); 1: no fork at all
+    s3_endpoint: str | None = None           # an S3-compatible object store for report bytes (storage/s3/); None: none
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    link_ttl: int = 300                      # seconds a report's download link works (at most 5 minutes)
     backup_dir: Path | None = None           # `backup DEST` / `restore SRC`: the command's directory (no variable)
 
 
@@ -91,6 +98,12 @@ def _uri(name: str, text: str) -> str:
     if not ABSOLUTE_URI.fullmatch(text) or "#" in text:
         raise SettingError(f"{name} must be an absolute URI without a fragment (such as "
                            f"https://records.example.org/patient-id or urn:oid:1.2.3), not {text!r}")
+    return text
+
+
+def _text(name: str, text: str, pattern: str) -> str:
+    if not re.fullmatch(pattern, text):
+        raise SettingError(f"{name} has a character or a length it may not have")  # never echoed: it may be a key
     return text
 
 
@@ -134,6 +147,57 @@ def _addresses(name: str, text: str) -> frozenset[str]:
     return addresses
 
 
+# S3's own limit on one PUT: the whole report goes in one (storage/s3/reports.py).
+MAX_OBJECT_BYTES = 5 * 1024**3
+# A bucket name as S3 allows it: 3-63 lower-case letters, digits, dots and hyphens.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+def _s3_endpoint(name: str, text: str) -> str | None:
+    """https to anywhere (verified); plain http only to this machine, where nothing is on a wire."""
+    if not text:
+        return None
+    if not PUBLIC_URL.fullmatch(text):
+        raise SettingError(f"{name} must be an http:// or https:// URL without a trailing slash, such as "
+                           f"https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:7070, not {text!r}")
+    host = urlsplit(text).hostname or ""
+    if text.startswith("http://") and not _is_loopback(host):
+        raise SettingError(f"{name}: plain http is allowed only to this machine (127.0.0.1 or localhost); "
+                           f"use https for {host}")
+    return text
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bucket(name: str, text: str) -> str:
+    if not BUCKET_NAME.fullmatch(text):
+        raise SettingError(f"{name} must be an S3 bucket name (3 to 63 lower-case letters, digits, dots and "
+                           f"hyphens), not {text!r}")
+    return text
+
+
+def _check_object_store(values: dict) -> None:
+    """The object store's settings together: all or none, and uploads that fit one PUT."""
+    names = {"s3_bucket": "MEDITRACK_S3_BUCKET", "s3_access_key": "MEDITRACK_S3_ACCESS_KEY",
+             "s3_secret_key": "MEDITRACK_S3_SECRET_KEY"}
+    if not values.get("s3_endpoint"):
+        if given := [variable for field, variable in names.items() if values.get(field)]:
+            raise SettingError(f"{given[0]} is set but MEDITRACK_S3_ENDPOINT is not")
+        return
+    if missing := [variable for field, variable in names.items() if not values.get(field)]:
+        raise SettingError(f"MEDITRACK_S3_ENDPOINT is set: {', '.join(missing)} must be set too")
+    if values.get("max_upload_bytes", Settings.max_upload_bytes) > MAX_OBJECT_BYTES:
+        raise SettingError(f"MEDITRACK_MAX_UPLOAD_BYTES may be at most {MAX_OBJECT_BYTES} (5 GiB) with an object "
+                           f"store: a report is stored with one PUT, and S3 takes at most that")
+
+
 # Environment variable → (Settings field, parser). Each parser gets the variable's name
 # so its error message can name the setting.
 ENVIRONMENT = {
@@ -164,6 +228,12 @@ ENVIRONMENT = {
     "MEDITRACK_EXPORT_RETENTION_HOURS": ("export_retention_hours", lambda name, text: _integer(name, text, 1, 8760)),
     "MEDITRACK_CORS_ORIGINS": ("cors_origins", _origins),
     "MEDITRACK_WORKERS": ("workers", _workers),
+    "MEDITRACK_S3_ENDPOINT": ("s3_endpoint", _s3_endpoint),
+    "MEDITRACK_S3_BUCKET": ("s3_bucket", _bucket),
+    "MEDITRACK_S3_REGION": ("s3_region", lambda name, text: _text(name, text, r"[a-z0-9-]{1,32}")),
+    "MEDITRACK_S3_ACCESS_KEY": ("s3_access_key", lambda name, text: _text(name, text, r"[!-~]{1,128}")),
+    "MEDITRACK_S3_SECRET_KEY": ("s3_secret_key", lambda name, text: _text(name, text, r"[!-~]{1,128}")),
+    "MEDITRACK_LINK_TTL": ("link_ttl", lambda name, text: _integer(name, text, 1, 300)),
 }
 
 
@@ -223,6 +293,7 @@ def load_settings(argv: list[str], environ: dict[str, str], command: str = "serv
         values["workers"] = _workers("--workers", flags.workers)
     if getattr(flags, "backup_dir", None) is not None:
         values["backup_dir"] = Path(flags.backup_dir)
+    _check_object_store(values)
     return Settings(**values)
 
 

@@ -323,4 +323,4 @@ def fhir_error_response(exc: BaseException, statuses) -> Response:
     returns one with an error status), with the headers the status calls for."""
     status = status_for(exc, statuses)
     outcome = fhir_mapping.operation_outcome(status, public_detail(exc, status), getattr(exc, "issue", None))
-    return fhir_response(outcome, status, headers_for(exc))
+    return fhir_response(outcome, status, headers_for(exc, statuses))

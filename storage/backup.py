@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import system
+from storage.errors import StoreError
 from storage.ids import is_object_id
 
 FORMAT = "meditrack-backup"
@@ -317,6 +318,14 @@ def _check_report(reader: BackupReader, report: dict, where: str) -> None:
                           f"the backup is damaged")
 
 
+def described(counts: dict) -> str:
+    """A manifest's counts in one line."""
+    return (f"{counts.get('users', 0)} users, {counts.get('sessions', 0)} sessions, "
+            f"{counts.get('patients', 0)} patients ({counts.get('versions', 0)} versions), "
+            f"{counts.get('reports', 0)} reports ({counts.get('reportBytes', 0)} bytes), "
+            f"{counts.get('auditEvents', 0)} audit events in {counts.get('auditChains', 0)} chains")
+
+
 def _file_digest(path: Path) -> tuple[str, int] | None:
     digest, size = hashlib.sha256(), 0
     try:
@@ -347,7 +356,12 @@ def restore_backup(store, reader: BackupReader, *, data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if KEY_FILE in reader.manifest["files"] and not key.exists():
         _copy_file(reader.source / KEY_FILE, key)  # first: a restore retried after a failure finds it equal
-    store.restore(reader)
+    try:
+        store.restore(reader)
+    except StoreError as exc:
+        left = ("nothing was written" if store.name == "sqlite" else
+                "part of the backup may be in the database: drop it before restoring again")
+        raise BackupError(f"{exc}; {left}") from exc
     if QUARANTINE_FILE in reader.manifest["files"]:
         quarantine.unlink(missing_ok=True)  # empty, as checked above
         _copy_file(reader.source / QUARANTINE_FILE, quarantine)

@@ -240,6 +240,12 @@ class Store(ABC):
         check that nothing was left behind compares with the reports patients name."""
 
     @abstractmethod
+    def report_storage(self) -> dict:
+        """Where report bytes live, for /health: {"kind": "files"} (beside the SQLite
+        database), {"kind": "gridfs"}, or {"kind": "s3", "endpoint", "bucket",
+        "answers"} (storage/s3/reports.py)."""
+
+    @abstractmethod
     def patient_owner(self, patient_id: str) -> str | None:
         """The id of the user who owns this patient; None if there is no such patient."""
 

@@ -18,12 +18,12 @@ import pytest
 
 import meditrack
 from settings import Settings
-from storage import open_store
 from storage.base import Store
 from tests.support.api import TEST_SECRET, ApiClient
 from tests.support import leftovers
 from tests.support.clock import FakeClock
 from tests.support.mongodb import MONGODB_URI, drop_mongodb_database, fresh_mongodb_uri
+from tests.support.objects import object_store_settings
 from tests.support.records import PATIENT
 from tests.support.stores import START, open_test_store
 
@@ -35,6 +35,8 @@ if not MONGODB_URI:
     collect_ignore.append("test_mongo_store.py")  # the MongoDB store's own internals
 if not os.environ.get("MEDITRACK_CHROMEDRIVER"):
     collect_ignore.append("browser")  # headless Chromium: `make test-browser` installs it
+if not os.environ.get("MEDITRACK_TEST_S3_ENDPOINT"):
+    collect_ignore.append("test_s3.py")  # an S3-compatible server: `make test-s3` starts one
 if not os.environ.get("MEDITRACK_FHIR_VALIDATOR"):
     collect_ignore.append("test_fhir_validation.py")  # HL7's validator: `make test-fhir` fetches it
 
@@ -72,11 +74,13 @@ class LiveServer:
                         refusal_delay=0)  # 429s at once: the delay has its own test
         if store_kind == "mongodb":
             overrides.setdefault("mongodb_uri", fresh_mongodb_uri())
+        if "s3_endpoint" not in overrides:
+            overrides.update(object_store_settings())  # under `make test-s3`: report bytes in a bucket
         self.settings = replace(base, **overrides)
         # `clock`: the time the handlers and the store see (a FakeClock moves it by hand);
         # `keep_database`: a second server on the same MongoDB database leaves it to the first.
         self.keep_database = keep_database
-        self.store = open_store(self.settings.data_dir, self.settings.mongodb_uri, clock=clock)
+        self.store = meditrack.open_configured_store(self.settings, clock=clock)
         self.audit_writer = meditrack.open_audit_writer(self.settings, self.store, clock=clock)
         self.server = meditrack.make_server(self.settings, self.store, self.audit_writer, clock=clock)
         self.host, self.port = self.server.server_address[:2]

@@ -90,7 +90,14 @@ VALID_ENVIRONMENT = [
     ("MEDITRACK_CORS_ORIGINS", "", "cors_origins", frozenset()),
     pytest.param("MEDITRACK_WORKERS", "2", "workers", 2, marks=needs_fork),
     pytest.param("MEDITRACK_WORKERS", "auto", "workers", system.cpu_count(), marks=needs_fork),
+    ("MEDITRACK_S3_REGION", "eu-west-1", "s3_region", "eu-west-1"),
+    ("MEDITRACK_LINK_TTL", "60", "link_ttl", 60),
 ]
+
+# The object store's settings, which only make sense together (tested below).
+OBJECT_STORE = {"MEDITRACK_S3_ENDPOINT": "https://s3.eu-west-1.amazonaws.com", "MEDITRACK_S3_BUCKET": "clinic-reports",
+                "MEDITRACK_S3_ACCESS_KEY": "AKIAIOSFODNN7EXAMPLE",
+                "MEDITRACK_S3_SECRET_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
 
 
 def values(row) -> tuple:
@@ -98,7 +105,43 @@ def values(row) -> tuple:
 
 
 def test_every_environment_variable_has_a_parsing_test():
-    assert {values(row)[0] for row in VALID_ENVIRONMENT} == set(settings_module.ENVIRONMENT)
+    assert {values(row)[0] for row in VALID_ENVIRONMENT} | set(OBJECT_STORE) == set(settings_module.ENVIRONMENT)
+
+
+def test_the_object_store_settings_are_read_together():
+    settings = load_settings([], OBJECT_STORE)
+    assert (settings.s3_endpoint, settings.s3_bucket, settings.s3_region, settings.s3_access_key,
+            settings.s3_secret_key) == ("https://s3.eu-west-1.amazonaws.com", "clinic-reports", "us-east-1",
+                                        "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert load_settings([], {**OBJECT_STORE, "MEDITRACK_S3_ENDPOINT": "http://127.0.0.1:7070"}).s3_endpoint == \
+        "http://127.0.0.1:7070"
+    assert load_settings([], {**OBJECT_STORE, "MEDITRACK_S3_ENDPOINT": "http://localhost:7070"}).s3_endpoint == \
+        "http://localhost:7070"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"MEDITRACK_S3_ENDPOINT": "http://s3.example.org"}, "plain http is allowed only to this machine"),
+    ({"MEDITRACK_S3_ENDPOINT": "http://10.0.0.5:9000"}, "plain http is allowed only to this machine"),
+    ({"MEDITRACK_S3_ENDPOINT": "ftp://127.0.0.1"}, "MEDITRACK_S3_ENDPOINT must be an http:// or https:// URL"),
+    ({"MEDITRACK_S3_ENDPOINT": "https://s3.example.org/"}, "without a trailing slash"),
+    ({"MEDITRACK_S3_BUCKET": "Clinic_Reports"}, "MEDITRACK_S3_BUCKET must be an S3 bucket name"),
+    ({"MEDITRACK_S3_SECRET_KEY": "with space"}, "MEDITRACK_S3_SECRET_KEY has a character"),
+    ({"MEDITRACK_S3_ACCESS_KEY": ""}, "MEDITRACK_S3_ACCESS_KEY"),
+    ({"MEDITRACK_MAX_UPLOAD_BYTES": str(5 * 1024**3 + 1)}, "at most 5368709120 (5 GiB) with an object store"),
+])
+def test_object_store_settings_are_refused_with_a_line_that_names_them(change, message):
+    environment = {name: value for name, value in {**OBJECT_STORE, **change}.items() if value}
+    if change.get("MEDITRACK_S3_ACCESS_KEY") == "":
+        environment.pop("MEDITRACK_S3_ACCESS_KEY", None)
+    with pytest.raises(SettingError, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
+        load_settings([], environment)
+    assert "wJalrXUtnFEMI" not in str(refused.value)  # a secret is never echoed
+
+
+def test_object_store_settings_without_an_endpoint_are_refused():
+    with pytest.raises(SettingError, match="MEDITRACK_S3_BUCKET is set but MEDITRACK_S3_ENDPOINT is not"):
+        load_settings([], {"MEDITRACK_S3_BUCKET": "clinic-reports"})
+    assert load_settings([], {"MEDITRACK_MAX_UPLOAD_BYTES": str(6 * 1024**3)}).max_upload_bytes == 6 * 1024**3
 
 
 @pytest.mark.parametrize("variable, text, field, expected", VALID_ENVIRONMENT,

@@ -101,9 +101,16 @@ def status_for(exc: BaseException, statuses: Mapping[type, int] = STATUS_BY_EXCE
     return 500
 
 
-def headers_for(exc: BaseException) -> list[tuple[str, str]]:
+# Seconds a 503 asks a client to wait, when its cause gives no better figure (RFC 9110
+# §10.2.3): a store or object store that does not answer is usually back within that.
+RETRY_UNAVAILABLE = "5"
+
+
+def headers_for(exc: BaseException, statuses: Mapping[type, int] = STATUS_BY_EXCEPTION) -> list[tuple[str, str]]:
     if isinstance(exc, HTTPError):
         return list(exc.headers)
+    if status_for(exc, statuses) == 503:
+        return [("Retry-After", RETRY_UNAVAILABLE)]
     if isinstance(exc, router.MethodNotAllowed):
         # RFC 9110 §15.5.6: a 405 MUST carry Allow with the methods the resource has.
         return [("Allow", ", ".join(exc.allowed))]
@@ -120,7 +127,7 @@ def problem_response(exc: BaseException, statuses: Mapping[type, int] = STATUS_B
             "detail": public_detail(exc, status)}
     if isinstance(exc, validation.ValidationError):
         body["errors"] = [{"field": field, "message": message} for field, message in exc.errors]
-    return Response(status, encode_json(body), [("Content-Type", PROBLEM_TYPE), *headers_for(exc)])
+    return Response(status, encode_json(body), [("Content-Type", PROBLEM_TYPE), *headers_for(exc, statuses)])
 
 
 def public_detail(exc: BaseException, status: int) -> str:

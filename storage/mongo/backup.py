@@ -112,6 +112,9 @@ class MongoSnapshot(Snapshot):
             yield {name: str(document["_id"]) if name == "id" else document.get(name) for name in STORED_FIELDS}
 
     def report_bytes(self, report_id):
+        if self._database.objects is not None:
+            yield from self._database.objects.read(report_id)
+            return
         file_id = ObjectId(report_id)
         try:
             source = self._database.files.open_download_stream(file_id)
@@ -210,7 +213,12 @@ def _version(patient: dict, version: dict) -> dict:
 
 
 def _insert_file(database, source, report: dict) -> None:
-    """The report's bytes as a GridFS file with the report's id, written as an upload writes one."""
+    """The report's bytes as a GridFS file with the report's id, written as an upload writes
+    one (or as its object, in the object store)."""
+    if database.objects is not None:
+        with open(source, "rb") as file:
+            database.objects.put_file(report["id"], file, report["size"], report["sha256"])
+        return
     writer = MongoReportWriter(database, attach=lambda patient_id, stored: None, report_id=report["id"])
     with writer, open(source, "rb") as file:
         while chunk := file.read(CHUNK_SIZE):

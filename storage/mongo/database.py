@@ -24,7 +24,7 @@ class Database:
     versions protocol, the reports, the audit log), so no part reaches into another's
     attributes."""
 
-    def __init__(self, client, clock):
+    def __init__(self, client, clock, objects=None):
         database = client.get_default_database(default="meditrack")
         self.users = database["users"]
         self.sessions = database["sessions"]
@@ -40,6 +40,8 @@ class Database:
         self.file_documents = database["reports.files"]
         self.chunk_documents = database["reports.chunks"]
         self.clock = clock
+        # With an object store (storage/s3/reports.py) report bytes live there, not in GridFS.
+        self.objects = objects
 
     @contextmanager
     def errors_translated(self):
@@ -55,7 +57,11 @@ class Database:
         return utc_timestamp(self.clock())
 
     def delete_file(self, report_id: str) -> None:
-        """Delete a report's GridFS file; one already gone is fine (deleting is idempotent)."""
+        """Delete a report's bytes (its GridFS file, or its object); ones already gone are
+        fine (deleting is idempotent)."""
+        if self.objects is not None:
+            self.objects.remove(report_id)
+            return
         try:
             self.files.delete(ObjectId(report_id))
         except gridfs.errors.NoFile:

@@ -34,6 +34,9 @@ class MongoReports:
         self._versions = versions
 
     def report_writer(self):
+        if self.database.objects is not None:
+            # The object stays if its version was claimed: the next write to the patient applies it.
+            return self.database.objects.writer(self.attach, keep_after=ClaimedNotApplied)
         return MongoReportWriter(self.database, attach=self.attach)
 
     def attach(self, patient_id: str, report: dict) -> None:
@@ -50,6 +53,8 @@ class MongoReports:
             if document is None:
                 raise NotFound("this patient has no report with this id")
             report = next(report for report in document["reports"] if report["id"] == report_id)
+            if self.database.objects is not None:
+                return report, self.database.objects.open(report_id, start=start, length=length)
             try:
                 source = self.database.files.open_download_stream(report_object_id)
             except gridfs.errors.NoFile as exc:
@@ -75,6 +80,8 @@ class MongoReports:
             self.database.delete_file(report_id)
 
     def stored_report_ids(self) -> set[str]:
+        if self.database.objects is not None:
+            return self.database.objects.ids()
         with self.database.errors_translated():
             files = {str(file_id) for file_id in self.database.file_documents.distinct("_id")}
             chunks = {str(file_id) for file_id in self.database.chunk_documents.distinct("files_id")}
@@ -84,10 +91,12 @@ class MongoReports:
         """Remove GridFS files and chunks that no patient names, once they are older
         than SWEEP_MIN_AGE (a report id starts with its creation time, like any ObjectId),
         but for an upload whose version was claimed and not applied: that one is applied."""
+        if self.database.objects is not None:
+            self.database.objects.sweep(self._named_or_applied, SWEEP_MIN_AGE.total_seconds())
+            return
         cutoff = ObjectId.from_datetime(datetime.fromtimestamp(self.database.clock(), timezone.utc) - SWEEP_MIN_AGE)
         for file_id in self.database.file_documents.distinct("_id", {"_id": {"$lt": cutoff}}):
-            if (self.database.patients.find_one({"reports.id": str(file_id)}, {"_id": 1}) is None
-                    and not self._versions.apply_claimed_version_listing(str(file_id))):
+            if not self._named_or_applied(str(file_id)):
                 self.database.delete_file(str(file_id))
         # Chunks with no files document: an upload cut off before it was closed.
         known = set(self.database.file_documents.distinct("_id"))
@@ -95,6 +104,11 @@ class MongoReports:
         stray = [file_id for file_id in old_chunks if file_id not in known]
         if stray:
             self.database.chunk_documents.delete_many({"files_id": {"$in": stray}})
+
+    def _named_or_applied(self, report_id: str) -> bool:
+        """Whether a patient names this report's bytes, or a claimed version does (then applied now)."""
+        return (self.database.patients.find_one({"reports.id": report_id}, {"_id": 1}) is not None
+                or self._versions.apply_claimed_version_listing(report_id))
 
     def add_missing_sha1(self) -> None:
         """Reports uploaded before the SHA-1 was kept get it now, read from their bytes,

@@ -49,6 +49,7 @@ from storage.base import Store, name_keys
 from storage.errors import NotFound
 from storage.ids import is_object_id, new_id
 from storage.mongo import backup
+from storage.s3.reports import ObjectReports
 from storage.mongo.accounts import MongoAccounts, as_object_id
 from storage.mongo.audit_log import MongoAuditLog
 from storage.mongo.database import Database
@@ -73,7 +74,8 @@ class MongoStore(Store):
 
     name = "mongodb"
 
-    def __init__(self, uri: str, *, clock=time.time):
+    def __init__(self, uri: str, *, clock=time.time, objects=None):
+        """`objects`: an ObjectStore (storage/s3/client.py) to keep report bytes in, or None for GridFS."""
         self.uri = uri
         # NOTE: pymongo's client is thread-safe and pools its connections: one client
         # serves every handler thread. Write concern, retryable writes and the replica
@@ -81,7 +83,7 @@ class MongoStore(Store):
         self._client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_MS,
                                            connectTimeoutMS=TIMEOUT_MS, socketTimeoutMS=2 * TIMEOUT_MS,
                                            tz_aware=True)
-        self.database = Database(self._client, clock)
+        self.database = Database(self._client, clock, None if objects is None else ObjectReports(objects, clock=clock))
         self.accounts = MongoAccounts(self.database, delete_patient=self.delete_patient)
         self.versions = MongoVersions(self.database)
         self.reports = MongoReports(self.database, self.versions)
@@ -233,6 +235,9 @@ class MongoStore(Store):
 
     def delete_report(self, patient_id, report_id):
         self.reports.delete_report(patient_id, report_id)
+
+    def report_storage(self):
+        return {"kind": "gridfs"} if self.database.objects is None else self.database.objects.describe()
 
     def stored_report_ids(self):
         return self.reports.stored_report_ids()

@@ -42,16 +42,16 @@ def snapshot(store, scratch: Path):
         with store.database.read() as live:
             live.backup(copy)  # all pages in one step: the database as of one commit
         copy.execute("PRAGMA journal_mode = DELETE")  # a copy only read: no -wal and -shm files beside it
-        yield SQLiteSnapshot(copy, store.reports.path_of, now=store.database.clock())
+        yield SQLiteSnapshot(copy, store.reports, now=store.database.clock())
     finally:
         copy.close()
         copy_path.unlink(missing_ok=True)
 
 
 class SQLiteSnapshot(Snapshot):
-    def __init__(self, db: sqlite3.Connection, path_of, *, now: float):
+    def __init__(self, db: sqlite3.Connection, reports, *, now: float):
         self._db = db
-        self._path_of = path_of  # a report id → where the live store keeps its bytes
+        self._reports = reports  # the live store's: where the bytes are (files, or an object store)
         self._now = now
 
     def users(self):
@@ -93,9 +93,12 @@ class SQLiteSnapshot(Snapshot):
             yield dict(zip(names, row))
 
     def report_bytes(self, report_id):
+        if self._reports.objects is not None:
+            yield from self._reports.objects.read(report_id)
+            return
         try:
             # Once open, the bytes stay readable even if a delete unlinks the file now.
-            file = open(self._path_of(report_id), "rb")
+            file = open(self._reports.path_of(report_id), "rb")
         except FileNotFoundError:
             raise ReportGone(report_id) from None
         with file:
@@ -115,6 +118,10 @@ def restore(store, reader: BackupReader) -> None:
     try:
         for patient in reader.records("patients"):
             for report in patient["reports"]:
+                if store.reports.objects is not None:
+                    with open(reader.report_path(report["id"]), "rb") as source:
+                        store.reports.objects.put_file(report["id"], source, report["size"], report["sha256"])
+                    continue  # a failed restore leaves these to the sweep: no row names them
                 placed.append(_place_report(store.reports, reader.report_path(report["id"]), report["id"]))
         system.sync_directory(store.reports.directory)
         store.database.write(lambda db: _insert_everything(db, reader))

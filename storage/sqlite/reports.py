@@ -47,14 +47,18 @@ class SQLiteReports:
     `database`; `new_version(db, patient_id, expected_version)` is the store's, run in
     the same write as the row it versions."""
 
-    def __init__(self, database, directory: Path, *, new_version):
+    def __init__(self, database, directory: Path, *, new_version, objects=None):
         self.database = database
         self.directory = directory
         self.temp_dir = directory / "tmp"
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._new_version = new_version
+        # With an object store (storage/s3/reports.py) the bytes live there, not in files.
+        self.objects = objects
 
     def report_writer(self):
+        if self.objects is not None:
+            return self.objects.writer(self.insert)
         return SQLiteReportWriter(self)
 
     def path_of(self, report_id: str) -> Path:
@@ -78,6 +82,8 @@ class SQLiteReports:
                              (report_id, patient_id)).fetchone()
         if row is None:
             raise NotFound("this patient has no report with this id")
+        if self.objects is not None:
+            return dict(zip(REPORT_FIELDS, row)), self.objects.open(report_id, start=start, length=length)
         try:
             source = open(self.path_of(report_id), "rb")
         except OSError as exc:
@@ -101,11 +107,15 @@ class SQLiteReports:
 
     def remove_file(self, report_id: str) -> None:
         """Remove the bytes of a report whose row is gone (the delete has committed)."""
-        if not _remove_unless_open(self.path_of(report_id)):
+        if self.objects is not None:
+            self.objects.remove(report_id)
+        elif not _remove_unless_open(self.path_of(report_id)):
             log.warning("report %s: file in use, left for the sweep", report_id)
 
     def stored_report_ids(self):
         temp = {_report_id_of_temp(path) for path in self.temp_dir.iterdir()}
+        if self.objects is not None:
+            return temp | self.objects.ids()
         return temp | {path.name for path in self.directory.iterdir() if path.is_file()}
 
     def sweep(self) -> None:
@@ -126,6 +136,9 @@ class SQLiteReports:
                 self._finish_rename(leftover, report_id)
             elif _modified(leftover) < cutoff:
                 _remove_unless_open(leftover)
+        if self.objects is not None:
+            self.objects.sweep(lambda report_id: report_id in known, SWEEP_MIN_AGE)
+            return
         for path in self.directory.iterdir():
             if path.is_file() and path.name not in known and _modified(path) < cutoff:
                 _remove_unless_open(path)
@@ -144,7 +157,10 @@ class SQLiteReports:
     def add_missing_sha1(self) -> None:
         """Reports stored before the SHA-1 was kept get it now, read from their bytes:
         once, since a row that has it is never asked again. A file that cannot be read
-        keeps NULL (its FHIR view has no hash) rather than stop the server."""
+        keeps NULL (its FHIR view has no hash) rather than stop the server. (Reports in an
+        object store all came with their SHA-1.)"""
+        if self.objects is not None:
+            return
         with self.database.read() as db:
             missing = [row[0] for row in db.execute("SELECT id FROM reports WHERE sha1 IS NULL")]
         for report_id in missing:

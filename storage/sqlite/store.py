@@ -30,6 +30,7 @@ from pathlib import Path
 from storage.base import Store, name_keys
 from storage.errors import NotFound, VersionMismatch
 from storage.ids import new_id
+from storage.s3.reports import ObjectReports, spool_directory
 from storage.sqlite import backup
 from storage.sqlite.accounts import SQLiteAccounts
 from storage.sqlite.audit_log import SQLiteAuditLog
@@ -59,10 +60,14 @@ class SQLiteStore(Store):
 
     name = "sqlite"
 
-    def __init__(self, data_dir: Path, *, clock=time.time):
+    def __init__(self, data_dir: Path, *, clock=time.time, objects=None):
+        """`objects`: an ObjectStore (storage/s3/client.py) to keep report bytes in, or None for files."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self.database = Database(data_dir / "meditrack.sqlite3", clock)
-        self.reports = SQLiteReports(self.database, data_dir / "reports", new_version=self._new_version)
+        object_reports = None if objects is None else ObjectReports(objects, clock=clock,
+                                                                    spool_dir=spool_directory(data_dir))
+        self.reports = SQLiteReports(self.database, data_dir / "reports", new_version=self._new_version,
+                                     objects=object_reports)
         self.accounts = SQLiteAccounts(self.database, delete_patient=self.delete_patient)
         self.audit = SQLiteAuditLog(self.database)
         self.sweep()
@@ -275,6 +280,9 @@ class SQLiteStore(Store):
 
     def delete_report(self, patient_id, report_id):
         self.reports.delete_report(patient_id, report_id)
+
+    def report_storage(self):
+        return {"kind": "files"} if self.reports.objects is None else self.reports.objects.describe()
 
     def stored_report_ids(self):
         return self.reports.stored_report_ids()

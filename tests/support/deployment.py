@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from bench.processes import launch_meditrack
 from tests.support.api import TEST_SECRET
 from tests.support.mongodb import connections_of_gone_clients, drop_mongodb_database, fresh_mongodb_uri
+from tests.support.objects import object_store_environment
 
 PROCESS_EXIT = 15.0          # seconds any process may take to stop when told to
 
@@ -59,12 +60,14 @@ class Deployment:
         self.data_dir = data_dir
         self.store_kind = store_kind
         self.mongodb_uri = fresh_mongodb_uri() if store_kind == "mongodb" else None
+        self.object_store = object_store_environment()  # under `make test-s3`: a bucket of its own
         self.processes: list[MediTrackProcess] = []
 
     def start(self, **env: str) -> MediTrackProcess:
         process, url = launch_meditrack(self.data_dir, {
             "MONGODB_URI": self.mongodb_uri or "", "MEDITRACK_BCRYPT_ROUNDS": "4", "MEDITRACK_RATE_LIMIT": "0",
-            "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_JWT_SECRET": TEST_SECRET.decode("ascii"), **env})
+            "MEDITRACK_AUTH_RATE_LIMIT": "0", "MEDITRACK_JWT_SECRET": TEST_SECRET.decode("ascii"), **self.object_store,
+            **env})
         address = urlsplit(url)
         started = MediTrackProcess(process, address.hostname, address.port)
         threading.Thread(target=read_lines_into, args=(process.stderr, started.log), daemon=True).start()
@@ -78,11 +81,20 @@ class Deployment:
             from storage.mongo import MongoStore
             from storage.mongo.reports import SWEEP_MIN_AGE
             later = SWEEP_MIN_AGE.total_seconds() + 60  # so every leftover is old enough to sweep
-            return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later)
+            return MongoStore(self.mongodb_uri, clock=lambda: time.time() + later, objects=self.objects())
         from storage.sqlite import SQLiteStore
         from storage.sqlite.reports import SWEEP_MIN_AGE as SQLITE_SWEEP_MIN_AGE
         later = SQLITE_SWEEP_MIN_AGE + 60
-        return SQLiteStore(self.data_dir, clock=lambda: time.time() + later)
+        return SQLiteStore(self.data_dir, clock=lambda: time.time() + later, objects=self.objects())
+
+    def objects(self):
+        """A client of the deployment's bucket; None when its report bytes are not in an object store."""
+        if not self.object_store:
+            return None
+        from storage.s3.client import ObjectStore
+        return ObjectStore(self.object_store["MEDITRACK_S3_ENDPOINT"], self.object_store["MEDITRACK_S3_BUCKET"],
+                           region="us-east-1", access_key=self.object_store["MEDITRACK_S3_ACCESS_KEY"],
+                           secret_key=self.object_store["MEDITRACK_S3_SECRET_KEY"])
 
     @property
     def temp_dir(self) -> Path:
@@ -91,6 +103,9 @@ class Deployment:
     def report_ids_before_sweep(self) -> set[str]:
         """The ids of all report bytes as they lie, committed or not, read without
         opening a store (which would sweep): what a crash or a cut-off left."""
+        if self.object_store:  # an upload in flight is a temp file unlinked at once: only objects remain
+            from storage.s3.reports import PREFIX
+            return {key[len(PREFIX):] for key, _ in self.objects().keys(PREFIX)}
         if self.store_kind == "mongodb":
             self._wait_for_commands_of_dead_processes()
             import pymongo

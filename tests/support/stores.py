@@ -5,17 +5,20 @@ looks beneath the interface, where a test must see what the interface hides."""
 
 from storage.base import Store
 from tests.support.mongodb import fresh_mongodb_uri
+from tests.support.objects import S3_ENDPOINT, fresh_bucket
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z: where a store's FakeClock starts
 
 
 def open_test_store(kind: str, tmp_path, clock) -> Store:
+    """Report bytes in a fresh bucket under `make test-s3`, else in the store's own place."""
+    objects = fresh_bucket() if S3_ENDPOINT else None
     if kind == "sqlite":
         from storage.sqlite import SQLiteStore
-        return SQLiteStore(tmp_path / "data", clock=clock)
+        return SQLiteStore(tmp_path / "data", clock=clock, objects=objects)
     if kind == "mongodb":
         from storage.mongo import MongoStore
-        return MongoStore(fresh_mongodb_uri(), clock=clock)
+        return MongoStore(fresh_mongodb_uri(), clock=clock, objects=objects)
     raise ValueError(f"no test set-up for store {kind!r}")
 
 
