@@ -67,8 +67,9 @@ class AuditTrail:
             resource_id = resource_id or user_id
         patient_id = (id_parameter(exchange, "patientId") or facts.get("patientId")
                       or (resource_id if resource_type == "Patient" else None))
+        session_id = exchange.user.get("sessionId") if exchange.user else facts.get("sessionId")
         event = {
-            "action": action, "outcome": status, "userId": user_id,
+            "action": action, "outcome": status, "userId": user_id, "sessionId": session_id,
             "clientAddress": exchange.client or exchange.incoming.peer, "requestId": exchange.request_id,
             "resourceType": resource_type, "resourceId": resource_id, "patientId": patient_id}
         # The owner as of the request, when the handler read the patient; else the writer

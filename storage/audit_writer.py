@@ -123,6 +123,7 @@ class AuditWriter:
         chain when the writer takes it. The writer owns the dict from here on (and adds
         those fields to it)."""
         event["id"], event["recorded"] = new_id(self.clock), utc_timestamp(self.clock())
+        event.setdefault("sessionId", None)
         with self._wake:
             if self._stopped or len(self._queue) + len(self._unsaved) >= self.max_backlog:
                 # Full, or closed (a request cut off by shutdown, answered after close()):

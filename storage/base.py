@@ -42,7 +42,7 @@ from typing import Iterable, Iterator
 
 # An event as the store keeps it. Every field but `hash` goes into the hash; `ownerId`
 # (whose patient it was) decides who may read the event and is never shown.
-PUBLIC_FIELDS = ("id", "recorded", "action", "outcome", "userId", "clientAddress", "requestId",
+PUBLIC_FIELDS = ("id", "recorded", "action", "outcome", "userId", "sessionId", "clientAddress", "requestId",
                  "resourceType", "resourceId", "patientId", "hash")
 STORED_FIELDS = PUBLIC_FIELDS + ("ownerId", "chain", "sequence")
 

@@ -38,10 +38,16 @@ def canonical_json(event: dict) -> bytes:
     return _CANONICAL.encode(event).encode("utf-8")
 
 
+# Fields events gained after some were stored: hashed only when they hold a value, so
+# an event stored before a field existed (and read back with it as null) verifies as it was.
+ADDED_FIELDS = ("sessionId",)
+
+
 def chain_hash(previous_hash: str, event: dict) -> str:
-    """SHA-256(previous hash ‖ canonical JSON of every field of the event but `hash`)."""
-    if "hash" in event:
-        event = {name: value for name, value in event.items() if name != "hash"}
+    """SHA-256(previous hash ‖ canonical JSON of every field of the event but `hash`,
+    and but an ADDED_FIELDS field that is null)."""
+    event = {name: value for name, value in event.items()
+             if name != "hash" and not (name in ADDED_FIELDS and value is None)}
     return hashlib.sha256(previous_hash.encode("ascii") + canonical_json(event)).hexdigest()
 
 

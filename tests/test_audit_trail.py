@@ -74,6 +74,22 @@ def test_an_events_hash_is_sha256_of_the_previous_hash_and_its_canonical_json():
     assert chain_hash(expected, content) != expected  # the previous hash is part of it
 
 
+def test_a_session_id_is_hashed_when_it_has_one_and_an_event_from_before_it_verifies_as_it_was():
+    before = {"id": "1", "outcome": 200, "userId": None, "sequence": 1}  # stored before events named sessions
+    expected = hashlib.sha256(GENESIS.encode() + b'{"id":"1","outcome":200,"sequence":1,"userId":null}').hexdigest()
+    assert chain_hash(GENESIS, {**before, "sessionId": None}) == chain_hash(GENESIS, before) == expected
+    named = chain_hash(GENESIS, {**before, "sessionId": "a" * 24})
+    assert named != expected and named != chain_hash(GENESIS, {**before, "sessionId": "b" * 24})
+
+
+def test_an_event_stored_without_a_session_id_reads_back_null_and_verifies(store, clock):
+    writer = write(store, [event(1), event(2, sessionId="c" * 24)], clock)
+    events = list(store.audit_events(writer.chain))
+    assert [each["sessionId"] for each in events] == [None, "c" * 24]
+    assert verify_chains(store) == (1, 2)
+    assert [each["sessionId"] for each in store.list_audit(VIEWER, limit=5)] == ["c" * 24, None]
+
+
 # -- the writer and the store ------------------------------------------------------------
 
 def test_events_are_stored_once_each_in_order_with_an_intact_chain(store, clock):

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS audit (
     action         TEXT NOT NULL,
     outcome        INTEGER NOT NULL,
     user_id        TEXT,
+    session_id     TEXT,
     client_address TEXT NOT NULL,
     request_id     TEXT NOT NULL,
     resource_type  TEXT NOT NULL,
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS audit_chains (
 
 # Field name in an event → column name in the table, in STORED_FIELDS order.
 COLUMNS = {"id": "id", "recorded": "recorded", "action": "action", "outcome": "outcome",
-           "userId": "user_id", "clientAddress": "client_address", "requestId": "request_id",
+           "userId": "user_id", "sessionId": "session_id", "clientAddress": "client_address", "requestId": "request_id",
            "resourceType": "resource_type", "resourceId": "resource_id", "patientId": "patient_id",
            "hash": "hash", "ownerId": "owner_id", "chain": "chain", "sequence": "sequence"}
 assert tuple(COLUMNS) == STORED_FIELDS

@@ -68,6 +68,7 @@ def create_schema(db: sqlite3.Connection) -> None:
     _add_column_if_missing(db, "users", "erasing", "INTEGER NOT NULL DEFAULT 0")
     _add_patient_versions(db)
     _add_column_if_missing(db, "reports", "sha1", "TEXT")
+    _add_column_if_missing(db, "audit", "session_id", "TEXT")
 
 
 def _add_column_if_missing(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
