@@ -20,7 +20,7 @@ endif
 VENV := $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-simulated test-mongo test-fhir conformance test-clients test-browser soak bench profile clean postgresql
+.PHONY: run test test-simulated test-mongo test-s3 test-fhir conformance test-clients test-browser soak bench profile clean postgresql
 
 DURATION ?= 60
 
@@ -41,6 +41,16 @@ test-simulated: $(VENV)/.dev
 
 test-mongo: $(VENV)/.dev postgresql
 	$(PY) tests/ferretdb.py -- $(PY) -m pytest
+
+# The report tests with report bytes in an S3-compatible object store (versitygw on its
+# POSIX backend, built with `go install` into ~/.cache/meditrack on first use: tests/s3server.py),
+# with records on SQLite and on MongoDB, plus the object store's own tests (tests/test_s3.py).
+S3_TESTS := tests/test_s3.py tests/test_http_reports.py tests/test_http_ranges.py tests/test_faults.py \
+	tests/test_store_contract.py tests/test_housekeeping.py tests/test_backup.py tests/test_backup_under_load.py \
+	tests/test_http_sessions.py tests/test_store_sessions.py tests/test_http_fhir.py tests/test_bulk_export.py \
+	tests/test_workers.py
+test-s3: $(VENV)/.dev postgresql
+	$(PY) tests/ferretdb.py -- $(PY) tests/s3server.py -- $(PY) -m pytest $(S3_TESTS)
 
 # FerretDB runs over PostgreSQL, its production backend (tests/ferretdb.py makes a
 # throw-away cluster per run). PostgreSQL comes from Debian's packages when missing; the

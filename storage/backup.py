@@ -80,6 +80,14 @@ class ReportGone(Exception):
     while the backup ran): the backup leaves the report out, row and bytes."""
 
 
+def bytes_missing(report_id: str) -> BackupError:
+    """What a snapshot raises for bytes that are gone while their report is not: they were
+    never where these settings look (the backup must run with the server's settings,
+    MEDITRACK_S3_* included), or the store is damaged. Never a backup without them."""
+    return BackupError(f"report {report_id} is in the store but its bytes are not where these settings look: "
+                       f"run the backup with the server's settings (MEDITRACK_S3_* included)")
+
+
 class Snapshot(ABC):
     """What a store hands a backup (`Store.snapshot()`): its records in the shapes above,
     as they stood at one moment where the store can give one (each store's module says

@@ -59,6 +59,11 @@ def new_id(clock=time.time) -> str:
     return (seconds.to_bytes(4, "big") + part.random + count.to_bytes(3, "big")).hex()
 
 
+def id_seconds(text: str) -> int:
+    """When an id was made (seconds since the epoch, by the clock that made it): its first 4 bytes."""
+    return int(text[:8], 16)
+
+
 def is_object_id(text: str) -> bool:
     """True for exactly 24 lower-case hex digits (fullmatch: no trailing newline)."""
     return isinstance(text, str) and OBJECT_ID.fullmatch(text) is not None

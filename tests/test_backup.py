@@ -329,3 +329,14 @@ def test_a_failed_sqlite_restore_writes_nothing(tmp_path, clock):
         assert filled["report"]["id"] not in os.listdir(tmp_path / "target" / "data" / "reports")
     finally:
         target.close()
+
+
+def test_bytes_missing_while_their_report_is_still_there_fail_the_backup(store, clock, tmp_path):
+    """Not a delete during the backup (that leaves the report out) but bytes that are not
+    where the settings look, e.g. a backup run without the server's object store settings."""
+    filled = fill(store, clock, tmp_path)
+    report = filled["report"]
+    store.reports.remove_file(report["id"]) if store.name == "sqlite" else store.database.delete_file(report["id"])
+    with pytest.raises(BackupError, match=f"report {report['id']} is in the store but its bytes are not"):
+        backup_of(store, clock, tmp_path)
+    assert not (tmp_path / "backup").exists()

@@ -29,7 +29,8 @@ COMMAND_TIMEOUT = 120
 def command(*arguments: str, deployment: Deployment) -> subprocess.CompletedProcess:
     # The settings the deployment's servers run with (storage and key), as an operator would give them.
     environment = {**os.environ, "MONGODB_URI": deployment.mongodb_uri or "",
-                   "MEDITRACK_DATA_DIR": str(deployment.data_dir), "MEDITRACK_JWT_SECRET": TEST_SECRET.decode()}
+                   "MEDITRACK_DATA_DIR": str(deployment.data_dir), "MEDITRACK_JWT_SECRET": TEST_SECRET.decode(),
+                   **deployment.object_store}
     return subprocess.run([sys.executable, "meditrack.py", *arguments], env=environment, capture_output=True,
                           text=True, timeout=COMMAND_TIMEOUT)
 

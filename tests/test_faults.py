@@ -383,7 +383,7 @@ def test_an_upload_cut_off_by_shutdown_leaves_nothing_behind(deployment):
     upload = begin_upload(server, token, patient["id"], body)  # the second half never comes
     # Half a MiB is on its way: wait until the store holds some of it, so there is
     # something for the shutdown to clean up.
-    assert until(deployment.report_ids_before_sweep, timeout=10), "the upload never reached the store"
+    assert until(lambda: deployment.upload_in_progress(server), timeout=10), "the upload never reached the store"
 
     terminated = time.monotonic()
     server.process.send_signal(signal.SIGTERM)

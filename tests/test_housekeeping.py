@@ -71,13 +71,11 @@ def test_the_hourly_sweep_removes_what_a_crash_left_and_never_an_upload_in_progr
     housekeeping = Housekeeping({"sweep": store.sweep}, interval=HOUR, clock=clock)
     crashed = store.report_writer()  # never committed nor aborted: what kill -9 leaves
     crashed.write(BIG)
-    if store_kind == "sqlite":  # its age is the file's: as old as the store's clock says an hour is
-        os.utime(crashed._file.name, (clock() - HOUR, clock() - HOUR))
+    stored_as_a_crash_leaves_it(crashed, clock)
     clock.now += HOUR
     in_progress = store.report_writer()
     in_progress.write(BIG)
-    if store_kind == "sqlite":
-        os.utime(in_progress._file.name, (clock(), clock()))
+    stored_as_a_crash_leaves_it(in_progress, clock)  # the same state, but young: its row is on its way
     assert crashed.report_id in store.stored_report_ids()
     assert housekeeping.run_due() == ["sweep"]
     stored = store.stored_report_ids()
@@ -89,6 +87,16 @@ def test_the_hourly_sweep_removes_what_a_crash_left_and_never_an_upload_in_progr
         assert b"".join(chunks) == BIG
     finally:
         chunks.close()
+
+
+def stored_as_a_crash_leaves_it(writer, clock) -> None:
+    """Bring an upload's bytes to where a crash before its row would leave them, made now
+    by the store's clock: a file renamed into place (its age is the file's), GridFS chunks
+    (their age is the id's), or an object the PUT stored (its age is the id's)."""
+    if hasattr(writer, "_file"):  # the SQLite store's files
+        os.utime(writer._file.name, (clock(), clock()))
+    elif hasattr(writer, "_spool"):  # an object store (storage/s3/reports.py)
+        writer._reports.put_file(writer.report_id, writer._spool, len(BIG), hashlib.sha256(BIG).hexdigest())
 
 
 def test_a_server_sweeps_its_store_and_its_bulk_exports_hourly(monkeypatch):

@@ -6,6 +6,7 @@ branch to `open_test_store` (tests/support/stores.py); nothing else here may kno
 database is underneath.
 """
 
+import hashlib
 import random
 from datetime import datetime, timezone
 
@@ -460,13 +461,16 @@ def test_a_writer_left_without_commit_leaves_no_report(store, owner):
 
 def test_commit_to_a_patient_deleted_meanwhile_is_not_found_and_leaves_no_report(store, owner):
     patient = store.create_patient(owner["id"], PATIENT)
+    data = b"%PDF-1.7 bytes"
     with pytest.raises(NotFound):
         with store.report_writer() as writer:
-            writer.write(b"%PDF-1.7 bytes")
+            writer.write(data)
             store.delete_patient(patient["id"])
-            writer.commit(patient["id"], REPORT_METADATA)
+            writer.commit(patient["id"], {**REPORT_METADATA, "size": len(data),
+                                          "sha256": hashlib.sha256(data).hexdigest()})
     with pytest.raises(NotFound):
         store.open_report(patient["id"], writer.report_id)
+    assert writer.report_id not in store.stored_report_ids()  # the bytes went too
 
 
 def test_a_report_is_found_only_under_its_own_patient(store, owner):

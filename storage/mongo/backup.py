@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 import gridfs
 from bson import ObjectId
 
-from storage.backup import BackupError, ReportGone, Snapshot, user_record
+from storage.backup import BackupError, ReportGone, Snapshot, bytes_missing, user_record
 from storage.base import STORED_FIELDS, name_keys
 from storage.mongo.audit_log import HEAD_FIELDS
 from storage.mongo.reports import MongoReportWriter
@@ -112,6 +112,14 @@ class MongoSnapshot(Snapshot):
             yield {name: str(document["_id"]) if name == "id" else document.get(name) for name in STORED_FIELDS}
 
     def report_bytes(self, report_id):
+        try:
+            yield from self._gridfs_or_object(report_id)
+        except ReportGone:
+            if self._database.patients.find_one({"reports.id": report_id}, {"_id": 1}) is not None:
+                raise bytes_missing(report_id) from None  # still named: not deleted
+            raise
+
+    def _gridfs_or_object(self, report_id):
         if self._database.objects is not None:
             yield from self._database.objects.read(report_id)
             return

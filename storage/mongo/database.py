@@ -39,6 +39,7 @@ class Database:
         self.files = gridfs.GridFSBucket(database, bucket_name="reports")
         self.file_documents = database["reports.files"]
         self.chunk_documents = database["reports.chunks"]
+        self.report_hashes = database["reportHashes"]  # with an object store: SHA-1s computed after upload
         self.clock = clock
         # With an object store (storage/s3/reports.py) report bytes live there, not in GridFS.
         self.objects = objects

@@ -17,7 +17,7 @@ import gridfs
 from bson import ObjectId
 
 from storage.base import ReportChunks, ReportWriter, base64_sha1
-from storage.errors import NotFound, Unavailable
+from storage.errors import NotFound, StoreError, Unavailable
 from storage.ids import new_id
 from storage.mongo.accounts import as_object_id
 from storage.mongo.database import Database
@@ -110,13 +110,26 @@ class MongoReports:
         return (self.database.patients.find_one({"reports.id": report_id}, {"_id": 1}) is not None
                 or self._versions.apply_claimed_version_listing(report_id))
 
+    def kept_sha1s(self, report_ids: list[str]) -> dict[str, str | None]:
+        """The SHA-1s `add_missing_sha1` keeps for reports whose patient documents lack one."""
+        if self.database.objects is not None:
+            found = self.database.report_hashes.find({"_id": {"$in": report_ids}})
+            return {document["_id"]: document["sha1"] for document in found}
+        found = self.database.file_documents.find({"_id": {"$in": [ObjectId(each) for each in report_ids]}},
+                                                  {"metadata": 1})
+        return {str(file["_id"]): file.get("metadata", {}).get("sha1") for file in found}
+
     def add_missing_sha1(self) -> None:
         """Reports uploaded before the SHA-1 was kept get it now, read from their bytes,
-        and written to their GridFS file document (where each upload also writes it).
-        Nothing else ever changes that document, so this races no writer, and the
-        patients' own documents, where the versions protocol rules, are left alone: a
-        report without its hash there is given the file's when read. A file that cannot
-        be read is left without one (its FHIR view then has no hash)."""
+        and written to their GridFS file document (where each upload also writes it), or
+        with an object store to `reportHashes` {_id: report id, sha1}. Nothing else ever
+        changes those, so this races no writer, and the patients' own documents, where
+        the versions protocol rules, are left alone: a report without its hash there is
+        given the kept one when read. Bytes that cannot be read are left without one
+        (the FHIR view then has no hash)."""
+        if self.database.objects is not None:
+            self._add_missing_sha1_of_objects()
+            return
         lacking = {"metadata.sha1": {"$exists": False}}
         for file in list(self.database.file_documents.find(lacking, {"_id": 1})):
             try:
@@ -125,6 +138,22 @@ class MongoReports:
             except gridfs.errors.GridFSError:
                 continue  # no chunks, a chunk missing or the wrong size: the file is damaged
             self.database.file_documents.update_one({"_id": file["_id"], **lacking}, {"$set": {"metadata.sha1": sha1}})
+
+
+    def _add_missing_sha1_of_objects(self) -> None:
+        # NOTE: every patient's report list is read and tested here, not queried for a
+        # report without "sha1": FerretDB 1.24 answers neither $elemMatch with $exists
+        # nor a dotted path compared with null as MongoDB does (it finds nothing).
+        for document in self.database.patients.find({}, {"reports": 1}):
+            for report in document["reports"]:
+                if "sha1" in report or self.database.report_hashes.find_one({"_id": report["id"]}) is not None:
+                    continue
+                try:
+                    with closing(self.database.objects.open(report["id"])) as chunks:
+                        sha1 = base64_sha1(chunks)
+                except StoreError:
+                    continue
+                self.database.report_hashes.update_one({"_id": report["id"]}, {"$set": {"sha1": sha1}}, upsert=True)
 
 
 class MongoReportWriter(ReportWriter):

@@ -202,13 +202,11 @@ class MongoStore(Store):
     def _patients_from_documents(self, documents: list[dict]) -> list[dict]:
         # A report uploaded before reports kept their SHA-1 has it in its GridFS file
         # document only (MongoReports.add_missing_sha1): one look-up for all such reports of a page.
-        older = [ObjectId(report["id"]) for document in documents for report in document["reports"]
-                 if "sha1" not in report]
+        older = [report["id"] for document in documents for report in document["reports"] if "sha1" not in report]
         hashes = {}
         if older:
             with self.database.errors_translated():
-                hashes = {str(file["_id"]): file.get("metadata", {}).get("sha1")
-                          for file in self.database.file_documents.find({"_id": {"$in": older}}, {"metadata": 1})}
+                hashes = self.reports.kept_sha1s(older)
         return [{"id": str(document["_id"]), "ownerId": str(document["ownerId"]), **document["fields"],
                  "reports": [report if "sha1" in report else {**report, "sha1": hashes.get(report["id"])}
                              for report in document["reports"]],

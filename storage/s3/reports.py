@@ -29,7 +29,7 @@ from typing import Callable
 from storage.backup import ReportGone
 from storage.base import ReportChunks, ReportWriter, utc_timestamp
 from storage.errors import StoreError, Unavailable
-from storage.ids import new_id
+from storage.ids import id_seconds, is_object_id, new_id
 from storage.s3.client import ObjectGone, ObjectStore
 
 PREFIX = "reports/"
@@ -98,11 +98,14 @@ class ObjectReports:
 
     def sweep(self, is_named: Callable[[str], bool], min_age: float) -> None:
         """Delete the objects that no report names (`is_named(report_id)` says), once they
-        are `min_age` seconds old by the object store's own clock of when each was written."""
+        are `min_age` seconds old. An object's age is its report id's: an id holds the
+        second it was made, by the clock of the MediTrack that made it, as GridFS's sweep
+        reads it (storage/mongo/reports.py); the object store's own clock is not ours.
+        A key that is not a report id is not ours either, and is left alone."""
         cutoff = self.clock() - min_age
-        for key, written in list(self.objects.keys(PREFIX)):
+        for key, _ in list(self.objects.keys(PREFIX)):
             report_id = key[len(PREFIX):]
-            if written < cutoff and not is_named(report_id):
+            if is_object_id(report_id) and id_seconds(report_id) < cutoff and not is_named(report_id):
                 self.objects.delete(key)
 
 

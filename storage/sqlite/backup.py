@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import system
-from storage.backup import BackupError, BackupReader, ReportGone, Snapshot, user_record
+from storage.backup import BackupError, BackupReader, ReportGone, Snapshot, bytes_missing, user_record
 from storage.base import name_keys
 from storage.sqlite.audit_log import COLUMNS as AUDIT_COLUMNS
 from storage.sqlite.audit_log import STORED_COLUMNS, STORED_ROW
@@ -93,17 +93,22 @@ class SQLiteSnapshot(Snapshot):
             yield dict(zip(names, row))
 
     def report_bytes(self, report_id):
-        if self._reports.objects is not None:
-            yield from self._reports.objects.read(report_id)
-            return
         try:
-            # Once open, the bytes stay readable even if a delete unlinks the file now.
-            file = open(self._reports.path_of(report_id), "rb")
-        except FileNotFoundError:
-            raise ReportGone(report_id) from None
-        with file:
-            while chunk := file.read(CHUNK_SIZE):
-                yield chunk
+            if self._reports.objects is not None:
+                yield from self._reports.objects.read(report_id)
+                return
+            try:
+                # Once open, the bytes stay readable even if a delete unlinks the file now.
+                file = open(self._reports.path_of(report_id), "rb")
+            except FileNotFoundError:
+                raise ReportGone(report_id) from None
+            with file:
+                while chunk := file.read(CHUNK_SIZE):
+                    yield chunk
+        except ReportGone:
+            if self._reports.report_patient(report_id) is not None:  # its row is still there: not deleted
+                raise bytes_missing(report_id) from None
+            raise
 
 
 def is_empty(store) -> bool:
@@ -114,24 +119,25 @@ def is_empty(store) -> bool:
 
 def restore(store, reader: BackupReader) -> None:
     """Every record of a checked backup into `store`, which `restore_backup` found empty."""
-    placed = []
+    objects, placed = store.reports.objects, []
     try:
         for patient in reader.records("patients"):
             for report in patient["reports"]:
-                if store.reports.objects is not None:
+                placed.append(report["id"])
+                if objects is not None:
                     with open(reader.report_path(report["id"]), "rb") as source:
-                        store.reports.objects.put_file(report["id"], source, report["size"], report["sha256"])
-                    continue  # a failed restore leaves these to the sweep: no row names them
-                placed.append(_place_report(store.reports, reader.report_path(report["id"]), report["id"]))
+                        objects.put_file(report["id"], source, report["size"], report["sha256"])
+                else:
+                    _place_report(store.reports, reader.report_path(report["id"]), report["id"])
         system.sync_directory(store.reports.directory)
         store.database.write(lambda db: _insert_everything(db, reader))
     except BaseException:
-        for path in placed:
-            path.unlink(missing_ok=True)
+        for report_id in placed:
+            store.reports.remove_file(report_id)
         raise
 
 
-def _place_report(reports, source: Path, report_id: str) -> Path:
+def _place_report(reports, source: Path, report_id: str) -> None:
     """Copy a report's bytes where the store keeps them: a temp file, synced, renamed."""
     temp = reports.temp_dir / f"{report_id}.restore"
     with open(source, "rb") as original, open(temp, "wb") as copy:
@@ -139,9 +145,7 @@ def _place_report(reports, source: Path, report_id: str) -> Path:
             copy.write(chunk)
         copy.flush()
         system.sync_file(copy.fileno())
-    target = reports.path_of(report_id)
-    os.replace(temp, target)
-    return target
+    os.replace(temp, reports.path_of(report_id))
 
 
 def _insert_everything(db: sqlite3.Connection, reader: BackupReader) -> None:

@@ -16,12 +16,13 @@ patient lists its reports.
 
 import logging
 import os
+from contextlib import closing
 import tempfile
 from pathlib import Path
 
 import system
 from storage.base import ReportChunks, ReportWriter, base64_sha1
-from storage.errors import NotFound, Unavailable
+from storage.errors import NotFound, StoreError, Unavailable
 from storage.ids import new_id
 
 REPORT_COLUMNS = "id, filename, content_type, size, sha256, sha1, description, uploaded_at"
@@ -157,17 +158,16 @@ class SQLiteReports:
     def add_missing_sha1(self) -> None:
         """Reports stored before the SHA-1 was kept get it now, read from their bytes:
         once, since a row that has it is never asked again. A file that cannot be read
-        keeps NULL (its FHIR view has no hash) rather than stop the server. (Reports in an
-        object store all came with their SHA-1.)"""
-        if self.objects is not None:
-            return
+        keeps NULL (its FHIR view has no hash) rather than stop the server."""
         with self.database.read() as db:
             missing = [row[0] for row in db.execute("SELECT id FROM reports WHERE sha1 IS NULL")]
         for report_id in missing:
             try:
-                with open(self.path_of(report_id), "rb") as source:
-                    sha1 = base64_sha1(ReportChunks(source))
-            except OSError:
+                chunks = (self.objects.open(report_id) if self.objects is not None
+                          else ReportChunks(open(self.path_of(report_id), "rb")))
+                with closing(chunks):
+                    sha1 = base64_sha1(chunks)
+            except (OSError, StoreError):
                 continue
             self.database.write(lambda db, report_id=report_id, sha1=sha1: db.execute(
                 "UPDATE reports SET sha1 = ? WHERE id = ? AND sha1 IS NULL", (sha1, report_id)))

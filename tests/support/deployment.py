@@ -2,7 +2,9 @@
 `Deployment`: one data directory (and MongoDB database) that processes start on one
 after another, and that a test can open as a store between them."""
 
+import os
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -118,6 +120,18 @@ class Deployment:
         # A temp file's name starts with its report id (storage/sqlite/reports.py).
         return ({path.name[:24] for path in self.temp_dir.iterdir()}
                 | {path.name for path in reports_dir.iterdir() if path.is_file()})
+
+    def upload_in_progress(self, started: "MediTrackProcess") -> bool:
+        """Whether bytes of an upload not yet committed are held: in the store (files,
+        GridFS), or, bound for an object store, in the spool file the server keeps open
+        (unlinked from the start, so only the process's open files show it: Linux's /proc)."""
+        if not self.object_store:
+            return bool(self.report_ids_before_sweep())
+        # The spool directory: the data directory's for SQLite, the system's for MongoDB
+        # (storage/s3/reports.py). Linux names an unlinked or O_TMPFILE file "<dir>/... (deleted)".
+        spool = str(self.temp_dir) if self.store_kind == "sqlite" else tempfile.gettempdir()
+        links = [os.readlink(descriptor) for descriptor in Path(f"/proc/{started.process.pid}/fd").iterdir()]
+        return any(link.startswith(spool + "/") and link.endswith("(deleted)") for link in links)
 
     def _wait_for_commands_of_dead_processes(self) -> None:
         """A killed process's last commands can still be running in the database server:

@@ -97,9 +97,11 @@ def reopen(store: Store, clock) -> Store:
     store.close()
     if store.name == "sqlite":
         from storage.sqlite import SQLiteStore
-        return SQLiteStore(store.reports.directory.parent, clock=clock)
+        objects = store.reports.objects
+        return SQLiteStore(store.reports.directory.parent, clock=clock, objects=objects and objects.objects)
     from storage.mongo import MongoStore
-    return MongoStore(store.uri, clock=clock)
+    objects = store.database.objects
+    return MongoStore(store.uri, clock=clock, objects=objects and objects.objects)
 
 
 def forget_report_sha1(store: Store, report_id: str) -> None:
