@@ -46,8 +46,8 @@ import time
 from functools import partial
 
 import system
-from handlers import (ERROR_STATUSES, audit_trail, auth, bulk_export, docs, fhir, patients, reports, service,
-                      sessions, versions)
+from handlers import (ERROR_STATUSES, audit_trail, auth, bulk_export, docs, fhir, patients, report_links, reports,
+                      service, sessions, versions)
 from handlers.audit_trail import AuditTrail
 from handlers.auth import Accounts
 from handlers.bulk_jobs import BulkJobs
@@ -110,6 +110,7 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
     fhir_view = fhir.FhirView(records, settings.public_url,
                               identifier_system=settings.fhir_identifier_system)
     bulk = bulk_export.BulkExport(jobs or open_bulk_jobs(settings, store, clock=clock), fhir_view)
+    links = report_links.ReportLinks(records, accounts, ttl=settings.link_ttl, public_url=settings.public_url)
     router.add("POST", "/auth/register", partial(auth.register, accounts), rate_limit=passwords_limit,
                tags=audited("create", "Account"))
     router.add("POST", "/auth/login", partial(auth.login, accounts), rate_limit=passwords_limit,
@@ -153,6 +154,10 @@ def build_router(settings: Settings, store: Store, accounts: Accounts, records: 
                auth=True, tags=audited("download", "Report"))
     router.add("DELETE", "/patients/{patientId}/reports/{reportId}", partial(reports.delete_report, records),
                auth=True, tags=audited("delete", "Report"))
+    router.add("POST", "/patients/{patientId}/reports/{reportId}/link", partial(report_links.create_link, links),
+               auth=True, tags=audited("create", "Link"))
+    router.add("GET", "/patients/{patientId}/reports/{reportId}/link", partial(report_links.open_link, links),
+               tags=audited("download", "Report"))  # no auth=True: the link's token is the proof
     router.add("GET", "/fhir/metadata", partial(fhir.capabilities, fhir_view))
     router.add("GET", "/fhir/Patient", partial(fhir.search_patients, fhir_view), auth=True,
                tags=audited("search", "Patient"))
@@ -272,9 +277,7 @@ def backup(settings: Settings, store: Store) -> int:
 def restore(settings: Settings, store: Store) -> int:
     """`python meditrack.py restore SRC`: check the whole backup, load it into the empty
     store the settings name, then check the audit trail it brought."""
-    reader = check_backup(settings.backup_dir)
-    restore_backup(store, reader, data_dir=settings.data_dir)
-    manifest = reader.manifest
+    manifest = restore_backup(store, check_backup(settings.backup_dir), data_dir=settings.data_dir)
     print(f"restored the {manifest['store']} backup of {manifest['createdAt']} into the {store.name} store: "
           f"{described(manifest['counts'])}")
     if manifest["jwtKey"] == "environment":

@@ -33,11 +33,12 @@ from web.problems import BadRequest, ServiceUnavailable
 # kick-off, and each download of one of its files).
 ACTIONS = ("create", "read", "update", "delete", "search", "download", "login", "login-failed", "refresh",
            "logout", "password-change", "account-delete", "export")
-RESOURCE_TYPES = ("Patient", "Report", "Session", "Account", "Export")
+RESOURCE_TYPES = ("Patient", "Report", "Session", "Account", "Export", "Link")
 # An action that did not succeed is recorded under its own name where the contract has one.
 FAILED_ACTIONS = {"login": "login-failed"}
 # The path parameter that names the record a route acts on, by resource type.
-ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId", "Export": "jobId"}
+ID_PARAMETERS = {"Patient": "patientId", "Report": "reportId", "Session": "sessionId", "Export": "jobId",
+                 "Link": "reportId"}  # a download link is recorded by the report it opens
 
 
 class AuditTrail:

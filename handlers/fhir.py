@@ -26,13 +26,12 @@ identifier system.
 """
 
 import heapq
-import re
 from datetime import datetime, timezone
 from typing import Iterator
 
 from handlers import fhir_capability, fhir_mapping, fhir_search
 from handlers.fhir_errors import Refused, Unsupported
-from handlers.inputs import path_id, query_id, query_value
+from handlers.inputs import base_url, path_id, query_id, query_value
 from handlers.patients import PatientRecords, etag_of, patient_pages
 from handlers.reports import report_of
 from handlers.versions import version_of, version_page
@@ -42,9 +41,6 @@ from web.conditional import NOT_MODIFIED, evaluate_preconditions
 from web.messages import Request, Response, encode_json
 from web.problems import Forbidden, headers_for, public_detail, status_for
 from web.server import http_date
-
-# A Host header we echo into URLs: a name or an address, and a port (RFC 9110 §7.2).
-HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 class FhirView:
@@ -66,14 +62,7 @@ class FhirView:
         return datetime.fromtimestamp(self.records.clock(), timezone.utc)
 
     def base_url(self, request: Request) -> str:
-        """The public URL if one is set (behind a TLS proxy it is the only way to know
-        the scheme); else http:// and the request's Host. A Host that is not a plain
-        name or address (it is the client's to write) is not echoed: "localhost"
-        stands in for it."""
-        if self.public_url:
-            return self.public_url
-        host = request.headers.get("Host", "")
-        return f"http://{host if HOST.fullmatch(host) else 'localhost'}"
+        return base_url(request, self.public_url)
 
 
 def fhir_response(resource: dict, status: int = 200, headers=()) -> Response:

@@ -4,10 +4,27 @@ Every handler that takes input goes through these few functions, so a malformed 
 a body with the wrong Content-Type is refused the same way on every route.
 """
 
+import re
+
 from storage.ids import is_object_id
 from web.grammar import MalformedParameters, parse_parameters
 from web.jsonbody import parse_json
 from web.problems import BadRequest, UnsupportedMediaType
+
+
+# A Host header we echo into URLs: a name or an address, and a port (RFC 9110 §7.2).
+HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def base_url(request, public_url: str | None) -> str:
+    """Where clients reach us, for a URL we hand out (FHIR's fullUrl, a download link):
+    the public URL if one is set (behind a TLS proxy it is the only way to know the
+    scheme); else http:// and the request's Host. A Host that is not a plain name or
+    address (it is the client's to write) is not echoed: "localhost" stands in for it."""
+    if public_url:
+        return public_url
+    host = request.headers.get("Host", "")
+    return f"http://{host if HOST.fullmatch(host) else 'localhost'}"
 
 
 def content_type(request) -> tuple[str, dict[str, str]]:

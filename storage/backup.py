@@ -346,10 +346,10 @@ def _file_digest(path: Path) -> tuple[str, int] | None:
     return digest.hexdigest(), size
 
 
-def restore_backup(store, reader: BackupReader, *, data_dir: Path) -> None:
+def restore_backup(store, reader: BackupReader, *, data_dir: Path) -> dict:
     """Write a checked backup into `store`, which must be empty, and its files (the JWT
-    key, the quarantine) into `data_dir`. `BackupError` before anything is written if
-    the target holds data or a different key."""
+    key, the quarantine) into `data_dir`; its manifest. `BackupError` before anything is
+    written if the target holds data or a different key."""
     if not store.is_empty():
         raise BackupError(f"the {store.name} store named by the settings already holds data: "
                           f"restore only into an empty one")
@@ -374,3 +374,4 @@ def restore_backup(store, reader: BackupReader, *, data_dir: Path) -> None:
         quarantine.unlink(missing_ok=True)  # empty, as checked above
         _copy_file(reader.source / QUARANTINE_FILE, quarantine)
     system.sync_directory(data_dir)
+    return reader.manifest

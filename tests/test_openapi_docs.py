@@ -37,9 +37,11 @@ CONTRACT_ROUTES = {
     ("get", "/fhir/$export"), ("get", "/fhir/Patient/$export"), ("get", "/fhir/bulk/{jobId}"),
     ("delete", "/fhir/bulk/{jobId}"), ("get", "/fhir/bulk/{jobId}/{fileName}"),
     ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"),
+    ("post", "/patients/{patientId}/reports/{reportId}/link"), ("get", "/patients/{patientId}/reports/{reportId}/link"),
 }
 PUBLIC_ROUTES = {("post", "/auth/register"), ("post", "/auth/login"), ("post", "/auth/refresh"),
-                 ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"), ("get", "/fhir/metadata")}
+                 ("get", "/health"), ("get", "/openapi.json"), ("get", "/docs"), ("get", "/fhir/metadata"),
+                 ("get", "/patients/{patientId}/reports/{reportId}/link")}  # a download link: its token is the proof
 ROUTES_WITHOUT_4XX = {("get", "/health"), ("get", "/openapi.json"), ("get", "/docs")}
 
 # The keywords web/validation.py understands, plus the annotations it ignores.

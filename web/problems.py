@@ -50,6 +50,10 @@ class Forbidden(HTTPError):
     status = 403
 
 
+class Gone(HTTPError):
+    status = 410
+
+
 class PayloadTooLarge(HTTPError):
     status = 413
 
