@@ -48,7 +48,7 @@ test-mongo: $(VENV)/.dev postgresql
 S3_TESTS := tests/test_s3.py tests/test_http_reports.py tests/test_http_ranges.py tests/test_faults.py \
 	tests/test_store_contract.py tests/test_housekeeping.py tests/test_backup.py tests/test_backup_under_load.py \
 	tests/test_http_sessions.py tests/test_store_sessions.py tests/test_http_fhir.py tests/test_bulk_export.py \
-	tests/test_workers.py
+	tests/test_workers.py tests/test_http_report_links.py
 test-s3: $(VENV)/.dev postgresql
 	$(PY) tests/ferretdb.py -- $(PY) tests/s3server.py -- $(PY) -m pytest $(S3_TESTS)
 

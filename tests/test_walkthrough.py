@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:8000"
 STEP_MARK = "@@walkthrough-step@@"
 MASKS = [
+    (re.compile(r"token=[0-9a-f]{24}\.[0-9a-f]{24}\.[0-9]+\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{43}"), "token=<link-token>"),
     (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "<token>"),
     (re.compile(r"\b[0-9a-f]{24}\.[A-Za-z0-9_-]{43}"), "<refresh-token>"),
     (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),

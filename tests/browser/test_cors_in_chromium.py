@@ -42,11 +42,11 @@ APP_PAGE = """<!DOCTYPE html><meta charset="utf-8"><title>app</title><pre id="re
 
 
 @contextmanager
-def page_server():
-    """A second origin: a plain server on another port of 127.0.0.1 that serves APP_PAGE."""
+def page_server(page: str = APP_PAGE):
+    """A second origin: a plain server on another port of 127.0.0.1 that serves `page`."""
     class Page(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = APP_PAGE.encode()
+            body = page.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
