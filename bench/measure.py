@@ -10,6 +10,7 @@ import re
 import socket
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -132,6 +133,26 @@ class GeneratedUpload:
             return piece
         piece, self.tail = self.tail, b""
         return piece
+
+
+def transfer_rates(url: str, token: str, patient_id: str, seconds: float) -> dict:
+    """1 MiB uploads (wrk, 4 connections) to the patient, then 1 MiB downloads of one of
+    them, each for `seconds`: MB/s each way, and the uploads that were not 2xx."""
+    env = {"BENCH_TOKEN": token}
+    boundary, data = "benchboundary", b"%PDF-" + os.urandom(MiB - 5)
+    with tempfile.NamedTemporaryFile(suffix=".body", delete=False) as body_file:
+        body_file.write(multipart_body(data, boundary))
+    try:
+        uploads = wrk(f"{url}/patients/{patient_id}/reports", script="upload.lua", connections=4, seconds=seconds,
+                      env={**env, "BENCH_UPLOAD_BODY": body_file.name, "BENCH_BOUNDARY": boundary})
+    finally:
+        os.unlink(body_file.name)
+    report = requests.post(f"{url}/patients/{patient_id}/reports", headers={"Authorization": f"Bearer {token}"},
+                           timeout=60, files={"file": ("one-mib.pdf", data, "application/pdf")}).json()
+    downloads = wrk(f"{url}/patients/{patient_id}/reports/{report['id']}", script="bearer.lua", connections=4,
+                    seconds=seconds, env=env)
+    return {"upload_mb_s": uploads["rps"] * MiB / 1e6, "download_mb_s": downloads["rps"] * MiB / 1e6,
+            "upload_non2xx": uploads["non2xx"]}
 
 
 def rss_during_uploads(url: str, pid: int, token: str, patient_id: str, uploads: int = 10, size: int = 50 * MiB):

@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import (UNITS, MiB, PASSWORD, alternate, bcrypt_hashes_per_second,  # noqa: E402
-                           loopback_copy_mb_per_second, multipart_body, rss_during_bulk_export, rss_during_export,
-                           rss_during_uploads, wrk)
+                           loopback_copy_mb_per_second, rss_during_bulk_export, rss_during_export,
+                           rss_during_uploads, transfer_rates, wrk)
 from storage.ids import new_id  # noqa: E402
 from storage.sqlite import SQLiteStore  # noqa: E402
 from bench.backup import backup_and_restore  # noqa: E402
+from bench.objects import object_store_figures  # noqa: E402
 from bench.compare import side_by_side  # noqa: E402
 from bench.cores import body_of, ceiling_server, cpu_rows, workers_rows  # noqa: E402
 from bench.table import print_table  # noqa: E402
@@ -143,21 +144,8 @@ def run_embedded(ceiling_url: str, rounds: int, seconds: float, huge: int) -> di
             print("measuring 1 MiB uploads and downloads...", file=sys.stderr, flush=True)
             # Uploads go to a patient of their own, so the patient read above stays small.
             patient = requests.post(f"{url}/patients", json=PATIENT, headers=headers, timeout=30).json()
-            boundary, data = "benchboundary", b"%PDF-" + os.urandom(MiB - 5)
-            with tempfile.NamedTemporaryFile(suffix=".body", delete=False) as body_file:
-                body_file.write(multipart_body(data, boundary))
-            upload_env = {**env, "BENCH_UPLOAD_BODY": body_file.name, "BENCH_BOUNDARY": boundary}
-            uploads = wrk(f"{url}/patients/{patient['id']}/reports", script="upload.lua", connections=4,
-                          seconds=seconds, env=upload_env)
-            os.unlink(body_file.name)
-            report = requests.post(f"{url}/patients/{patient['id']}/reports", headers=headers, timeout=60,
-                                   files={"file": ("one-mib.pdf", data, "application/pdf")}).json()
-            downloads = wrk(f"{url}/patients/{patient['id']}/reports/{report['id']}", script="bearer.lua",
-                            connections=4, seconds=seconds, env=env)
-            copy = loopback_copy_mb_per_second()
-            results["transfer"] = {"upload_mb_s": uploads["rps"] * MiB / 1e6,
-                                   "download_mb_s": downloads["rps"] * MiB / 1e6, "loopback_mb_s": copy,
-                                   "upload_non2xx": uploads["non2xx"]}
+            results["transfer"] = {**transfer_rates(url, token, patient["id"], seconds),
+                                   "loopback_mb_s": loopback_copy_mb_per_second()}
 
             print("measuring RSS during 10 concurrent 50 MiB uploads...", file=sys.stderr, flush=True)
             growth, statuses = rss_during_uploads(url, process.pid, token, patient["id"])
@@ -288,6 +276,9 @@ def main() -> None:
     with ceiling_server(patient_read_bytes()) as (ceiling_url, _):
         results["sqlite"] = run_embedded(ceiling_url, rounds, seconds, huge)
         results["audit_baseline"] = run_against_baseline(rounds + 1, seconds)
+        print("measuring report files in an S3-compatible object store against local files...", file=sys.stderr,
+              flush=True)
+        results["object_store"] = object_store_figures(rounds, seconds)
         if os.environ.get("MEDITRACK_TEST_MONGODB_URI"):
             results["mongodb"] = run_mongodb(ceiling_url, os.environ["MEDITRACK_TEST_MONGODB_URI"], rounds, seconds)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -80,6 +80,15 @@ def print_table(results: dict, audit_baseline: str) -> None:
                          f"{backup['database_mib']:.0f} MiB)" + (", while serving" if step == "backup" else
                                                                  ", checked first, verify-audit after"),
                          "≤ 32 MiB"))
+    objects = results.get("object_store")  # results from before the object store have none
+    if objects:
+        for direction in ("upload", "download"):
+            rows.append((f"1 MiB {direction}, report files in S3 (versitygw) vs local files",
+                         f"{objects['s3'][direction + '_mb_s']:,.0f} MB/s",
+                         f"{objects['local'][direction + '_mb_s']:,.0f} MB/s", f"{objects[direction + '_ratio']:.2f}",
+                         f"median of {len(objects['rounds']['s3'])} rounds each, in turn, on loopback", "≥ 0.50"))
+        rows.append(("RSS growth, 10 × 50 MiB uploads to the object store",
+                     f"{objects['upload_rss']['growth_mib']:.1f} MiB", "", "", "", "≤ 32 MiB"))
     rows.append(("RSS growth, 10 × 50 MiB uploads", f"{embedded['upload_rss']['growth_mib']:.1f} MiB", "", "", "",
                  "≤ 32 MiB"))
     for key, label, target in (("login_storm", "auth limit 10/60", "≤ 2"), ("login_storm_unlimited", "auth limit off", "")):
