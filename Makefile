@@ -150,12 +150,14 @@ $(BROWSER_VENV)/.installed: requirements.txt requirements-dev.txt tests/browser/
 	touch $@
 
 # Sustained mixed load, DURATION seconds on each store, one process and then two workers,
-# then a check that nothing was lost.
+# then a check that nothing was lost; then two instances on one MongoDB and one object
+# store, one killed with kill -9 half-way (bench/soak_instances.py).
 soak: $(VENV)/.dev postgresql
 	$(PY) bench/soak.py --duration $(DURATION)
 	$(PY) bench/soak.py --duration $(DURATION) --workers 2
 	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION)
 	$(PY) tests/ferretdb.py -- $(PY) bench/soak.py --duration $(DURATION) --workers 2
+	$(PY) tests/ferretdb.py -- $(PY) tests/s3server.py -- $(PY) bench/soak_instances.py --duration $(DURATION)
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON_BIN) -m venv $(VENV)
