@@ -81,7 +81,8 @@ def backup_and_restore(seed_patients, *, patients: int = 100_000, reports: int =
         database = (source / "meditrack.sqlite3").stat().st_size
     return {"patients": patients + 1, "reports": reports, "backup_s": backup_s, "restore_s": restore_s,
             "size_mib": size / MiB, "database_mib": database / MiB,
-            "backup_growth_mib": (backup_peak - idle_peak) / MiB, "restore_growth_mib": (restore_peak - idle_peak) / MiB}
+            "backup_growth_mib": (backup_peak - idle_peak) / MiB,
+            "restore_growth_mib": (restore_peak - idle_peak) / MiB}
 
 
 if __name__ == "__main__":

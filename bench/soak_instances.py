@@ -111,7 +111,8 @@ def soak(duration: float) -> bool:
     environ = {"MEDITRACK_BCRYPT_ROUNDS": "6", "MEDITRACK_RATE_LIMIT": "0", "MEDITRACK_AUTH_RATE_LIMIT": "0",
                "MONGODB_URI": os.environ["MEDITRACK_TEST_MONGODB_URI"].rstrip("/") + f"/soak_{secrets.token_hex(4)}",
                "MEDITRACK_JWT_SECRET": secrets.token_hex(32), "MEDITRACK_S3_ENDPOINT": objects.endpoint,
-               "MEDITRACK_S3_BUCKET": objects.bucket, "MEDITRACK_S3_ACCESS_KEY": os.environ["MEDITRACK_TEST_S3_ACCESS_KEY"],
+               "MEDITRACK_S3_BUCKET": objects.bucket,
+               "MEDITRACK_S3_ACCESS_KEY": os.environ["MEDITRACK_TEST_S3_ACCESS_KEY"],
                "MEDITRACK_S3_SECRET_KEY": os.environ["MEDITRACK_TEST_S3_SECRET_KEY"]}
     processes, problems = [], []
     with tempfile.TemporaryDirectory(prefix="meditrack-soak-instances-") as scratch:
