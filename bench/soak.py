@@ -72,15 +72,23 @@ class Worker(threading.Thread):
 
     def call(self, method, path, expected, **options):
         try:
-            response = self.session.request(method, self.url + path, timeout=30, **options)
+            response = self.session.request(method, self.server() + path, timeout=30, **options)
         except requests.RequestException as exc:
-            self.failures.append(f"{method} {path}: {type(exc).__name__}")
+            self.lost(method, path, exc)
             return None
         self.statuses[response.status_code] += 1
         if response.status_code != expected:
             self.failures.append(f"{method} {path}: {response.status_code}, expected {expected}")
             return None
         return response
+
+    def server(self) -> str:
+        """Where the next request goes."""
+        return self.url
+
+    def lost(self, method: str, path: str, exc: Exception) -> None:
+        """A request that got no answer: with one server up throughout, a failure."""
+        self.failures.append(f"{method} {path}: {type(exc).__name__}")
 
     def login(self):
         response = self.call("POST", "/auth/login", 200, json={"username": self.username, "password": PASSWORD})
@@ -240,10 +248,15 @@ def soak(duration: float, server_workers: int = 1) -> bool:
     total = sum(statuses.values())
     print(f"soak on {store} with {server_workers} server worker{'s' * (server_workers > 1)}: {duration:.0f} s, "
           f"{WORKERS} clients, {total} requests ({total / duration:.0f}/s)")
-    print("  statuses: " + ", ".join(f"{status}×{count}" for status, count in sorted(statuses.items())))
     print(f"  acknowledged writes checked at the end: {acknowledged} (patients, reports, deletions)")
     print(f"  server threads: warm-up peak {thread_peak_warm}, afterwards peak {thread_peak_after}")
     print(f"  server RSS: {rss_warm / 2**20:.1f} MiB after warm-up, peak afterwards {rss_peak_after / 2**20:.1f} MiB")
+    return verdict(statuses, problems)
+
+
+def verdict(statuses: Counter, problems: list[str]) -> bool:
+    """Print the statuses seen and the problems found, then the one line that decides."""
+    print("  statuses: " + ", ".join(f"{status}×{count}" for status, count in sorted(statuses.items())))
     for problem in problems[:20]:
         print(f"  PROBLEM: {problem}")
     print("soak: 0 passed, 1 failed" if problems else "soak: 1 passed, 0 failed")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.processes import stop  # noqa: E402
-from bench.soak import PASSWORD, WORKERS, Worker, start_server  # noqa: E402
+from bench.soak import PASSWORD, WORKERS, Worker, start_server, verdict  # noqa: E402
 from storage.s3.client import ObjectStore  # noqa: E402
 
 PATIENT_PATH = re.compile(r"/patients/([0-9a-f]{24})")
@@ -50,22 +50,15 @@ class SharedWorker(Worker):
         self.live, self.killed = live, killed
         self.in_doubt = 0  # requests cut off by the kill: their outcome unknown
 
-    def call(self, method, path, expected, **options):
-        self.url = self.random.choice(self.live)
-        try:
-            response = self.session.request(method, self.url + path, timeout=30, **options)
-        except requests.RequestException as exc:
-            if not self.killed.is_set():
-                self.failures.append(f"{method} {path}: {type(exc).__name__}")
-                return None
-            self.in_doubt += 1
-            self.take_stored_state(method, path)
-            return None
-        self.statuses[response.status_code] += 1
-        if response.status_code != expected:
-            self.failures.append(f"{method} {path}: {response.status_code}, expected {expected}")
-            return None
-        return response
+    def server(self) -> str:
+        return self.random.choice(self.live)
+
+    def lost(self, method: str, path: str, exc: Exception) -> None:
+        if not self.killed.is_set():
+            super().lost(method, path, exc)
+            return
+        self.in_doubt += 1
+        self.take_stored_state(method, path)
 
     def take_stored_state(self, method: str, path: str) -> None:
         """After a request lost to the kill: the patient it touched, as the survivor has it."""
@@ -155,13 +148,9 @@ def soak(duration: float) -> bool:
     total = sum(statuses.values())
     print(f"soak on two instances (one MongoDB, one bucket), one killed with kill -9 at {duration / 2:.0f} s: "
           f"{duration:.0f} s, {WORKERS} clients, {total} requests ({total / duration:.0f}/s)")
-    print("  statuses: " + ", ".join(f"{status}×{count}" for status, count in sorted(statuses.items())))
     print(f"  requests cut off by the kill (outcome read back): {sum(w.in_doubt for w in workers)}")
     print(f"  acknowledged writes checked through both instances: {acknowledged} (patients, reports, deletions)")
-    for problem in problems[:20]:
-        print(f"  PROBLEM: {problem}")
-    print("soak: 0 passed, 1 failed" if problems else "soak: 1 passed, 0 failed")
-    return not problems
+    return verdict(statuses, problems)
 
 
 if __name__ == "__main__":

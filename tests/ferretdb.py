@@ -106,29 +106,37 @@ class FerretDB:
             [str(self.binary), *backend, f"--state-dir={self.state_dir}", f"--listen-addr=127.0.0.1:{self.port}",
              "--debug-addr=-", "--telemetry=disable", "--log-level=error"],
             stdout=subprocess.DEVNULL, stderr=open(self.state_dir / "ferretdb.log", "ab"))
-        self._wait_until_listening()
+        wait_until_listening(self.process, self.port, "FerretDB", self.state_dir / "ferretdb.log")
         return self
 
-    def _wait_until_listening(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"FerretDB exited at start; see {self.state_dir / 'ferretdb.log'}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)  # waiting for another process to bind: nothing to tick
-        raise RuntimeError(f"FerretDB did not listen on port {self.port} within {START_TIMEOUT} s")
-
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_server(self.process)
+
+
+def wait_until_listening(process: subprocess.Popen, port: int, name: str, log: Path) -> None:
+    """Return once a server we started listens on 127.0.0.1:`port`; if it exits or takes
+    longer than START_TIMEOUT, fail naming its log."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited at start; see {log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # waiting for another process to bind: nothing to tick
+    raise RuntimeError(f"{name} did not listen on port {port} within {START_TIMEOUT} s")
+
+
+def stop_server(process: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within 10 s."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def postgresql_bin() -> Path:

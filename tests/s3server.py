@@ -20,19 +20,20 @@ answers ranges as S3 does.
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the project importable
+
+from tests.ferretdb import free_port, stop_on_sigterm, stop_server, wait_until_listening  # noqa: E402
+
 MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSION = "v1.8.0"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meditrack"
 BINARY = CACHE_DIR / f"versitygw-{VERSION}"
-START_TIMEOUT = 30.0
 
 
 def ensure_built() -> Path:
@@ -50,12 +51,6 @@ def ensure_built() -> Path:
         partial.rename(BINARY)
     print(f"built versitygw in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return BINARY
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class VersityGateway:
@@ -77,25 +72,11 @@ class VersityGateway:
             [str(self.binary), "--port", f"127.0.0.1:{self.port}", "posix", "--sidecar",
              str(self.directory / "meta"), str(self.directory / "data")],
             env=environment, stdout=subprocess.DEVNULL, stderr=open(self.directory / "versitygw.log", "ab"))
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"versitygw exited at start; see {self.directory / 'versitygw.log'}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)  # waiting for another process to bind: nothing to tick
-        raise RuntimeError(f"versitygw did not listen on port {self.port} within {START_TIMEOUT} s")
+        wait_until_listening(self.process, self.port, "versitygw", self.directory / "versitygw.log")
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_server(self.process)
 
 
 def own_gateway(directory: Path) -> VersityGateway:
@@ -107,10 +88,7 @@ def own_gateway(directory: Path) -> VersityGateway:
 
 def main(command: list[str]) -> int:
     binary = ensure_built()
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, interrupted)  # unwinds like Ctrl-C, so the `finally` runs
+    stop_on_sigterm()
     server = None
     with tempfile.TemporaryDirectory(prefix="versitygw-") as directory:
         try:
