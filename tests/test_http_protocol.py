@@ -38,7 +38,7 @@ def is_health_body(server, body: bytes) -> bool:
     """The whole of a /health answer: JSON that parses, from its first byte to its last."""
     health = json.loads(body)
     return health["status"] == "ok" and health["store"] == server.store.name and set(health) == {
-        "status", "store", "audit"}
+        "status", "store", "reportStorage", "audit"}
 
 
 def register_json(username: str, password: str = "correct horse battery") -> bytes:

@@ -15,6 +15,7 @@ from bench.processes import launch_meditrack
 from tests.support.api import TEST_SECRET
 from tests.support.mongodb import connections_of_gone_clients, drop_mongodb_database, fresh_mongodb_uri
 from tests.support.objects import object_store_environment
+from tests.support.platforms import require_proc
 
 PROCESS_EXIT = 15.0          # seconds any process may take to stop when told to
 
@@ -127,6 +128,7 @@ class Deployment:
         (unlinked from the start, so only the process's open files show it: Linux's /proc)."""
         if not self.object_store:
             return bool(self.report_ids_before_sweep())
+        require_proc()
         # The spool directory: the data directory's for SQLite, the system's for MongoDB
         # (storage/s3/reports.py). Linux names an unlinked or O_TMPFILE file "<dir>/... (deleted)".
         spool = str(self.temp_dir) if self.store_kind == "sqlite" else tempfile.gettempdir()
