@@ -18,7 +18,8 @@ A GET checks, in this order, and answers the first failure:
 
     the token's shape                    403
     the signature (tampered, or another report's)   403
-    the expiry (now ≥ expires)          410  (only a link we signed can say it expired)
+    the expiry (now ≥ expires)          410  (RFC 9110 §15.5.11, Gone: it was valid and is
+                                               no more; only a link we signed can say so)
     the session: alive, and the user's   403  (logout, logout everywhere, an erasure)
     the password tag: still the user's   403  (a password change: it keeps the session
                                                that made it, but takes every link back)
@@ -36,6 +37,7 @@ import dataclasses
 import hashlib
 import hmac
 import re
+from functools import cached_property
 
 from handlers import reports
 from handlers.auth import Accounts
@@ -60,9 +62,15 @@ class ReportLinks:
         self.ttl = ttl
         self.public_url = public_url
 
+    @cached_property
+    def _key(self) -> bytes:
+        """The link key, derived once, at the first link (the route table is built before
+        the accounts need to exist, so not in __init__)."""
+        return hmac.new(self.accounts.jwt_key, KEY_LABEL, hashlib.sha256).digest()
+
     def _mac(self, message: bytes) -> str:
-        key = hmac.new(self.accounts.jwt_key, KEY_LABEL, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode("ascii")
+        digest = hmac.new(self._key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
     def password_tag(self, username: str) -> str | None:
         """A tag of the user's current password hash (not the hash): None if the user is gone."""
@@ -80,6 +88,9 @@ class ReportLinks:
             raise Forbidden(REFUSED)
         session_id, user_id, expires, tag, signature = found.groups()
         expected = self._mac(f"{patient_id}.{report_id}.{session_id}.{user_id}.{expires}.{tag}".encode("ascii"))
+        # NOTE: compare_digest takes as long wherever the first wrong byte is, so timing
+        # cannot tell a forger how much of a signature was right. The signature is checked
+        # before the store is asked anything: a forged link costs us one HMAC, no query.
         if not hmac.compare_digest(_unpadded_bytes(signature), _unpadded_bytes(expected)):
             raise Forbidden(REFUSED)
         if self.records.clock() >= int(expires):

@@ -51,7 +51,7 @@ class Forbidden(HTTPError):
 
 
 class Gone(HTTPError):
-    status = 410
+    status = 410  # RFC 9110 §15.5.11: it existed, and is no more (an expired download link)
 
 
 class PayloadTooLarge(HTTPError):

@@ -45,12 +45,13 @@ CHUNK_SIZE = 1024 * 1024
 @contextmanager
 def snapshot(store, scratch):
     with store.database.errors_translated():
-        yield MongoSnapshot(store.database)
+        yield MongoSnapshot(store.database, store.reports)
 
 
 class MongoSnapshot(Snapshot):
-    def __init__(self, database):
+    def __init__(self, database, reports):
         self._database = database
+        self._reports = reports  # its kept_sha1s: a report's SHA-1 where its patient's document lacks one
         self._now = datetime.fromtimestamp(database.clock(), timezone.utc)
         self._users: set = set()  # the ids read: what sessions and patients are kept for
 
@@ -94,14 +95,14 @@ class MongoSnapshot(Snapshot):
                 continue
             yield {"id": str(head["_id"]), "ownerId": str(head["ownerId"]), "fields": head["fields"],
                    "version": head["version"], "createdAt": head["createdAt"], "updatedAt": head["updatedAt"],
-                   "versions": kept, "reports": [self._complete(report) for report in head["reports"]]}
+                   "versions": kept, "reports": self._with_sha1(head["reports"])}
 
-    def _complete(self, report: dict) -> dict:
-        """A report kept before reports had their SHA-1 has it only in its GridFS file."""
-        if report.get("sha1") is not None:
-            return report
-        file = self._database.file_documents.find_one({"_id": ObjectId(report["id"])}, {"metadata": 1}) or {}
-        return {**report, "sha1": file.get("metadata", {}).get("sha1")}
+    def _with_sha1(self, reports: list[dict]) -> list[dict]:
+        """A report stored before reports had their SHA-1 gets the one kept for it since."""
+        lacking = [report["id"] for report in reports if report.get("sha1") is None]
+        kept = self._reports.kept_sha1s(lacking) if lacking else {}
+        return [report if report.get("sha1") is not None else {**report, "sha1": kept.get(report["id"])}
+                for report in reports]
 
     def audit_chains(self):
         return [{"chain": document["_id"], **{name: document[name] for name in HEAD_FIELDS}}

@@ -9,7 +9,7 @@ connection of its own. What the report stores need, and nothing else:
                             the server checks the bytes against the hash before it stores them
     open(key, start, length)       GET, with a Range when only part is wanted
     delete(key)             DELETE (deleting a key that is not there succeeds)
-    keys(prefix)            ListObjectsV2, page by page: every key, with when it was written
+    keys(prefix)            ListObjectsV2, page by page: every key under a prefix
 
 `https` endpoints are verified with the default SSL context (the system's CA
 certificates, the host name checked); plain `http` is for a server on this machine
@@ -22,7 +22,6 @@ import http.client
 import ssl
 import time
 import xml.etree.ElementTree as ElementTree
-from datetime import datetime
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
@@ -144,17 +143,14 @@ class ObjectStore:
     def delete(self, key: str) -> None:
         self._expect(self.request("DELETE", key), 200, 204)
 
-    def keys(self, prefix: str) -> Iterator[tuple[str, float]]:
-        """Every key that starts with `prefix`, with when it was last written (seconds
-        since the epoch), a page of up to 1,000 at a time (ListObjectsV2)."""
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with `prefix`, a page of up to 1,000 at a time (ListObjectsV2)."""
         token = None
         while True:
             query = [("list-type", "2"), ("prefix", prefix)] + ([("continuation-token", token)] if token else [])
             page = ElementTree.fromstring(self._expect(self.request("GET", query=query), 200))
             for entry in page.iter(f"{S3_NAMESPACE}Contents"):
-                modified = entry.findtext(f"{S3_NAMESPACE}LastModified")
-                yield entry.findtext(f"{S3_NAMESPACE}Key"), datetime.fromisoformat(modified.replace("Z", "+00:00")
-                                                                                   ).timestamp()
+                yield entry.findtext(f"{S3_NAMESPACE}Key")
             if page.findtext(f"{S3_NAMESPACE}IsTruncated") != "true":
                 return
             token = page.findtext(f"{S3_NAMESPACE}NextContinuationToken")

@@ -22,7 +22,6 @@ MEDITRACK_MAX_UPLOAD_BYTES when the object store is in use (settings.py).
 """
 
 import logging
-import os
 import tempfile
 from typing import Callable
 
@@ -41,7 +40,7 @@ log = logging.getLogger("meditrack.store")
 class ObjectReports:
     """The report bytes of one store in `objects` (one bucket), on the store's clock."""
 
-    def __init__(self, objects: ObjectStore, *, clock, spool_dir: str | None = None):
+    def __init__(self, objects: ObjectStore, *, clock, spool_dir=None):
         self.objects = objects
         self.clock = clock
         self.spool_dir = spool_dir  # where uploads wait for their PUT (None: the system's temp directory)
@@ -58,7 +57,8 @@ class ObjectReports:
     def key(self, report_id: str) -> str:
         return PREFIX + report_id
 
-    def writer(self, attach: Callable[[str, dict], None], *, keep_after: type[Exception] = ()) -> "ObjectReportWriter":
+    def writer(self, attach: Callable[[str, dict], None], *,
+               keep_after: tuple[type[Exception], ...] = ()) -> "ObjectReportWriter":
         return ObjectReportWriter(self, attach, keep_after=keep_after)
 
     def put_file(self, report_id: str, file, size: int, sha256: str) -> None:
@@ -94,7 +94,7 @@ class ObjectReports:
             log.warning("report %s: its object could not be deleted now; left for the sweep", report_id)
 
     def ids(self) -> set[str]:
-        return {key[len(PREFIX):] for key, _ in self.objects.keys(PREFIX)}
+        return {key[len(PREFIX):] for key in self.objects.keys(PREFIX)}
 
     def sweep(self, is_named: Callable[[str], bool], min_age: float) -> None:
         """Delete the objects that no report names (`is_named(report_id)` says), once they
@@ -103,7 +103,7 @@ class ObjectReports:
         reads it (storage/mongo/reports.py); the object store's own clock is not ours.
         A key that is not a report id is not ours either, and is left alone."""
         cutoff = self.clock() - min_age
-        for key, _ in list(self.objects.keys(PREFIX)):
+        for key in list(self.objects.keys(PREFIX)):
             report_id = key[len(PREFIX):]
             if is_object_id(report_id) and id_seconds(report_id) < cutoff and not is_named(report_id):
                 self.objects.delete(key)
@@ -149,9 +149,3 @@ class ObjectReportWriter(ReportWriter):
             self._reports.remove(self.report_id)
         self._stored = False
 
-
-def spool_directory(data_dir) -> str:
-    """Where a store on `data_dir` spools uploads bound for the object store."""
-    path = os.path.join(data_dir, "reports", "tmp")
-    os.makedirs(path, exist_ok=True)
-    return path

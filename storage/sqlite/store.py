@@ -30,7 +30,7 @@ from pathlib import Path
 from storage.base import Store, name_keys
 from storage.errors import NotFound, VersionMismatch
 from storage.ids import new_id
-from storage.s3.reports import ObjectReports, spool_directory
+from storage.s3.reports import ObjectReports
 from storage.sqlite import backup
 from storage.sqlite.accounts import SQLiteAccounts
 from storage.sqlite.audit_log import SQLiteAuditLog
@@ -65,7 +65,7 @@ class SQLiteStore(Store):
         data_dir.mkdir(parents=True, exist_ok=True)
         self.database = Database(data_dir / "meditrack.sqlite3", clock)
         object_reports = None if objects is None else ObjectReports(objects, clock=clock,
-                                                                    spool_dir=spool_directory(data_dir))
+                                                                    spool_dir=data_dir / "reports" / "tmp")
         self.reports = SQLiteReports(self.database, data_dir / "reports", new_version=self._new_version,
                                      objects=object_reports)
         self.accounts = SQLiteAccounts(self.database, delete_patient=self.delete_patient)

@@ -108,7 +108,7 @@ class Deployment:
         opening a store (which would sweep): what a crash or a cut-off left."""
         if self.object_store:  # an upload in flight is a temp file unlinked at once: only objects remain
             from storage.s3.reports import PREFIX
-            return {key[len(PREFIX):] for key, _ in self.objects().keys(PREFIX)}
+            return {key[len(PREFIX):] for key in self.objects().keys(PREFIX)}
         if self.store_kind == "mongodb":
             self._wait_for_commands_of_dead_processes()
             import pymongo
